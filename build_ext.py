@@ -1,0 +1,94 @@
+"""Build the C kernels (csrc/) into the cffi extension `trio_llm._kernels`.
+
+Run by setuptools during `pip install` (see setup.py's cffi_modules), or directly with
+`python build_ext.py` to rebuild the extension in place for development.
+The compiler is zig from the `ziglang` wheel when it works, otherwise the system C compiler;
+the build prints which one it used.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+from cffi import FFI
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+HEADERS = ["csrc/tl_common.h", "csrc/ggml/pool.h", "csrc/ggml/ggml.h", "csrc/ggml/ops.h",
+           "csrc/attn/attn.h"]
+CDEF_BLOCK = re.compile(r"/\* @cdef-begin \*/(.*?)/\* @cdef-end \*/", re.S)
+CDEF_PRELUDE = """
+typedef struct tl_pool tl_pool;
+"""
+
+
+def cdef_source() -> str:
+    """The declarations cffi sees: every block between @cdef markers in the public headers."""
+    parts = [CDEF_PRELUDE]
+    for header in HEADERS:
+        with open(os.path.join(ROOT, header)) as f:
+            parts.extend(CDEF_BLOCK.findall(f.read()))
+    return "\n".join(parts)
+
+
+def zig_works() -> bool:
+    """True when `python -m ziglang cc` can compile and link a shared object here."""
+    if os.environ.get("TRIO_LLM_CC") == "system":
+        return False
+    try:
+        import ziglang  # noqa: F401
+    except ImportError:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("int probe(void) { return 1; }\n")
+        cmd = [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2", src,
+               "-o", os.path.join(tmp, "probe.so")]
+        try:
+            return subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+
+def choose_compiler() -> str:
+    """Point setuptools at zig (CC/LDSHARED) when it works; return the compiler's description."""
+    if zig_works():
+        zig = f"{sys.executable} -m ziglang cc"
+        os.environ["CC"] = zig
+        os.environ["LDSHARED"] = f"{zig} -shared"
+        return "zig cc (ziglang wheel)"
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    return f"system C compiler ({cc})"
+
+
+COMPILER = choose_compiler()
+print(f"trio-llm: building C kernels with {COMPILER}", file=sys.stderr)
+
+ffibuilder = FFI()
+ffibuilder.cdef(cdef_source())
+ffibuilder.set_source(
+    "trio_llm._kernels",
+    "\n".join(f'#include "{h}"' for h in HEADERS),
+    sources=sorted(glob.glob("csrc/**/*.c", recursive=True, root_dir=ROOT)),
+    include_dirs=["."],
+    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wno-unused-function", "-fno-math-errno"],
+    extra_link_args=["-lpthread", "-lm"] + (["-s"] if COMPILER.startswith("zig") else []),
+)
+
+
+def build_in_place() -> None:
+    """Compile the extension into trio_llm/ (cffi builds relative to the project root)."""
+    for old in glob.glob(os.path.join(ROOT, "trio_llm", "_kernels*.so")):
+        os.remove(old)
+    built = ffibuilder.compile(tmpdir=ROOT, verbose=False)
+    print(f"trio-llm: built {os.path.relpath(built, ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    build_in_place()

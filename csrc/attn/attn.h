@@ -1,0 +1,30 @@
+/* KV cache storage and causal grouped-query attention in the online-softmax form. */
+#ifndef TL_ATTN_H
+#define TL_ATTN_H
+
+#include <stdint.h>
+
+#include "../ggml/pool.h"
+
+/* @cdef-begin */
+/* The KV cache of one layer is two arrays, keys and values, each [n_slots][n_ctx][kv_dim] rows of
+   kv_type (TL_F16 now; a row is kv_dim = n_kv_head * head_dim elements, so block types such as
+   Q8_0 and Q4_0 fit later). Bytes of one such array: */
+int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_ctx, int64_t kv_dim);
+
+/* Write k and v ([n_tok][kv_dim] f32) of token t into the cache at (slot[t], pos[t]). */
+int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_ctx, int64_t kv_dim,
+                const float *k, const float *v, int64_t n_tok, const int32_t *slot,
+                const int32_t *pos);
+
+/* out[t] = softmax(scale * q[t] . K^T) V for every head, token t attending to cache positions
+   p' <= pos[t] of slot[t] (and pos[t] - p' < window when window > 0). Query head h reads KV head
+   h / (n_head / n_kv_head). q and out are [n_tok][n_head * head_dim] f32. The cache must already
+   hold the keys and values of every position attended to. */
+int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_cache,
+                 int64_t n_ctx, const float *q, int64_t n_tok, const int32_t *slot,
+                 const int32_t *pos, int n_head, int n_kv_head, int head_dim, float scale,
+                 int window, float *out);
+/* @cdef-end */
+
+#endif

@@ -1,0 +1,35 @@
+/* Tensor block formats and quantized products: the flat API over csrc/ggml. */
+#ifndef TL_GGML_H
+#define TL_GGML_H
+
+#include <stdint.h>
+
+#include "../tl_common.h"
+#include "blocks.h"
+#include "pool.h"
+
+/* @cdef-begin */
+/* Elements and bytes per block of a GGML type (F32/F16/BF16 count as blocks of 1); 0 if unknown. */
+int tl_type_block_elems(int type);
+int tl_type_block_bytes(int type);
+/* Bytes of a row of n elements, or -1 if the type is unknown or n is not a whole number of blocks. */
+int64_t tl_row_bytes(int type, int64_t n);
+
+/* Decode n elements of `type` at src into floats. Returns a tl_status. */
+int tl_dequantize(int type, const void *src, float *dst, int64_t n);
+/* Encode n floats as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q8_K). Returns a tl_status. */
+int tl_quantize(int type, const float *src, void *dst, int64_t n);
+
+/* Gather rows: out[i] = dequantized row ids[i] of a [n_rows][row_len] table. */
+int tl_get_rows(int type, const void *table, int64_t row_len, int64_t n_rows,
+                const int32_t *ids, int64_t n_ids, float *out);
+
+/* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok, o < n_out.
+   W: n_out rows of n_in elements of wtype (GGML layout, rows contiguous); x: f32 [n_tok][n_in];
+   y: f32 [n_tok][n_out]. Quantized weights are multiplied with int8-quantized activations; F32, F16
+   and BF16 weights with f32 activations. Uses the pool's threads and SIMD level. */
+int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
+              const float *x, int64_t n_tok, float *y);
+/* @cdef-end */
+
+#endif

@@ -1,0 +1,27 @@
+/* Element-wise and row-wise operations of a transformer layer (norms, rope, activations). */
+#ifndef TL_OPS_H
+#define TL_OPS_H
+
+#include <stdint.h>
+
+#include "pool.h"
+
+/* @cdef-begin */
+/* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w  (w may be NULL: no weight), rows of n floats.
+   y may equal x. */
+int tl_rmsnorm(tl_pool *pool, const float *x, const float *w, float *y, int64_t n_rows, int64_t n,
+               float eps);
+/* Rotary position embedding, in place, on x [n_tok][n_heads][head_dim]; the first n_rot dims of
+   each head rotate by pos[t] * freq_scale * base^(-2i/n_rot). neox=0 rotates adjacent pairs
+   (2i, 2i+1); neox=1 rotates (i, i + n_rot/2). */
+int tl_rope(tl_pool *pool, float *x, int64_t n_tok, int n_heads, int head_dim, int n_rot,
+            const int32_t *pos, float base, float freq_scale, int neox);
+/* out = silu(gate) * up, and out = gelu_tanh(gate) * up, over n floats (out may alias either). */
+int tl_swiglu(tl_pool *pool, const float *gate, const float *up, float *out, int64_t n);
+int tl_geglu(tl_pool *pool, const float *gate, const float *up, float *out, int64_t n);
+/* y += x; y *= s, over n floats. */
+void tl_add(float *y, const float *x, int64_t n);
+void tl_scale(float *y, float s, int64_t n);
+/* @cdef-end */
+
+#endif
