@@ -84,9 +84,16 @@ ffibuilder.set_source(
 
 def build_in_place() -> None:
     """Compile the extension into trio_llm/ (cffi builds relative to the project root)."""
-    for old in glob.glob(os.path.join(ROOT, "trio_llm", "_kernels*.so")):
-        os.remove(old)
-    built = ffibuilder.compile(tmpdir=ROOT, verbose=False)
+    import fcntl
+
+    os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+    with open(os.path.join(ROOT, "build", ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds at once would interleave their outputs
+        for old in glob.glob(os.path.join(ROOT, "trio_llm", "_kernels*.so")):
+            os.remove(old)  # a new inode: processes that loaded the old library keep it
+        built = ffibuilder.compile(tmpdir=ROOT, verbose=False)
+        for obj in glob.glob(os.path.join(ROOT, "**", "*.o"), recursive=True):
+            os.remove(obj)
     print(f"trio-llm: built {os.path.relpath(built, ROOT)}", file=sys.stderr)
 
 

@@ -17,7 +17,7 @@ int64_t tl_row_bytes(int type, int64_t n);
 
 /* Decode n elements of `type` at src into floats. Returns a tl_status. */
 int tl_dequantize(int type, const void *src, float *dst, int64_t n);
-/* Encode n floats as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q8_K). Returns a tl_status. */
+/* Encode n floats as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_K). Returns a tl_status. */
 int tl_quantize(int type, const float *src, void *dst, int64_t n);
 
 /* Gather rows: out[i] = dequantized row ids[i] of a [n_rows][row_len] table. */
