@@ -1,0 +1,52 @@
+"""Weight tensors as C pointers into the mmapped GGUF file (never copied)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trio_llm._kernels import ffi
+from trio_llm.engine.gguf_file import GGUFFile
+
+
+class MissingTensor(ValueError):
+    """The file lacks a tensor its architecture needs, or has it with the wrong shape."""
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A GGML tensor viewed as n_out rows of n_in elements (GGML order: n_in = ne0)."""
+
+    name: str
+    kind: int
+    n_out: int
+    n_in: int
+    data: Any  # cffi pointer into the mmap
+
+
+class WeightLoader:
+    """Makes Weight handles for one open GGUF file; keeps the mmap's buffer alive."""
+
+    def __init__(self, gguf: GGUFFile) -> None:
+        self.gguf = gguf
+        self._buffer = ffi.from_buffer(gguf.data)
+        self._base = ffi.cast("char *", self._buffer)
+
+    def has(self, name: str) -> bool:
+        return name in self.gguf.tensors
+
+    def get(self, name: str, *shape: int) -> Weight:
+        """The tensor `name`, checked against the expected GGML-order shape."""
+        info = self.gguf.tensors.get(name)
+        if info is None:
+            raise MissingTensor(f"model file lacks tensor {name!r}")
+        if shape and tuple(info.shape) != shape:
+            raise MissingTensor(f"tensor {name!r} has shape {info.shape}, expected {shape}")
+        return Weight(name, int(info.type), info.n_rows, info.row_length, self._base + info.offset)
+
+    def floats(self, name: str, n: int) -> Any:
+        """An F32 vector (norm weights) as a float pointer."""
+        w = self.get(name, n)
+        if w.kind != 0:
+            raise MissingTensor(f"tensor {name!r} must be F32")
+        return ffi.cast("float *", w.data)

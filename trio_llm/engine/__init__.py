@@ -1,0 +1,1 @@
+"""The inference engine: GGUF files, kernels, tokenizers, sampling and the forward pass."""

@@ -1,0 +1,94 @@
+"""Thin typed access to the C kernels (trio_llm._kernels): status checks, pointers, the pool.
+
+Pointers are made once (per model or per buffer) with `ptr()` and reused for every call:
+building a cffi pointer costs more than many kernel calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trio_llm._kernels import ffi, lib
+
+STATUS_MESSAGES = {
+    1: "unsupported tensor type",
+    2: "length is not a whole number of blocks, or out of range",
+    3: "out of memory",
+    4: "invalid argument",
+}
+
+
+class KernelError(RuntimeError):
+    """A C kernel refused its arguments (it never aborts the process)."""
+
+
+def check(status: int, what: str) -> None:
+    """Raise KernelError unless a tl_ call returned TL_OK."""
+    if status != 0:
+        raise KernelError(f"{what}: {STATUS_MESSAGES.get(status, f'status {status}')}")
+
+
+def ptr(array: np.ndarray | memoryview | bytes, ctype: str = "void *") -> Any:
+    """A C pointer to a contiguous buffer (the buffer must outlive the pointer's use)."""
+    if isinstance(array, np.ndarray) and not array.flags.c_contiguous:
+        raise ValueError("kernel buffers must be C-contiguous")
+    return ffi.cast(ctype, ffi.from_buffer(array))
+
+
+class Pool:
+    """The persistent C thread pool: created once per model, freed with close()."""
+
+    def __init__(self, n_threads: int = 0, scalar: bool = False) -> None:
+        handle = lib.tl_pool_new(n_threads, 1 if scalar else 0)
+        if handle == ffi.NULL:
+            raise KernelError("could not create the thread pool")
+        self.handle = ffi.gc(handle, lib.tl_pool_free)
+
+    @property
+    def n_threads(self) -> int:
+        return lib.tl_pool_threads(self.handle)
+
+    @property
+    def simd(self) -> bool:
+        return lib.tl_pool_features(self.handle) != 0
+
+    def close(self) -> None:
+        """Stop the threads now rather than at garbage collection."""
+        if self.handle is not None:
+            lib.tl_pool_free(ffi.gc(self.handle, None))
+            self.handle = None
+
+
+def physical_cores() -> int:
+    return lib.tl_physical_cores()
+
+
+def dequantize(kind: int, raw: np.ndarray | memoryview | bytes, n: int) -> np.ndarray:
+    """Decode n elements of GGML type `kind` into a new float32 array."""
+    out = np.empty(n, dtype=np.float32)
+    check(lib.tl_dequantize(int(kind), ptr(raw), ptr(out, "float *"), n), "dequantize")
+    return out
+
+
+def quantize(kind: int, values: np.ndarray) -> np.ndarray:
+    """Encode float32 values as GGML type `kind`; returns the raw bytes as uint8."""
+    values = np.ascontiguousarray(values, dtype=np.float32).ravel()
+    nbytes = lib.tl_row_bytes(int(kind), values.size)
+    if nbytes < 0:
+        raise KernelError(f"quantize: {values.size} values are not whole blocks of type {kind}")
+    out = np.empty(nbytes, dtype=np.uint8)
+    check(lib.tl_quantize(int(kind), ptr(values, "float *"), ptr(out), values.size), "quantize")
+    return out
+
+
+def matmul(pool: Pool, kind: int, weights: Any, n_out: int, n_in: int, x: np.ndarray) -> np.ndarray:
+    """y = x @ W.T for raw GGML weights [n_out][n_in] and float32 x [n_tok][n_in] (convenience)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n_tok = x.shape[0]
+    y = np.empty((n_tok, n_out), dtype=np.float32)
+    w = weights if isinstance(weights, ffi.CData) else ptr(weights)
+    check(lib.tl_matmul(pool.handle, int(kind), w, n_out, n_in, ptr(x, "float *"), n_tok,
+                        ptr(y, "float *")), "matmul")
+    return y
