@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference_llama import ReferenceLlama
+from tests.reference_llama import ReferenceLlama
 from trio_llm.engine.batch import Batch
 from trio_llm.engine.generate import generate_text
 from trio_llm.engine.model import Model

@@ -1,0 +1,68 @@
+"""Benchmark: prompt-eval and decode speed of a GGUF model on our kernels.
+
+    python -m trio_llm.bench MODEL.gguf [--threads 2] [--prompt 512] [--gen 128] [--reps 3]
+
+Measures the same work as shared/bench/llamacpp_bench.py so the two can be compared side by
+side: prompt eval of a 512-token batch, 128 single-token decode steps from an empty context and
+128 right after the prompt. Decode GB/s is the weight bytes read per token times tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from trio_llm.engine.batch import Batch
+from trio_llm.engine.model import Model
+
+
+def decode_speed(model: Model, n: int, start: int) -> float:
+    forward = model.net.forward
+    t0 = time.perf_counter()
+    for i in range(n):
+        forward(Batch.sequence([1500 + i], start + i))
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m trio_llm.bench", description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt", type=int, default=512)
+    parser.add_argument("--gen", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--bandwidth", type=float, default=0.0,
+                        help="machine read bandwidth in GB/s, to print the fraction of it")
+    args = parser.parse_args(argv)
+
+    model = Model.load(args.model, n_ctx=args.prompt + args.gen + 16, n_threads=args.threads,
+                       max_batch=max(args.prompt, 1))
+    gigabytes = model.weight_bytes / 1e9
+    prompt = [1] + list(range(1000, 1000 + args.prompt - 1))
+    print(f"model {args.model}: {gigabytes * 1e3:.1f} MB of weights read per token, "
+          f"{model.pool.n_threads} threads, SIMD {'on' if model.pool.simd else 'off'}")
+    pp_runs, tg_runs, tgd_runs = [], [], []
+    for rep in range(args.reps):
+        model.net.forward(Batch.sequence([1]))
+        tg = decode_speed(model, args.gen, 1)
+        t0 = time.perf_counter()
+        model.net.forward(Batch.sequence(prompt))
+        pp = args.prompt / (time.perf_counter() - t0)
+        tgd = decode_speed(model, args.gen, args.prompt)
+        pp_runs.append(pp)
+        tg_runs.append(tg)
+        tgd_runs.append(tgd)
+        print(f"rep {rep}: pp{args.prompt} {pp:.1f} tok/s  tg{args.gen} {tg:.1f} tok/s "
+              f"({tg * gigabytes:.1f} GB/s)  tg{args.gen}@d{args.prompt} {tgd:.1f} tok/s")
+    tg = statistics.median(tg_runs)
+    line = (f"median: pp{args.prompt} {statistics.median(pp_runs):.1f} tok/s  "
+            f"tg{args.gen} {tg:.1f} tok/s = {tg * gigabytes:.1f} GB/s  "
+            f"tg{args.gen}@d{args.prompt} {statistics.median(tgd_runs):.1f} tok/s")
+    if args.bandwidth > 0:
+        line += f"  ({tg * gigabytes / args.bandwidth:.0%} of {args.bandwidth:g} GB/s)"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
