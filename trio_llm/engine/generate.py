@@ -1,31 +1,23 @@
-"""Token generation for one sequence: prompt eval, then sample-and-decode until a stop."""
+"""Token generation for one sequence, on the same plan/apply steps the runner batches."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from trio_llm.engine.batch import Batch
+from trio_llm.engine import slots
 from trio_llm.engine.model import Model
 from trio_llm.engine.sampler import Sampler
 
 
-def generate_tokens(model: Model, prompt: Sequence[int], sampler: Sampler, max_tokens: int,
-                    slot: int = 0) -> Iterator[int]:
-    """Yield sampled token ids; stops after an end-of-generation token or max_tokens."""
-    if not prompt:
-        raise ValueError("generation needs at least one prompt token")
-    if len(prompt) + max_tokens > model.net.n_ctx:
-        raise ValueError("prompt plus max_tokens exceed the context")
-    logits = model.net.forward(Batch.sequence(prompt, 0, slot))[0]
-    history = list(prompt)
-    stops = model.tokenizer.stop_ids
-    for _ in range(max_tokens):
-        token = sampler.sample(logits, history)
-        yield token
-        if token in stops:
-            return
-        history.append(token)
-        logits = model.net.forward(Batch.sequence([token], len(history) - 1, slot))[0]
+def generate_tokens(model: Model, prompt: Sequence[int], sampler: Sampler,
+                    max_tokens: int) -> Iterator[int]:
+    """Yield sampled token ids; the last is an end-of-generation token or the max_tokens-th."""
+    table = slots.SlotTable(1, model.net.n_ctx, model.net.max_batch)
+    seq = slots.Sequence(list(prompt), sampler, max_tokens, model.tokenizer.stop_ids)
+    table.add(seq)
+    while (plan := table.plan()) is not None:
+        for event in table.apply(plan, model.net.forward(plan.batch)):
+            yield event.token
 
 
 def generate_text(model: Model, prompt: str, sampler: Sampler, max_tokens: int) -> str:

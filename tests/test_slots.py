@@ -1,0 +1,103 @@
+"""Continuous batching plans: who feeds what each step, and what sampling does to sequences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+
+import numpy as np
+import pytest
+
+from trio_llm.engine.slots import DoneReason, NoFreeSlot, Sequence, SlotTable
+
+VOCAB = 10
+
+
+class Argmax:
+    """Stands in for the sampler (not under test here): picks the highest logit."""
+
+    def sample(self, logits: np.ndarray, history: Seq[int]) -> int:
+        return int(np.argmax(logits))
+
+
+def logits_choosing(*tokens: int) -> np.ndarray:
+    out = np.zeros((len(tokens), VOCAB), np.float32)
+    out[np.arange(len(tokens)), tokens] = 1.0
+    return out
+
+
+def seq(prompt: list[int], **kw: object) -> Sequence:
+    return Sequence(prompt, Argmax(), **kw)  # type: ignore[arg-type]
+
+
+def test_prompt_is_fed_whole_then_one_token_per_step() -> None:
+    table = SlotTable(n_slots=1, n_ctx=64)
+    s = seq([1, 2, 3])
+    table.add(s)
+    plan = table.plan()
+    assert plan is not None
+    assert plan.batch.tokens.tolist() == [1, 2, 3]
+    assert plan.batch.positions.tolist() == [0, 1, 2]
+    assert plan.batch.logits_for.tolist() == [2]
+    [event] = table.apply(plan, logits_choosing(7))
+    assert event.token == 7 and event.done is None
+    plan = table.plan()
+    assert plan.batch.tokens.tolist() == [7] and plan.batch.positions.tolist() == [3]
+
+
+def test_decoding_sequences_go_first_and_long_prompts_are_chunked() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64, max_batch=4)
+    a, b = seq([1, 2]), seq([5, 5, 5, 5, 5, 5])
+    table.add(a)
+    table.apply(table.plan(), logits_choosing(8))   # a is now decoding
+    table.add(b)
+    plan = table.plan()
+    assert plan.batch.tokens.tolist() == [8, 5, 5, 5]           # a's token, then 3 of b's prompt
+    assert plan.batch.slots.tolist() == [0, 1, 1, 1]
+    assert plan.readers == [a]                                  # b's prompt is unfinished
+    table.apply(plan, logits_choosing(9))
+    plan = table.plan()
+    assert plan.batch.tokens.tolist() == [9, 5, 5, 5]
+    assert plan.batch.positions.tolist() == [3, 3, 4, 5]
+    assert plan.readers == [a, b]
+
+
+def test_stop_token_and_num_predict_end_sequences() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64)
+    stopper, counted = seq([1], stop_ids={0}), seq([1], max_tokens=2)
+    table.add(stopper)
+    table.add(counted)
+    events = table.apply(table.plan(), logits_choosing(0, 4))
+    assert [e.done for e in events] == [DoneReason.STOP, None]
+    [event] = table.apply(table.plan(), logits_choosing(4))
+    assert event.done == DoneReason.LENGTH
+    assert table.plan() is None
+
+
+def test_full_context_ends_with_length() -> None:
+    table = SlotTable(n_slots=1, n_ctx=4)
+    s = seq([1, 2, 3])
+    table.add(s)
+    table.apply(table.plan(), logits_choosing(5))
+    [event] = table.apply(table.plan(), logits_choosing(5))
+    assert event.done == DoneReason.LENGTH and s.position == 4
+
+
+def test_slots_are_reused_after_removal() -> None:
+    table = SlotTable(n_slots=1, n_ctx=16)
+    first = seq([1])
+    table.add(first)
+    with pytest.raises(NoFreeSlot):
+        table.add(seq([2]))
+    table.remove(first)
+    table.remove(first)
+    second = seq([2])
+    table.add(second)
+    assert second.slot == 0 and table.free_slots == 0
+
+
+def test_prompts_that_cannot_fit_are_refused() -> None:
+    table = SlotTable(n_slots=1, n_ctx=4)
+    with pytest.raises(ValueError):
+        table.add(seq([]))
+    with pytest.raises(ValueError, match="context"):
+        table.add(seq([1, 2, 3, 4]))

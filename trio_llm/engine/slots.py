@@ -1,0 +1,157 @@
+"""Continuous batching as a pure step: plan which tokens each sequence feeds, then apply logits.
+
+`SlotTable.plan()` packs one batch from every active sequence — the next token of those that
+are decoding, and chunks of the prompts of newly admitted ones — so a single forward pass serves
+them all. `SlotTable.apply()` samples each sequence's next token from its logits row and reports
+what happened. No event loop and no model here: the runner calls forward() between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from trio_llm.engine.batch import Batch
+
+if TYPE_CHECKING:
+    from trio_llm.engine.sampler import Sampler
+
+
+class DoneReason(StrEnum):
+    """Why a sequence stopped, with Ollama's `done_reason` spelling."""
+
+    STOP = "stop"        # an end-of-generation token
+    LENGTH = "length"    # num_predict reached, or the context is full
+
+
+class NoFreeSlot(RuntimeError):
+    """Every KV slot is taken; the caller must wait for one."""
+
+
+@dataclass
+class Sequence:
+    """One request's generation: its slot, what it still has to feed, what it produced."""
+
+    prompt: list[int]
+    sampler: Sampler
+    max_tokens: int = -1                 # num_predict; negative: until stop or context end
+    stop_ids: Collection[int] = ()
+    slot: int = -1
+    position: int = 0                    # tokens already in the KV cache
+    fed_prompt: int = 0                  # prompt tokens already evaluated
+    generated: list[int] = field(default_factory=list)
+    next_token: int | None = None        # sampled, not yet fed
+    done: DoneReason | None = None
+
+    @property
+    def history(self) -> list[int]:
+        return self.prompt + self.generated
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed_prompt < len(self.prompt)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One batch, and for each logits row the sequence it belongs to."""
+
+    batch: Batch
+    readers: list[Sequence]
+    fed: list[tuple[Sequence, int]]      # (sequence, how many tokens it feeds this step)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A sequence sampled `token`; `done` is set when that ends the sequence."""
+
+    sequence: Sequence
+    token: int
+    done: DoneReason | None
+
+
+class SlotTable:
+    """Assigns KV slots to sequences and plans batched steps over them."""
+
+    def __init__(self, n_slots: int, n_ctx: int, max_batch: int = 512) -> None:
+        self.n_ctx, self.max_batch = n_ctx, max_batch
+        self.slots: list[Sequence | None] = [None] * n_slots
+
+    @property
+    def free_slots(self) -> int:
+        return sum(s is None for s in self.slots)
+
+    @property
+    def active(self) -> list[Sequence]:
+        return [s for s in self.slots if s is not None]
+
+    def add(self, seq: Sequence) -> None:
+        """Give the sequence a free slot (its KV rows are simply overwritten from position 0)."""
+        if not seq.prompt:
+            raise ValueError("a sequence needs at least one prompt token")
+        if len(seq.prompt) >= self.n_ctx:
+            raise ValueError(f"prompt of {len(seq.prompt)} tokens does not fit the context "
+                             f"of {self.n_ctx}")
+        for i, s in enumerate(self.slots):
+            if s is None:
+                seq.slot = i
+                self.slots[i] = seq
+                return
+        raise NoFreeSlot("no free KV slot")
+
+    def remove(self, seq: Sequence) -> None:
+        """Free the sequence's slot (finished or cancelled); safe to call twice."""
+        if 0 <= seq.slot < len(self.slots) and self.slots[seq.slot] is seq:
+            self.slots[seq.slot] = None
+
+    def plan(self) -> StepPlan | None:
+        """The next batch: every decoding sequence's token first, then prompt chunks."""
+        parts: list[Batch] = []
+        readers: list[Sequence] = []
+        fed: list[tuple[Sequence, int]] = []
+        budget = self.max_batch
+        for seq in self.active:
+            if seq.done is None and not seq.prefilling and seq.next_token is not None and budget:
+                parts.append(Batch.sequence([seq.next_token], seq.position, seq.slot))
+                readers.append(seq)
+                fed.append((seq, 1))
+                budget -= 1
+        for seq in self.active:
+            if seq.done is None and seq.prefilling and budget:
+                chunk = seq.prompt[seq.fed_prompt: seq.fed_prompt + budget]
+                finishes = seq.fed_prompt + len(chunk) == len(seq.prompt)
+                batch = Batch.sequence(chunk, seq.position, seq.slot)
+                if not finishes:
+                    batch.logits_for = np.zeros(0, dtype=np.int32)
+                else:
+                    readers.append(seq)
+                parts.append(batch)
+                fed.append((seq, len(chunk)))
+                budget -= len(chunk)
+        if not parts:
+            return None
+        return StepPlan(Batch.join(parts), readers, fed)
+
+    def apply(self, plan: StepPlan, logits: np.ndarray) -> list[StepEvent]:
+        """Advance every sequence past what it fed; sample a token for each logits row."""
+        for seq, n in plan.fed:
+            if seq.prefilling:
+                seq.fed_prompt += n
+            seq.position += n
+            seq.next_token = None
+        events = []
+        for seq, row in zip(plan.readers, logits, strict=True):
+            token = seq.sampler.sample(row, seq.history)
+            seq.generated.append(token)
+            if token in seq.stop_ids:
+                seq.done = DoneReason.STOP
+            elif len(seq.generated) == seq.max_tokens or seq.position >= self.n_ctx:
+                seq.done = DoneReason.LENGTH
+            else:
+                seq.next_token = token
+            events.append(StepEvent(seq, token, seq.done))
+        return events
