@@ -6,7 +6,7 @@
 #include "quants.h"
 
 /* d * q + m must round twice, as the format's definition does: never fuse into an FMA. */
-#pragma STDC FP_CONTRACT OFF
+TL_NO_FP_CONTRACT
 
 static void dequant_f16(const void *src, float *dst, int64_t n) {
     const tl_half *h = src;

@@ -9,20 +9,25 @@
 #include "quants.h"
 
 /* The scale products and the final multiply-subtract each round to f32: never fuse. */
-#pragma STDC FP_CONTRACT OFF
+TL_NO_FP_CONTRACT
 
 void tl_dequant_q2_K(const void *src, float *dst, int64_t nb) {
     const tl_block_q2_K *b = src;
     for (int64_t k = 0; k < nb; k++, dst += TL_QK_K) {
         float d = tl_half_to_float(b[k].d);
         float dmin = tl_half_to_float(b[k].dmin);
-        for (int e = 0; e < TL_QK_K; e++) {
-            int g = e / 16;
-            float dl = d * (float)(b[k].scales[g] & 15);
-            float ml = dmin * (float)(b[k].scales[g] >> 4);
-            int q = (b[k].qs[(e / 128) * 32 + e % 32] >> (2 * ((e / 32) % 4))) & 3;
-            float y = dl * (float)q;
-            dst[e] = y - ml;
+        for (int c = 0; c < TL_QK_K / 32; c++) {       /* 32 elements: one 2-bit field */
+            const uint8_t *qs = b[k].qs + (c / 4) * 32;
+            int shift = 2 * (c % 4);
+            for (int h = 0; h < 2; h++) {               /* two groups of 16 per column */
+                int g = 2 * c + h;
+                float dl = d * (float)(b[k].scales[g] & 15);
+                float ml = dmin * (float)(b[k].scales[g] >> 4);
+                for (int l = 16 * h; l < 16 * h + 16; l++) {
+                    float y = dl * (float)((qs[l] >> shift) & 3);
+                    dst[c * 32 + l] = y - ml;
+                }
+            }
         }
     }
 }
@@ -44,12 +49,18 @@ void tl_dequant_q3_K(const void *src, float *dst, int64_t nb) {
         float d = tl_half_to_float(b[k].d);
         int sc[16];
         q3_K_scales(b[k].scales, sc);
-        for (int e = 0; e < TL_QK_K; e++) {
-            float dl = d * (float)sc[e / 16];
-            int low = (b[k].qs[(e / 128) * 32 + e % 32] >> (2 * ((e / 32) % 4))) & 3;
-            int high_set = (b[k].hmask[e % 32] >> (e / 32)) & 1;
-            int q = low - (high_set ? 0 : 4);   /* a clear high bit means q - 4 */
-            dst[e] = dl * (float)q;
+        for (int c = 0; c < TL_QK_K / 32; c++) {
+            const uint8_t *qs = b[k].qs + (c / 4) * 32;
+            int shift = 2 * (c % 4);
+            for (int h = 0; h < 2; h++) {
+                float dl = d * (float)sc[2 * c + h];
+                for (int l = 16 * h; l < 16 * h + 16; l++) {
+                    int low = (qs[l] >> shift) & 3;
+                    int high_set = (b[k].hmask[l] >> c) & 1;
+                    int q = low - (high_set ? 0 : 4);   /* a clear high bit means q - 4 */
+                    dst[c * 32 + l] = dl * (float)q;
+                }
+            }
         }
     }
 }
@@ -99,12 +110,18 @@ void tl_dequant_q6_K(const void *src, float *dst, int64_t nb) {
     const tl_block_q6_K *b = src;
     for (int64_t k = 0; k < nb; k++, dst += TL_QK_K) {
         float d = tl_half_to_float(b[k].d);
-        for (int e = 0; e < TL_QK_K; e++) {
+        for (int c = 0; c < TL_QK_K / 32; c++) {
             /* low nibbles: 64-byte planes, two fields each; high pairs: 32-byte planes, four */
-            int low = (b[k].ql[(e / 128) * 64 + e % 64] >> (4 * ((e / 64) % 2))) & 15;
-            int high = (b[k].qh[(e / 128) * 32 + e % 32] >> (2 * ((e / 32) % 4))) & 3;
-            float dl = d * (float)b[k].scales[e / 16];
-            dst[e] = dl * (float)((low | high << 4) - 32);
+            const uint8_t *ql = b[k].ql + (c / 4) * 64 + (c % 2) * 32;
+            const uint8_t *qh = b[k].qh + (c / 4) * 32;
+            int lshift = 4 * ((c / 2) % 2), hshift = 2 * (c % 4);
+            for (int h = 0; h < 2; h++) {
+                float dl = d * (float)b[k].scales[2 * c + h];
+                for (int l = 16 * h; l < 16 * h + 16; l++) {
+                    int q = ((ql[l] >> lshift) & 15) | ((qh[l] >> hshift) & 3) << 4;
+                    dst[c * 32 + l] = dl * (float)(q - 32);
+                }
+            }
         }
     }
 }

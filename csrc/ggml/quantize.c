@@ -8,7 +8,7 @@
 #include "quants.h"
 
 /* x * id + 8.5 rounds twice in the reference scheme: never fuse into an FMA. */
-#pragma STDC FP_CONTRACT OFF
+TL_NO_FP_CONTRACT
 
 static void quant_f16(const float *src, tl_half *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = tl_float_to_half(src[i]);

@@ -5,6 +5,7 @@
    1. For each sub-block, a float scale s >= 0 and offset m >= 0 (x ~ s * q - m) that minimise
       the squared error: try a ladder of step sizes over [min(x, 0), max(x)], and for each one
       alternate nearest-level assignment with the least-squares (s, m) for that assignment.
+      (m >= 0 because the decoder subtracts dmin * m with dmin >= 0: zero is always in range.)
    2. d = max(s) / 63 and dmin = max(m) / 63 rounded to f16; sc and m rounded against them.
    3. Each sub-block tries sc +-1 and m +-1 with the real (f16, 6-bit) factors and keeps the pair
       whose decoded values, computed exactly as the decoder does, have the least squared error. */
@@ -14,25 +15,33 @@
 #include "quants.h"
 
 /* Errors are measured on the decoder's own f32 arithmetic. */
-#pragma STDC FP_CONTRACT OFF
+TL_NO_FP_CONTRACT
 
 #define SUB 32                    /* elements per sub-block */
 #define NSUB (TL_QK_K / SUB)      /* sub-blocks per super-block */
 #define QMAX 15                   /* largest 4-bit quant */
 #define SMAX 63                   /* largest 6-bit scale or min */
+/* Step ladder of step 1: (hi - lo) / 13, / 13.5, ... / 17, each refined twice. A finer ladder
+   (25 rungs, 3 rounds) gains 0.2% RMS error for 4x the time. */
+#define N_STEPS 8
+#define STEP_LO 13.0f
+#define STEP_INC 0.5f
+#define N_ITER 2
 
-/* round(v) clamped to [0, hi]; NaN -> 0. */
+/* round(v) clamped to [0, hi]; NaN -> 0. (Not roundf: without SSE4.1 that is a libm call, and
+   how exact ties round does not matter to this encoder.) */
 static int round_clamp(float v, int hi) {
     if (!(v > 0.0f)) return 0;
     if (v >= (float)hi) return hi;
-    return (int)roundf(v);
+    return (int)(v + 0.5f);
 }
 
 /* Nearest levels of s * q - m for each x; returns the squared error (in double). */
 static double assign(const float *x, float s, float m, uint8_t *q) {
+    float inv = s > 0.0f ? 1.0f / s : 0.0f;
     double err = 0.0;
     for (int i = 0; i < SUB; i++) {
-        q[i] = s > 0.0f ? (uint8_t)round_clamp((x[i] + m) / s, QMAX) : 0;
+        q[i] = (uint8_t)round_clamp((x[i] + m) * inv, QMAX);
         double e = (double)s * q[i] - m - x[i];
         err += e * e;
     }
@@ -76,9 +85,9 @@ static void fit_sub_block(const float *x, float *s_out, float *m_out) {
     uint8_t q[SUB];
     float best_s = (hi - lo) / QMAX, best_m = -lo;
     double best = assign(x, best_s, best_m, q);
-    for (int t = 0; t <= 24; t++) {  /* steps of (hi - lo) / 12 ... / 18 */
-        float s = (hi - lo) / (12.0f + 0.25f * (float)t), m = -lo;
-        for (int iter = 0; iter < 3; iter++) {
+    for (int t = 0; t <= N_STEPS; t++) {
+        float s = (hi - lo) / (STEP_LO + STEP_INC * (float)t), m = -lo;
+        for (int iter = 0; iter < N_ITER; iter++) {
             double err = assign(x, s, m, q);
             if (err < best) {
                 best = err;

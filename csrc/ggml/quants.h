@@ -6,6 +6,15 @@
 
 #include "ggml.h"
 
+/* Bit-exact codecs need every multiply and add rounded on its own: no FMA contraction. clang
+   honours the standard pragma; GCC ignores it, but never contracts in ISO C mode (-std=c11).
+   The code also keeps each rounding step in its own statement, where no compiler fuses. */
+#if defined(__clang__)
+#define TL_NO_FP_CONTRACT _Pragma("STDC FP_CONTRACT OFF")
+#else
+#define TL_NO_FP_CONTRACT
+#endif
+
 /* Decode nb consecutive blocks of one format at src into nb * block_elems floats.
    The arithmetic follows the format's reference definition step by step, rounding to f32 after
    every operation, so results are bit-exact (the files compile with FP_CONTRACT off). */
