@@ -378,3 +378,14 @@ def test_get_rows_checks_type_and_row_length() -> None:
     assert call(99, 256) == TL_ERR_TYPE
     assert call(lib.TL_Q4_K, 100) == TL_ERR_SIZE
     assert call(lib.TL_Q4_K, 256) == TL_OK
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_K", "F16", "BF16"])
+def test_quantize_survives_nan_and_inf_input(name: str) -> None:
+    """Bad floats give some (unspecified) bytes and a success status, never a crash."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal(512).astype(np.float32)
+    x[[3, 40, 300]] = [np.nan, np.inf, -np.inf]
+    x[256:288] = np.nan
+    raw = quantize(getattr(lib, f"TL_{name}"), x)
+    dequantize(getattr(lib, f"TL_{name}"), raw, x.size)
