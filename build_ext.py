@@ -19,8 +19,8 @@ import tempfile
 from cffi import FFI
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-HEADERS = ["csrc/tl_common.h", "csrc/ggml/pool.h", "csrc/ggml/ggml.h", "csrc/ggml/ops.h",
-           "csrc/attn/attn.h"]
+HEADERS = ["csrc/ggml/blocks.h", "csrc/tl_common.h", "csrc/ggml/pool.h", "csrc/ggml/ggml.h",
+           "csrc/ggml/ops.h", "csrc/attn/attn.h"]
 CDEF_BLOCK = re.compile(r"/\* @cdef-begin \*/(.*?)/\* @cdef-end \*/", re.S)
 CDEF_PRELUDE = """
 typedef struct tl_pool tl_pool;
