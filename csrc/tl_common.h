@@ -6,6 +6,7 @@
 #include <string.h>
 
 /* Status codes returned by every tl_ function that can fail (0 = success). */
+/* @cdef-begin */
 enum tl_status {
     TL_OK = 0,
     TL_ERR_TYPE = 1,      /* unknown or unsupported tensor type */
@@ -13,6 +14,7 @@ enum tl_status {
     TL_ERR_MEMORY = 3,    /* allocation failed */
     TL_ERR_ARG = 4,       /* any other invalid argument */
 };
+/* @cdef-end */
 
 /* CPU feature bits, as reported by tl_cpu_features(). */
 enum tl_cpu_feature { TL_CPU_AVX2 = 1, TL_CPU_FMA = 2, TL_CPU_F16C = 4 };

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
 from trio_llm._kernels import ffi, lib
 
 QT = GGMLQuantizationType
@@ -15,8 +16,8 @@ BLOCK_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
 FLOAT_TYPES = ["F32", "F16", "BF16"]
 UNKNOWN_TYPES = [-1, 4, 5, 16, 29, 31, 99]
 
-# enum tl_status of csrc/tl_common.h, whose values cffi does not see (the header has no cdef).
-TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4
+TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = (lib.TL_OK, lib.TL_ERR_TYPE, lib.TL_ERR_SIZE,
+                                               lib.TL_ERR_ARG)
 
 
 def f32_ptr(a: np.ndarray) -> object:

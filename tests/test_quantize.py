@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf import quants as gq
+
 from trio_llm._kernels import ffi, lib
 
 QT = GGMLQuantizationType
-# enum tl_status of csrc/tl_common.h, whose values cffi does not see (the header has no cdef).
-TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4
+TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = (lib.TL_OK, lib.TL_ERR_TYPE, lib.TL_ERR_SIZE,
+                                               lib.TL_ERR_ARG)
 
 # Offsets of the f16 scale fields in each block, read from the C structs themselves.
 HALF_FIELDS = {

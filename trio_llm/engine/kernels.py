@@ -13,10 +13,10 @@ import numpy as np
 from trio_llm._kernels import ffi, lib
 
 STATUS_MESSAGES = {
-    1: "unsupported tensor type",
-    2: "length is not a whole number of blocks, or out of range",
-    3: "out of memory",
-    4: "invalid argument",
+    lib.TL_ERR_TYPE: "unsupported tensor type",
+    lib.TL_ERR_SIZE: "length is not a whole number of blocks, or out of range",
+    lib.TL_ERR_MEMORY: "out of memory",
+    lib.TL_ERR_ARG: "invalid argument",
 }
 
 
@@ -26,7 +26,7 @@ class KernelError(RuntimeError):
 
 def check(status: int, what: str) -> None:
     """Raise KernelError unless a tl_ call returned TL_OK."""
-    if status != 0:
+    if status != lib.TL_OK:
         raise KernelError(f"{what}: {STATUS_MESSAGES.get(status, f'status {status}')}")
 
 
