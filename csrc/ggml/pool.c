@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../tl_common.h"
@@ -21,7 +22,7 @@
 #endif
 
 #define TL_MAX_THREADS 64
-#define TL_SPIN_ROUNDS 200000   /* about 50-100 us of spinning before a worker sleeps */
+#define TL_SPIN_NS 200000L      /* a worker spins this long for new work, then sleeps */
 
 struct tl_pool {
     int n_threads;
@@ -83,6 +84,12 @@ int tl_physical_cores(void) {
     return cores;
 }
 
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
 static void *worker_main(void *p) {
     worker_arg *wa = p;
     tl_pool *pool = wa->pool;
@@ -91,17 +98,18 @@ static void *worker_main(void *p) {
     unsigned seen = atomic_load(&pool->generation);
     for (;;) {
         unsigned gen;
-        int spins = 0;
+        unsigned spins = 0;
+        long spin_until = now_ns() + TL_SPIN_NS;
         while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen) {
             if (atomic_load(&pool->stop)) return NULL;
-            if (++spins < TL_SPIN_ROUNDS) { TL_SPIN_PAUSE(); continue; }
+            if (++spins % 16 || now_ns() < spin_until) { TL_SPIN_PAUSE(); continue; }
             pthread_mutex_lock(&pool->mutex);
             atomic_fetch_add(&pool->sleepers, 1);
             while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
                 pthread_cond_wait(&pool->wake, &pool->mutex);
             atomic_fetch_sub(&pool->sleepers, 1);
             pthread_mutex_unlock(&pool->mutex);
-            spins = 0;
+            spin_until = now_ns() + TL_SPIN_NS;
         }
         if (atomic_load(&pool->stop)) return NULL;
         seen = gen;
@@ -162,7 +170,11 @@ void tl_pool_run(tl_pool *pool, tl_task_fn fn, void *arg) {
         pthread_mutex_unlock(&pool->mutex);
     }
     fn(arg, 0, pool->n_threads);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) TL_SPIN_PAUSE();
+    /* On an oversubscribed machine a worker may be descheduled: yield now and then. */
+    for (unsigned spins = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+        if (spins % 1024 == 0) sched_yield();
+        else TL_SPIN_PAUSE();
+    }
 }
 
 void *tl_pool_scratch(tl_pool *pool, size_t bytes) {
