@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -116,3 +117,16 @@ def test_start_prunes_old_unreferenced_blobs_only(tmp_path: Path,
 def test_missing_blobs_are_reported_by_digest(store: Store) -> None:
     with pytest.raises(BlobNotFound, match='blob "sha256:0{64}" not found'):
         store.blobs.size("sha256:" + "0" * 64)
+
+
+def test_a_manifest_we_cannot_parse_still_protects_its_blobs(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    store = Store(root)
+    digest, _ = store.blobs.write_bytes(b"weights of a future format")
+    future = root / "manifests" / "registry.ollama.ai" / "library" / "future" / "latest"
+    future.parent.mkdir(parents=True)
+    future.write_text(json.dumps({"schemaVersion": 3, "blobs": [digest]}))
+    old = time.time() - 7200
+    os.utime(store.blob_path(digest), (old, old))
+    Store(root)
+    assert store.has_blob(digest) and store.list() == []

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ LICENSE = _OLLAMA + "license"
 DRAFT = _OLLAMA + "draft"
 
 MAX_MANIFEST_BYTES = 4 << 20
+_ANY_DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
 
 
 def go_json(value: Any) -> bytes:
@@ -228,6 +230,19 @@ class ManifestStore:
                 found.append(self._load(path))
             except (CorruptStore, ModelNotFound) as exc:
                 log.warning("skipping manifest %s: %s", path, exc)
+        return found
+
+    def referenced_digests(self) -> set[str]:
+        """Every digest any manifest file mentions, read leniently: a manifest we cannot parse
+        (a newer schema, say) still protects its blobs from pruning."""
+        found: set[str] = set()
+        if not self.directory.is_dir():
+            return found
+        for path in self.directory.glob("*/*/*/*"):
+            if path.is_file() and name_from_parts(path.relative_to(self.directory).parts):
+                with contextlib.suppress(OSError):
+                    text = path.read_bytes()[:MAX_MANIFEST_BYTES].decode("ascii", "replace")
+                    found.update(m.lower() for m in _ANY_DIGEST.findall(text))
         return found
 
     def cleanup(self) -> list[Path]:

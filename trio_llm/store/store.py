@@ -289,9 +289,7 @@ class Store:
         operation has pinned; with `min_age_s`, only those not modified that recently."""
         removed = []
         with self._lock:
-            referenced: set[str] = set()
-            for stored in self.manifests.all():
-                referenced |= stored.manifest.digests
+            referenced = self.manifests.referenced_digests()
             now = time.time()
             for digest in sorted(self.blobs.digests() if candidates is None else candidates):
                 if digest in referenced or self._pins.get(digest):
