@@ -130,3 +130,14 @@ def test_a_manifest_we_cannot_parse_still_protects_its_blobs(tmp_path: Path) -> 
     os.utime(store.blob_path(digest), (old, old))
     Store(root)
     assert store.has_blob(digest) and store.list() == []
+
+
+def test_delete_also_prunes_old_orphans_but_spares_fresh_uploads(tmp_path: Path) -> None:
+    store = Store(tmp_path / "models")
+    store.write_manifest(parse_name("doomed"), _manifest_for(store, b"doomed weights"))
+    old_orphan, _ = store.blobs.write_bytes(b"left over by a crash long ago")
+    fresh_upload, _ = store.blobs.write_bytes(b"uploaded for a create a moment ago")
+    hour_ago = time.time() - 3700
+    os.utime(store.blob_path(old_orphan), (hour_ago, hour_ago))
+    store.delete("doomed")
+    assert store.blobs.digests() == {fresh_upload}

@@ -100,7 +100,9 @@ class Store:
         self.manifests.directory.mkdir(parents=True, exist_ok=True)
         self.blobs.cleanup()
         self.manifests.cleanup()
-        if prune if prune is not None else not env_flag("OLLAMA_NOPRUNE"):
+        self.prune_orphans = prune if prune is not None else not env_flag("OLLAMA_NOPRUNE")
+        self.prune_min_age_s = prune_min_age_s
+        if self.prune_orphans:
             self.prune(min_age_s=prune_min_age_s)
 
     # -- names ------------------------------------------------------------------------------
@@ -279,10 +281,14 @@ class Store:
         return self.resolve(destination)
 
     def delete(self, name: str) -> None:
-        """Remove a model and every blob of it that no other model uses."""
+        """Remove a model and every blob of it that no other model uses; unless pruning is
+        off, also any other unreferenced blob older than `prune_min_age_s` (fresh ones may be
+        uploads a create is about to use)."""
         with self._lock:
             stored = self.manifests.delete(parse_name(name), shown=name)
             self.prune(candidates=stored.manifest.digests)
+            if self.prune_orphans:
+                self.prune(min_age_s=self.prune_min_age_s)
 
     def prune(self, candidates: set[str] | None = None, min_age_s: float = 0.0) -> list[str]:
         """Remove blobs (all, or just `candidates`) that no manifest references and no
