@@ -48,11 +48,8 @@ def parse_duration(value: str | int | float) -> float:
 
 
 def parse_bool(text: str) -> bool:
-    """Ollama's rule: true/1/yes style values are true, false/0/no false, anything else true."""
-    lowered = text.lower()
-    if lowered in ("0", "false", "f", "no", "n", "off"):
-        return False
-    return True
+    """Go's strconv.ParseBool as Ollama uses it: 0/f/false are false, anything else is true."""
+    return text.lower() not in ("0", "f", "false")
 
 
 def parse_uint(text: str) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from trio_llm import config
 from trio_llm.store import modelfile as modelfile_text
 from trio_llm.store import params as params_mod
 from trio_llm.store.blobs import BlobStore, BlobWriter, stream_into
@@ -47,15 +47,7 @@ _SUMMARY_CACHE = 8
 
 def default_root() -> Path:
     """OLLAMA_MODELS, else ~/.ollama/models."""
-    configured = os.environ.get("OLLAMA_MODELS", "").strip().strip("\"'")
-    return Path(configured).expanduser() if configured else Path.home() / ".ollama" / "models"
-
-
-def env_flag(name: str) -> bool:
-    """An OLLAMA_* boolean the way Ollama reads it: unset, "", "0", "false" are off; any other
-    value (even an unparsable one) is on."""
-    value = os.environ.get(name, "").strip().strip("\"'").lower()
-    return value not in ("", "0", "f", "false")
+    return Path(config.get("OLLAMA_MODELS")).expanduser()
 
 
 class PinSet:
@@ -100,7 +92,7 @@ class Store:
         self.manifests.directory.mkdir(parents=True, exist_ok=True)
         self.blobs.cleanup()
         self.manifests.cleanup()
-        self.prune_orphans = prune if prune is not None else not env_flag("OLLAMA_NOPRUNE")
+        self.prune_orphans = prune if prune is not None else not config.get("OLLAMA_NOPRUNE")
         self.prune_min_age_s = prune_min_age_s
         if self.prune_orphans:
             self.prune(min_age_s=prune_min_age_s)
