@@ -126,7 +126,9 @@ class FakeBackend:
         self.outcomes: list[str] = []  # per generation: "finished" or "closed" (cancelled)
         self.requests: list[GenerationRequest] = []  # every generation asked for
         self.fail_after: int | None = None  # raise after this many chunks (mid-stream errors)
-        self.gate: trio.Event | None = None  # when set to an Event, tokens wait for it
+        self.pause_at: int | None = None  # before this token, wait for `resume` to be set
+        self.paused = trio.Event()  # set when a generation reaches pause_at
+        self.resume = trio.Event()
 
     # ------------------------------------------------------------------ store
 
@@ -309,8 +311,9 @@ class FakeBackend:
                     break
                 if self.fail_after is not None and index >= self.fail_after:
                     raise RuntimeError("the fake model failed mid-stream")
-                if self.gate is not None:
-                    await self.gate.wait()
+                if index == self.pause_at:
+                    self.paused.set()
+                    await self.resume.wait()
                 await trio.sleep(self.token_delay)
                 piece = word if index == 0 else " " + word
                 if any(s in text + piece for s in stops):
