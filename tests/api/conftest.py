@@ -45,9 +45,15 @@ async def server(nursery: trio.Nursery, backend: Backend) -> Host:
                                        origins=["https://allowed.example", "chrome-extension://*"]))
 
 
+def local_client(host: Host) -> httpx.AsyncClient:
+    """An HTTP client for the local server (plain http: no CA bundle to load, which costs
+    more than a whole test here)."""
+    return httpx.AsyncClient(base_url=host.url, timeout=10, verify=False)
+
+
 @pytest.fixture
 async def client(server: Host) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+    async with local_client(server) as http:
         yield http
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from tests.api.conftest import raw_request
+from tests.api.conftest import local_client, raw_request
 from trio_llm.api import serve
 from trio_llm.config import Host
 from trio_llm.testing.fake_backend import FakeBackend
@@ -38,8 +38,8 @@ async def read_line(stream: trio.SocketStream, buffer: bytearray) -> bytes:
 
 async def test_serve_reports_the_bound_address(server: Host) -> None:
     assert server.host == "127.0.0.1" and server.port > 0
-    async with httpx.AsyncClient() as http:
-        assert (await http.get(server.url + "/")).text == "trio-llm is running"
+    async with local_client(server) as http:
+        assert (await http.get("/")).text == "trio-llm is running"
 
 
 async def test_serve_binds_ollama_host_from_the_environment(
@@ -57,8 +57,8 @@ async def test_serve_binds_ipv6_loopback(nursery: trio.Nursery) -> None:
     except OSError:
         pytest.skip("IPv6 loopback unavailable")
     assert host.host == "::1"
-    async with httpx.AsyncClient() as http:
-        assert (await http.get(host.url + "/api/version")).status_code == 200
+    async with local_client(host) as http:
+        assert (await http.get("/api/version")).status_code == 200
 
 
 async def test_startup_logs_address_and_configuration(
@@ -149,7 +149,7 @@ async def test_client_disconnect_cancels_the_generation_at_once(server: Host,
             await trio.sleep(0.005)
     assert fake.outcomes == ["closed"]
     assert fake.active == 0 and fake.slots.value == 4
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with local_client(server) as http:
         fake.pause_at = None
         again = await http.post("/api/generate", json={"model": "fake", "prompt": "x",
                                                        "stream": False})
@@ -186,9 +186,10 @@ async def test_sigterm_drains_in_flight_streams_then_stops() -> None:
             await trio.open_tcp_stream(host.host, host.port)
         fake.resume.set()
         reply = b""
-        with trio.fail_after(3):
-            while chunk := await stream.receive_some():
-                reply += chunk
+        async with stream:
+            with trio.fail_after(3):
+                while chunk := await stream.receive_some():
+                    reply += chunk
         assert b'"done":true' in reply
     assert fake.outcomes == ["finished"]
 
