@@ -169,14 +169,26 @@ async def test_chat_with_empty_messages_loads_the_model(client: httpx.AsyncClien
     assert body["message"] == {"role": "assistant", "content": ""}
 
 
-async def test_chat_tools_are_offered_to_the_template(client: httpx.AsyncClient,
-                                                      fake: FakeBackend) -> None:
+async def test_chat_passes_tools_and_returns_tool_calls(client: httpx.AsyncClient,
+                                                        fake: FakeBackend) -> None:
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
-    response = await client.post("/api/chat", json={
+    body = (await client.post("/api/chat", json={
         "model": "fake", "stream": False, "tools": tools,
-        "messages": [{"role": "user", "content": "rain?"}]})
-    assert response.status_code == 200
+        "messages": [{"role": "user", "content": "rain?"}]})).json()
     assert fake.requests[-1].tools == tools
+    assert body["message"]["tool_calls"] == [{"function": {"name": "weather",
+                                                           "arguments": {"words": 3}}}]
+
+
+async def test_thinking_is_returned_beside_the_answer(client: httpx.AsyncClient,
+                                                      fake: FakeBackend) -> None:
+    chat = (await client.post("/api/chat", json={
+        "model": "fake", "stream": False, "think": True,
+        "messages": [{"role": "user", "content": "hm"}]})).json()
+    assert chat["message"]["thinking"] == "The user wants an echo."
+    lines_ = lines(await client.post("/api/generate", json={
+        "model": "fake", "prompt": "hm", "think": "high"}))
+    assert [c["thinking"] for c in lines_ if "thinking" in c] == ["The user wants an echo."]
 
 
 async def test_embed_answers_normalised_vectors(client: httpx.AsyncClient, model: str) -> None:

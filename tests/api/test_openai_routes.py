@@ -76,6 +76,26 @@ async def test_chat_completion_stream_without_usage(client: httpx.AsyncClient,
     assert all(c["choices"] for c in chunks) and "usage" not in chunks[-1]
 
 
+async def test_chat_completion_tool_calls_in_openais_shape(client: httpx.AsyncClient,
+                                                           fake: FakeBackend) -> None:
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    request = {"model": "fake", "tools": tools, "reasoning_effort": "low",
+               "messages": [{"role": "user", "content": "rain?"}]}
+    body = (await client.post("/v1/chat/completions", json=request)).json()
+    (choice,) = body["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["index"] == 0 and call["id"].startswith("call_")
+    assert call["function"] == {"name": "weather", "arguments": '{"words": 3}'}
+    assert choice["message"]["reasoning"] == "The user wants an echo."
+    assert fake.requests[-1].think == "low"
+    chunks = [json.loads(d) for d in events(await client.post(
+        "/v1/chat/completions", json={**request, "stream": True}))[:-1]]
+    calls = [c for ch in chunks for c in ch["choices"][0]["delta"].get("tool_calls", [])]
+    assert [c["function"]["name"] for c in calls] == ["weather"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
 async def test_completion(client: httpx.AsyncClient, model: str) -> None:
     body = (await client.post("/v1/completions", json={"model": model,
                                                        "prompt": "Once upon"})).json()

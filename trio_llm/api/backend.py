@@ -81,6 +81,8 @@ class GenerationChunk:
     """A piece of output. The last chunk has done=True, done_reason and the statistics."""
 
     text: str = ""
+    thinking: str = ""  # reasoning text, when the scheduler separates it from the answer
+    tool_calls: Sequence[Mapping[str, Any]] = ()  # parsed calls: {function: {name, arguments}}
     done: bool = False
     done_reason: str | None = None  # "stop" (EOS or a stop string) or "length"
     prompt_eval_count: int = 0

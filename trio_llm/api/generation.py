@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from trio_llm.api.backend import Backend, GenerationChunk, GenerationRequest, ModelRef
@@ -90,13 +91,20 @@ async def preload(backend: Backend, ref: ModelRef, options: Mapping[str, Any],
 
 async def _counted(chunks: AsyncIterator[GenerationChunk], metrics: Metrics,
                    model: str) -> AsyncIterator[GenerationChunk]:
+    """The backend's chunks, counted in the metrics, always ending with one done chunk."""
+    finished = False
     async with aclosing(chunks):
         async for chunk in chunks:
+            if finished:
+                continue  # nothing may follow the final chunk; let the source end normally
             if chunk.done:
                 metrics.observe_generation(model, chunk.done_reason or "stop",
                                            chunk.prompt_eval_count, chunk.eval_count,
                                            chunk.eval_duration)
+            finished = chunk.done
             yield chunk
+    if not finished:
+        yield GenerationChunk(done=True, done_reason="stop")
 
 
 async def start(backend: Backend, metrics: Metrics,
@@ -105,17 +113,21 @@ async def start(backend: Backend, metrics: Metrics,
     return await prime(_counted(backend.generate(request), metrics, request.model.name))
 
 
-async def collect(chunks: Primed[GenerationChunk]) -> tuple[str, GenerationChunk]:
-    """All the text of a generation and its final chunk (for stream:false answers)."""
-    pieces: list[str] = []
+async def collect(chunks: Primed[GenerationChunk]) -> GenerationChunk:
+    """A whole generation as one final chunk: all text, thinking and tool calls joined, with
+    the final chunk's statistics (for stream:false answers)."""
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[Mapping[str, Any]] = []
     final = GenerationChunk(done=True, done_reason="stop")
     async with aclosing(chunks):
         async for chunk in chunks:
-            pieces.append(chunk.text)
+            texts.append(chunk.text)
+            thoughts.append(chunk.thinking)
+            calls.extend(chunk.tool_calls)
             if chunk.done:
                 final = chunk
-                break
-    return "".join(pieces), final
+    return replace(final, text="".join(texts), thinking="".join(thoughts), tool_calls=calls)
 
 
 def done_reason(chunk: GenerationChunk) -> str:

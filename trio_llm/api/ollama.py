@@ -85,10 +85,12 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
                                   "response": "", "done": True, "done_reason": reason})
         chunks = await generation.start(backend, metrics, generation.generate_request(ref, req))
 
-        def shape(chunk: GenerationChunk, text: str | None = None) -> dict[str, Any]:
+        def shape(chunk: GenerationChunk) -> dict[str, Any]:
             out: dict[str, Any] = {"model": req.model, "created_at": now_rfc3339(),
-                                   "response": chunk.text if text is None else text,
-                                   "done": chunk.done}
+                                   "response": chunk.text}
+            if chunk.thinking:
+                out["thinking"] = chunk.thinking
+            out["done"] = chunk.done
             if chunk.done:
                 out["done_reason"] = generation.done_reason(chunk)
                 if not req.raw and chunk.context is not None:
@@ -98,8 +100,7 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
 
         if req.stream:
             return ndjson(chunks, shape)
-        text, final = await generation.collect(chunks)
-        return json_response(shape(final, text))
+        return json_response(shape(await generation.collect(chunks)))
 
     @bp.post("/api/chat")
     async def chat() -> Response:
@@ -115,11 +116,14 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
                                   "done": True, "done_reason": reason})
         chunks = await generation.start(backend, metrics, generation.chat_request(ref, req))
 
-        def shape(chunk: GenerationChunk, text: str | None = None) -> dict[str, Any]:
-            content = chunk.text if text is None else text
+        def shape(chunk: GenerationChunk) -> dict[str, Any]:
+            message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
+            if chunk.thinking:
+                message["thinking"] = chunk.thinking
+            if chunk.tool_calls:
+                message["tool_calls"] = [dict(call) for call in chunk.tool_calls]
             out: dict[str, Any] = {"model": req.model, "created_at": now_rfc3339(),
-                                   "message": {"role": "assistant", "content": content},
-                                   "done": chunk.done}
+                                   "message": message, "done": chunk.done}
             if chunk.done:
                 out["done_reason"] = generation.done_reason(chunk)
                 out.update(final_stats(chunk, time.monotonic_ns() - began))
@@ -127,8 +131,7 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
 
         if req.stream:
             return ndjson(chunks, shape)
-        text, final = await generation.collect(chunks)
-        return json_response(shape(final, text))
+        return json_response(shape(await generation.collect(chunks)))
 
     @bp.post("/api/embed")
     async def embed() -> Response:

@@ -8,7 +8,7 @@ import json
 import random
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from quart import Blueprint, Response
@@ -148,8 +148,34 @@ def completion_from_openai(body: Any) -> tuple[GenerateRequest, bool]:
 
 # ----------------------------------------------------------------------------- responses
 
-def finish_reason(chunk: GenerationChunk) -> str:
+def finish_reason(chunk: GenerationChunk, called_tools: bool = False) -> str:
+    if called_tools:
+        return "tool_calls"
     return "length" if chunk.done_reason == "length" else "stop"
+
+
+def openai_tool_calls(calls: Sequence[Mapping[str, Any]], first_index: int = 0
+                      ) -> list[dict[str, Any]]:
+    """Ollama-shaped tool calls as OpenAI's: arguments become a JSON string."""
+    out = []
+    for offset, call in enumerate(calls):
+        function = call.get("function") or {}
+        arguments = function.get("arguments", {})
+        out.append({"id": call.get("id") or f"call_{random.getrandbits(40):010x}",
+                    "index": first_index + offset, "type": "function",
+                    "function": {"name": function.get("name", ""),
+                                 "arguments": arguments if isinstance(arguments, str)
+                                 else json.dumps(arguments, ensure_ascii=False)}})
+    return out
+
+
+def assistant_message(chunk: GenerationChunk, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
+    if chunk.thinking:
+        message["reasoning"] = chunk.thinking
+    if calls:
+        message["tool_calls"] = calls
+    return message
 
 
 def usage(chunk: GenerationChunk) -> dict[str, int]:
@@ -192,22 +218,28 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         chunks = await generation.start(backend, metrics, generation.chat_request(ref, req))
         answer = Completion("chatcmpl", req.model)
         if not req.stream:
-            text, final = await generation.collect(chunks)
+            final = await generation.collect(chunks)
+            calls = openai_tool_calls(final.tool_calls)
             out = answer.envelope("chat.completion", [
-                {"index": 0, "message": {"role": "assistant", "content": text},
-                 "finish_reason": finish_reason(final)}])
+                {"index": 0, "message": assistant_message(final, calls),
+                 "finish_reason": finish_reason(final, bool(calls))}])
             out["usage"] = usage(final)
             return json_response(out)
+        calls_sent = 0
 
         def encode(chunk: GenerationChunk) -> bytes:
+            nonlocal calls_sent
             events = b""
-            if chunk.text or not chunk.done:
+            if chunk.text or chunk.thinking or chunk.tool_calls or not chunk.done:
+                calls = openai_tool_calls(chunk.tool_calls, calls_sent)
+                calls_sent += len(calls)
                 events += sse_event(answer.envelope("chat.completion.chunk", [
-                    {"index": 0, "delta": {"role": "assistant", "content": chunk.text},
+                    {"index": 0, "delta": assistant_message(chunk, calls),
                      "finish_reason": None}]))
             if chunk.done:
                 events += sse_event(answer.envelope("chat.completion.chunk", [
-                    {"index": 0, "delta": {}, "finish_reason": finish_reason(chunk)}]))
+                    {"index": 0, "delta": {},
+                     "finish_reason": finish_reason(chunk, calls_sent > 0)}]))
                 if include_usage:
                     last = answer.envelope("chat.completion.chunk", [])
                     last["usage"] = usage(chunk)
@@ -225,9 +257,9 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         chunks = await generation.start(backend, metrics, generation.generate_request(ref, req))
         answer = Completion("cmpl", req.model)
         if not req.stream:
-            text, final = await generation.collect(chunks)
+            final = await generation.collect(chunks)
             out = answer.envelope("text_completion", [
-                {"text": text, "index": 0, "logprobs": None,
+                {"text": final.text, "index": 0, "logprobs": None,
                  "finish_reason": finish_reason(final)}])
             out["usage"] = usage(final)
             return json_response(out)

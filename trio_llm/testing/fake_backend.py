@@ -1,7 +1,8 @@
 """A deterministic in-memory Backend for API tests: a pretend store and a pretend scheduler.
 
 The "model" streams the rendered prompt's words back, one word per token, honouring
-num_predict (done_reason "length") and stop strings, with real measured durations. Requests
+num_predict (done_reason "length") and stop strings, with real measured durations. Asked to
+think, it adds a line of thinking; offered tools, it calls the first one. Requests
 wait for one of `num_parallel` slots; more than `max_queue` waiting raises QueueFull, as the
 real scheduler does. Everything a test may want to observe is a plain attribute.
 """
@@ -92,7 +93,8 @@ def default_models() -> list[FakeModel]:
     return [
         FakeModel(ModelRef(name="fake:latest", digest=hashlib.sha256(b"fake").hexdigest(),
                            template=FIM_TEMPLATE, details=details,
-                           capabilities=("completion", "tools", "insert", "embedding"),
+                           capabilities=("completion", "tools", "insert", "embedding",
+                                         "thinking"),
                            modified_at=base + timedelta(days=2)),
                   modified_at=base + timedelta(days=2), license="MIT"),
         FakeModel(ModelRef(name="plain:latest", digest=hashlib.sha256(b"plain").hexdigest(),
@@ -321,6 +323,12 @@ class FakeBackend:
                 text += piece
                 output_ids.append(token_id(word))
                 yield GenerationChunk(text=piece)
+            if request.think not in (None, False):
+                yield GenerationChunk(thinking="The user wants an echo.")
+            if request.tools:
+                name = request.tools[0].get("function", {}).get("name", "")
+                yield GenerationChunk(tool_calls=[
+                    {"function": {"name": name, "arguments": {"words": len(output_ids)}}}])
             yield GenerationChunk(
                 done=True, done_reason=reason, prompt_eval_count=len(prompt_ids),
                 prompt_eval_duration=prompt_ns, eval_count=len(output_ids),
