@@ -76,6 +76,15 @@ async def test_fake_model_echoes_the_rendered_prompt(client: httpx.AsyncClient,
     assert plain["response"] == "S one two"
 
 
+async def test_request_template_overrides_the_models_in_jinja_or_simple_go(
+        client: httpx.AsyncClient, fake: FakeBackend) -> None:
+    for template in ("{{ system }} Q: {{ prompt }} A:", "{{ .System }} Q: {{ .Prompt }} A:"):
+        body = (await client.post("/api/generate", json={
+            "model": "fake", "prompt": "why", "system": "S", "template": template,
+            "stream": False})).json()
+        assert body["response"] == "S Q: why A:"
+
+
 async def test_generate_num_predict_ends_with_length(client: httpx.AsyncClient,
                                                      model: str) -> None:
     body = (await client.post("/api/generate", json={

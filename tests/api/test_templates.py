@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from trio_llm.api.templates import TemplateFailed, render_chat, render_generate, uses_variable
+from trio_llm.api.templates import (
+    TemplateFailed,
+    as_jinja,
+    go_to_jinja,
+    is_go_template,
+    render_chat,
+    render_generate,
+    uses_variable,
+)
 
 CHATML = (
     "{% for message in messages %}"
@@ -95,3 +103,24 @@ def test_generate_offers_prompt_and_suffix_to_fill_in_the_middle_templates() -> 
     assert not uses_variable(CHATML, "suffix")
     assert render_generate(template, "def f(", suffix="return 1") == \
         "<PRE>def f(<SUF>return 1<MID>"
+
+
+def test_simple_go_templates_are_translated() -> None:
+    go = ("{{ if .System }}<|system|>{{ .System }}{{ end }}\n<|user|>\n{{- .Prompt -}}\n"
+          "<|assistant|>{{ .Response }}<|end|>")
+    assert is_go_template(go) and not is_go_template(CHATML)
+    jinja = go_to_jinja(go)
+    assert render_generate(jinja, "Hi", system="S") == "<|system|>S\n<|user|>Hi<|assistant|>"
+    assert render_generate(jinja, "Hi") == "\n<|user|>Hi<|assistant|>"
+    assert as_jinja("{{ .Prompt }}") == "{{ prompt }}"
+    assert as_jinja(CHATML) == CHATML
+
+
+def test_go_template_literal_text_is_not_interpreted_as_jinja() -> None:
+    jinja = go_to_jinja("{% raw %} {# x #} {{ .Prompt }}")
+    assert render_generate(jinja, "P") == "{% raw %} {# x #} P"
+
+
+def test_rich_go_templates_are_refused_with_a_hint() -> None:
+    with pytest.raises(TemplateFailed, match="unsupported Go template action"):
+        go_to_jinja("{{ range .Messages }}{{ .Content }}{{ end }}")

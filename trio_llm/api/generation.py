@@ -12,7 +12,7 @@ from trio_llm.api.backend import Backend, GenerationChunk, GenerationRequest, Mo
 from trio_llm.api.metrics import Metrics
 from trio_llm.api.schemas import ChatRequest, GenerateRequest, decode_images
 from trio_llm.api.streaming import Primed, prime
-from trio_llm.api.templates import render_chat, render_generate, uses_variable
+from trio_llm.api.templates import as_jinja, render_chat, render_generate, uses_variable
 from trio_llm.errors import BadRequest, Unsupported
 
 
@@ -42,7 +42,7 @@ def generate_request(ref: ModelRef, req: GenerateRequest) -> GenerationRequest:
     if req.raw:
         prompt = req.prompt
     else:
-        template = req.template or ref.template
+        template = as_jinja(req.template or ref.template)
         if req.suffix and not (template and uses_variable(template, "suffix")):
             raise Unsupported(f"{ref.name} does not support insert")
         messages = [] if req.context else list(ref.messages)
@@ -70,7 +70,7 @@ def chat_request(ref: ModelRef, req: ChatRequest) -> GenerationRequest:
     if req.tools:
         require(ref, "tools", f"{ref.name} does not support tools")
     check_think(ref, req.think)
-    prompt = render_chat(ref.template, chat_messages(ref, req), bos_token=ref.bos_token,
+    prompt = render_chat(as_jinja(ref.template), chat_messages(ref, req), bos_token=ref.bos_token,
                          eos_token=ref.eos_token, tools=list(req.tools) or None,
                          **_thinking_variables(req.think))
     images = [image for m in req.messages for image in decode_images(m.images)]

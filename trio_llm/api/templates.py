@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
@@ -167,3 +168,66 @@ def uses_variable(template: str, name: str) -> bool:
         return name in meta.find_undeclared_variables(_environment().parse(template))
     except jinja2.TemplateSyntaxError:
         return False
+
+
+# ----------------------------------------------------------------------------- Go templates
+
+_GO_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.DOTALL)
+_GO_MARK = re.compile(r"\{\{-?\s*(?:\.[A-Z]|if\s+\.|range\s|end\s*-?\}\}|else\s*-?\}\})")
+_GO_VARIABLES = {".System": "system", ".Prompt": "prompt", ".Suffix": "suffix"}
+
+
+def is_go_template(source: str) -> bool:
+    """Whether a template is written in Go's text/template (Ollama's TEMPLATE) syntax."""
+    return _GO_MARK.search(source) is not None
+
+
+def _literal(text: str) -> str:
+    return f"{{% raw %}}{text}{{% endraw %}}" if "{" in text or "}" in text else text
+
+
+def go_to_jinja(source: str) -> str:
+    """Translate Ollama's simple legacy templates to Jinja: `{{ .System }}`, `{{ .Prompt }}`,
+    `{{ .Suffix }}`, `{{ if .X }}`, `{{ else }}`, `{{ end }}`, with `{{-`/`-}}` trimming.
+    Generation continues where `{{ .Response }}` stands, so the rest is cut. Anything richer
+    (`range .Messages`, functions) is refused: such models should use their Jinja template.
+    Block tags carry `+` so the Jinja environment's whitespace trimming leaves text as is."""
+    out: list[str] = []
+    position = 0
+    open_ifs = 0
+    trim_next = False
+    for action in _GO_ACTION.finditer(source):
+        text = source[position:action.start()]
+        if trim_next:
+            text = text.lstrip()
+        if action.group(1):
+            text = text.rstrip()
+        out.append(_literal(text))
+        trim_next = bool(action.group(3))
+        position = action.end()
+        body = action.group(2)
+        if body == ".Response":
+            position = len(source)
+            break
+        if body in _GO_VARIABLES:
+            out.append("{{ " + _GO_VARIABLES[body] + " }}")
+        elif body.startswith("if ") and body[3:].strip() in _GO_VARIABLES:
+            out.append("{%+ if " + _GO_VARIABLES[body[3:].strip()] + " +%}")
+            open_ifs += 1
+        elif body == "else" and open_ifs:
+            out.append("{%+ else +%}")
+        elif body == "end" and open_ifs:
+            out.append("{%+ endif +%}")
+            open_ifs -= 1
+        else:
+            raise TemplateFailed(f"template error: unsupported Go template action "
+                                 f"{{{{ {body} }}}}; use a Jinja template")
+    rest = source[position:]
+    out.append(_literal(rest.lstrip() if trim_next else rest))
+    out.append("{%+ endif +%}" * open_ifs)
+    return "".join(out)
+
+
+def as_jinja(source: str) -> str:
+    """The template as Jinja, translating a simple Go template when given one."""
+    return go_to_jinja(source) if source and is_go_template(source) else source
