@@ -10,7 +10,8 @@ import httpx
 import pytest
 import trio
 
-from tests.api.conftest import raw_request
+from tests.api.conftest import local_client, raw_request
+from trio_llm.api import serve
 from trio_llm.api.app import MAX_JSON_BODY
 from trio_llm.config import Host
 from trio_llm.testing.fake_backend import FakeBackend
@@ -186,3 +187,17 @@ async def test_oversized_json_body_is_413(server: Host) -> None:
     assert status_line == b"HTTP/1.1 413 "
     assert rest.endswith(b'{"error":"request body too large"}')
     assert seconds < 2
+
+
+async def test_body_limit_applies_to_json_but_not_to_blob_uploads(nursery: trio.Nursery) -> None:
+    host = await nursery.start(partial(serve, FakeBackend(), "127.0.0.1:0",
+                                       max_body_bytes=1000))
+    async with local_client(host) as http:
+        big = await http.post("/api/generate", json={"model": "fake", "prompt": "x" * 2000})
+        assert (big.status_code, big.json()) == (413, {"error": "request body too large"})
+        data = bytes(5000)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        assert (await http.post(f"/api/blobs/{digest}", content=data)).status_code == 201
+        small = await http.post("/api/generate", json={"model": "fake", "prompt": "x",
+                                                       "stream": False})
+        assert small.status_code == 200

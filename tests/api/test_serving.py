@@ -156,6 +156,21 @@ async def test_client_disconnect_cancels_the_generation_at_once(server: Host,
         assert again.status_code == 200
 
 
+async def test_disconnect_while_waiting_for_a_whole_answer_cancels_too(
+        server: Host, fake: FakeBackend) -> None:
+    fake.pause_at = 2
+    body = json.dumps({"model": "fake", "prompt": "a b c", "stream": False}).encode()
+    stream = await trio.open_tcp_stream(server.host, server.port)
+    await stream.send_all(post("/api/generate", body))
+    with trio.fail_after(5):
+        await fake.paused.wait()
+    await stream.aclose()
+    with trio.fail_after(1):
+        while not fake.outcomes:
+            await trio.sleep(0.005)
+    assert fake.outcomes == ["closed"]
+
+
 async def test_disconnect_during_sse_stream_cancels_too(server: Host, fake: FakeBackend) -> None:
     fake.pause_at = 2
     body = json.dumps({"model": "fake", "stream": True,

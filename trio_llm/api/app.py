@@ -40,7 +40,7 @@ def create_app(backend: Backend, *, origins: Sequence[str] | None = None,
     app = QuartTrio("trio_llm")
     app.request_class = ServerRequest
     app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=None,
-                      MAX_CONTENT_LENGTH=max_body_bytes, JSON_SORT_KEYS=False)
+                      MAX_CONTENT_LENGTH=max_body_bytes)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 
 from trio_llm import __version__, config
-from trio_llm.api.app import create_app
+from trio_llm.api.app import MAX_JSON_BODY, create_app
 from trio_llm.api.backend import Backend
 from trio_llm.config import Host, parse_host
 
@@ -65,18 +65,20 @@ def hypercorn_config(host: Host, *, keep_alive_timeout: float,
 async def serve(backend: Backend, host: Host | str | None = None, *,
                 keep_alive_timeout: float = 5.0, graceful_timeout: float = 3.0,
                 shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
-                origins: list[str] | None = None,
+                origins: list[str] | None = None, max_body_bytes: int = MAX_JSON_BODY,
                 task_status: trio.TaskStatus[Host] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the API until SIGINT/SIGTERM (or `shutdown_trigger` returns).
 
-    `host` defaults to OLLAMA_HOST. `task_status.started` receives the bound address."""
+    `host` defaults to OLLAMA_HOST, `origins` (extra CORS origins) to OLLAMA_ORIGINS;
+    `max_body_bytes` bounds JSON bodies (blob uploads are unbounded).
+    `task_status.started` receives the bound address."""
     if host is None:
         host = config.get("OLLAMA_HOST")
     elif isinstance(host, str):
         host = parse_host(host)
     assert isinstance(host, Host)
     shield_connection_bookkeeping()
-    app = create_app(backend, origins=origins)
+    app = create_app(backend, origins=origins, max_body_bytes=max_body_bytes)
     hc = hypercorn_config(host, keep_alive_timeout=keep_alive_timeout,
                           graceful_timeout=graceful_timeout)
 

@@ -105,7 +105,8 @@ def streamed(
                 if data:
                     yield data
         except Exception as exc:  # the status line is gone: report in-band, keep serving
-            log.warning("stream ended by an error: %s", exc, exc_info=_unexpected(exc))
+            if isinstance(exc, TrioLLMError):  # (on_error logs the unexpected ones)
+                log.info("stream ended by an error: %s", exc)
             yield on_error(exc)
         else:
             if tail is not None:
@@ -114,11 +115,6 @@ def streamed(
             await items.aclose()
 
     return body()
-
-
-def _unexpected(exc: BaseException) -> bool:
-    """Whether an error deserves a traceback in the log (ours are expected and explained)."""
-    return not isinstance(exc, TrioLLMError)
 
 
 def stream_response(body: AsyncIterator[bytes], content_type: str) -> Response:
