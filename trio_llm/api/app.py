@@ -1,0 +1,80 @@
+"""The Quart-Trio application: routes, error map, CORS and metrics over one backend.
+
+Quart's defaults are wrong for an LLM server and are changed here: responses never time out
+(a stream may run for hours), request bodies have no read deadline, JSON bodies may be large
+(images) and blob uploads are unlimited, and JSON keeps key order and Go's compact form.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
+
+from trio_llm import config
+from trio_llm.api import cors, errors, ollama, openai
+from trio_llm.api.backend import Backend
+from trio_llm.api.metrics import CONTENT_TYPE, Metrics
+
+MAX_JSON_BODY = 256 * 1024 * 1024  # base64 images in chat requests can be large
+UNLIMITED_PATHS = ("/api/blobs/",)  # uploads of whole model files: no size or time limit
+
+
+class ServerRequest(TrioRequest):
+    """Quart-Trio's request, with no body limits on blob uploads."""
+
+    def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+        if path.startswith(UNLIMITED_PATHS):
+            kwargs["max_content_length"] = None
+            kwargs["body_timeout"] = None
+        super().__init__(method, scheme, path, *args, **kwargs)
+
+
+def create_app(backend: Backend, *, origins: Sequence[str] | None = None,
+               max_body_bytes: int = MAX_JSON_BODY, metrics: Metrics | None = None) -> QuartTrio:
+    """The application. `origins` are the extra CORS origins (default: OLLAMA_ORIGINS)."""
+    app = QuartTrio("trio_llm")
+    app.request_class = ServerRequest
+    app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=None,
+                      MAX_CONTENT_LENGTH=max_body_bytes)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    metrics = metrics if metrics is not None else Metrics()
+    app.extensions["trio_llm.metrics"] = metrics
+
+    @app.before_request
+    async def start_clock() -> None:
+        g.started = time.perf_counter()
+        metrics.in_flight += 1
+
+    @app.after_request
+    async def count(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        started = getattr(g, "started", time.perf_counter())
+        metrics.observe_request(request.method, rule, response.status_code,
+                                time.perf_counter() - started)
+        return response
+
+    @app.teardown_request
+    async def finish(_exc: BaseException | None) -> None:
+        if getattr(g, "started", None) is not None:
+            metrics.in_flight -= 1
+
+    extra = list(origins) if origins is not None else config.get("OLLAMA_ORIGINS")
+    cors.install(app, cors.CorsPolicy(extra))
+    errors.register(app)
+    app.register_blueprint(ollama.blueprint(backend, metrics))
+    app.register_blueprint(openai.blueprint(backend, metrics))
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        loaded = [m.name for m in await backend.ps()]
+        text = metrics.render(backend.queue_depth(), loaded)
+        return Response(text, content_type=CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,325 @@
+"""OpenAI-compatible routes (/v1/*), as Ollama offers them: translated to our chat, generate
+and embed requests on the way in, shaped as OpenAI objects (JSON or SSE) on the way out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from quart import Blueprint, Response
+
+from trio_llm.api import generation
+from trio_llm.api.backend import Backend, GenerationChunk
+from trio_llm.api.errors import sse_error
+from trio_llm.api.metrics import Metrics
+from trio_llm.api.schemas import (
+    ChatRequest,
+    Fields,
+    GenerateRequest,
+    Message,
+    check_finite,
+    l2_normalise,
+    parse_format,
+    parse_options,
+    read_json,
+)
+from trio_llm.api.streaming import (
+    SSE,
+    SSE_DONE,
+    Primed,
+    json_response,
+    sse_event,
+    stream_response,
+    streamed,
+)
+from trio_llm.errors import BadRequest
+
+FINGERPRINT = "fp_ollama"
+REASONING_EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                    "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
+
+
+# ----------------------------------------------------------------------------- requests
+
+def sampling_options(f: Fields) -> dict[str, Any]:
+    """OpenAI's sampling fields as Ollama options (temperature and top_p default to 1.0)."""
+    raw: dict[str, Any] = {"temperature": f.get("temperature"), "top_p": f.get("top_p")}
+    raw["temperature"] = 1.0 if raw["temperature"] is None else raw["temperature"]
+    raw["top_p"] = 1.0 if raw["top_p"] is None else raw["top_p"]
+    max_tokens = f.get("max_completion_tokens")
+    raw["num_predict"] = max_tokens if max_tokens is not None else f.get("max_tokens")
+    for name in ("seed", "frequency_penalty", "presence_penalty", "stop"):
+        raw[name] = f.get(name)
+    return parse_options(raw)
+
+
+def response_format(value: Any) -> str | dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        schema = (value.get("json_schema") or {}).get("schema")
+        return parse_format(schema if isinstance(schema, dict) else None)
+    return None
+
+
+def _content_and_images(content: Any) -> tuple[str, list[str]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
+    if not isinstance(content, list):
+        raise BadRequest("invalid message content type")
+    texts: list[str] = []
+    images: list[str] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            texts.append(str(part.get("text") or ""))
+        elif kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str) or not url.startswith("data:image/"):
+                raise BadRequest("image URLs are not currently supported, please use base64 "
+                                 "encoded data instead")
+            images.append(url.split(",", 1)[-1])
+        else:
+            raise BadRequest(f"invalid message part type: {kind}")
+    return "\n".join(texts), images
+
+
+def _tool_calls(calls: Any) -> tuple[dict[str, Any], ...]:
+    out = []
+    for index, call in enumerate(calls if isinstance(calls, list) else []):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise BadRequest("invalid tool call")
+        arguments = function.get("arguments") or {}
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                raise BadRequest("invalid tool call arguments") from None
+        out.append({"id": call.get("id", ""),
+                    "function": {"index": index, "name": function.get("name", ""),
+                                 "arguments": arguments}})
+    return tuple(out)
+
+
+def chat_from_openai(body: Any) -> tuple[ChatRequest, bool]:
+    """Our ChatRequest for a /v1/chat/completions body, and whether usage is wanted."""
+    f = Fields(body, "ChatCompletionRequest")
+    messages = []
+    for raw in f.array("messages", "[]openai.Message"):
+        m = Fields(raw, "ChatCompletionRequest.messages")
+        content, images = _content_and_images(m.get("content"))
+        messages.append(Message(role=m.string("role").lower(), content=content,
+                                images=tuple(images),
+                                thinking=m.string("reasoning") or m.string("reasoning_content"),
+                                tool_calls=_tool_calls(m.get("tool_calls")),
+                                tool_name=m.string("name") or m.string("tool_call_id")))
+    if not messages:
+        raise BadRequest("[] is too short - 'messages'")
+    effort = f.get("reasoning_effort") or (f.obj("reasoning").get("effort"))
+    think = REASONING_EFFORT.get(effort) if isinstance(effort, str) else None
+    request = ChatRequest(model=f.string("model"), messages=tuple(messages),
+                          tools=tuple(f.array("tools", "[]openai.Tool")),
+                          format=response_format(f.get("response_format")),
+                          options=sampling_options(f), stream=f.boolean("stream", False),
+                          think=think)
+    return request, bool(f.obj("stream_options").get("include_usage"))
+
+
+def completion_from_openai(body: Any) -> tuple[GenerateRequest, bool]:
+    f = Fields(body, "CompletionRequest")
+    prompt = f.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise BadRequest("invalid prompt: only a single string is supported")
+    request = GenerateRequest(model=f.string("model"), prompt=prompt or "",
+                              suffix=f.string("suffix"), options=sampling_options(f),
+                              stream=f.boolean("stream", False))
+    return request, bool(f.obj("stream_options").get("include_usage"))
+
+
+# ----------------------------------------------------------------------------- responses
+
+def finish_reason(chunk: GenerationChunk, called_tools: bool = False) -> str:
+    if called_tools:
+        return "tool_calls"
+    return "length" if chunk.done_reason == "length" else "stop"
+
+
+def openai_tool_calls(calls: Sequence[Mapping[str, Any]], first_index: int = 0
+                      ) -> list[dict[str, Any]]:
+    """Ollama-shaped tool calls as OpenAI's: arguments become a JSON string."""
+    out = []
+    for offset, call in enumerate(calls):
+        function = call.get("function") or {}
+        arguments = function.get("arguments", {})
+        out.append({"id": call.get("id") or f"call_{random.getrandbits(40):010x}",
+                    "index": first_index + offset, "type": "function",
+                    "function": {"name": function.get("name", ""),
+                                 "arguments": arguments if isinstance(arguments, str)
+                                 else json.dumps(arguments, ensure_ascii=False)}})
+    return out
+
+
+def assistant_message(chunk: GenerationChunk, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
+    if chunk.thinking:
+        message["reasoning"] = chunk.thinking
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def usage(chunk: GenerationChunk) -> dict[str, int]:
+    return {"prompt_tokens": chunk.prompt_eval_count, "completion_tokens": chunk.eval_count,
+            "total_tokens": chunk.prompt_eval_count + chunk.eval_count}
+
+
+def owned_by(name: str) -> str:
+    parts = name.split(":", 1)[0].split("/")
+    return parts[-2] if len(parts) >= 2 else "library"
+
+
+class Completion:
+    """One answer's identity (id, created, model): the same on every chunk of a stream."""
+
+    def __init__(self, prefix: str, model: str) -> None:
+        self.id = f"{prefix}-{random.randrange(999)}"
+        self.created = int(time.time())
+        self.model = model
+
+    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": FINGERPRINT, "choices": choices}
+
+
+def sse(chunks: Primed[GenerationChunk], encode: Callable[[GenerationChunk], bytes]) -> Response:
+    return stream_response(streamed(chunks, encode, sse_error, tail=lambda: SSE_DONE), SSE)
+
+
+def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
+    """The /v1 routes, bound to one backend."""
+    bp = Blueprint("openai", __name__)
+
+    @bp.post("/v1/chat/completions")
+    async def chat_completions() -> Response:
+        req, include_usage = chat_from_openai(await read_json())
+        if not req.model:
+            raise BadRequest("model is required")
+        ref = await backend.resolve(req.model)
+        chunks = await generation.start(backend, metrics, generation.chat_request(ref, req))
+        answer = Completion("chatcmpl", req.model)
+        if not req.stream:
+            final = await generation.collect(chunks)
+            calls = openai_tool_calls(final.tool_calls)
+            out = answer.envelope("chat.completion", [
+                {"index": 0, "message": assistant_message(final, calls),
+                 "finish_reason": finish_reason(final, bool(calls))}])
+            out["usage"] = usage(final)
+            return json_response(out)
+        calls_sent = 0
+
+        def encode(chunk: GenerationChunk) -> bytes:
+            nonlocal calls_sent
+            events = b""
+            if chunk.text or chunk.thinking or chunk.tool_calls or not chunk.done:
+                calls = openai_tool_calls(chunk.tool_calls, calls_sent)
+                calls_sent += len(calls)
+                events += sse_event(answer.envelope("chat.completion.chunk", [
+                    {"index": 0, "delta": assistant_message(chunk, calls),
+                     "finish_reason": None}]))
+            if chunk.done:
+                events += sse_event(answer.envelope("chat.completion.chunk", [
+                    {"index": 0, "delta": {},
+                     "finish_reason": finish_reason(chunk, calls_sent > 0)}]))
+                if include_usage:
+                    last = answer.envelope("chat.completion.chunk", [])
+                    last["usage"] = usage(chunk)
+                    events += sse_event(last)
+            return events
+
+        return sse(chunks, encode)
+
+    @bp.post("/v1/completions")
+    async def completions() -> Response:
+        req, include_usage = completion_from_openai(await read_json())
+        if not req.model:
+            raise BadRequest("model is required")
+        ref = await backend.resolve(req.model)
+        chunks = await generation.start(backend, metrics, generation.generate_request(ref, req))
+        answer = Completion("cmpl", req.model)
+        if not req.stream:
+            final = await generation.collect(chunks)
+            out = answer.envelope("text_completion", [
+                {"text": final.text, "index": 0, "logprobs": None,
+                 "finish_reason": finish_reason(final)}])
+            out["usage"] = usage(final)
+            return json_response(out)
+
+        def encode(chunk: GenerationChunk) -> bytes:
+            events = sse_event(answer.envelope("text_completion", [
+                {"text": chunk.text, "index": 0, "logprobs": None,
+                 "finish_reason": finish_reason(chunk) if chunk.done else None}]))
+            if chunk.done and include_usage:
+                last = answer.envelope("text_completion", [])
+                last["usage"] = usage(chunk)
+                events += sse_event(last)
+            return events
+
+        return sse(chunks, encode)
+
+    @bp.post("/v1/embeddings")
+    async def embeddings() -> Response:
+        f = Fields(await read_json(), "EmbedRequest")
+        raw = f.get("input")
+        inputs = [raw] if isinstance(raw, str) else raw
+        if not isinstance(inputs, list) or not inputs or \
+                not all(isinstance(item, str) for item in inputs):
+            raise BadRequest("invalid input")
+        encoding = f.string("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise BadRequest(f"invalid encoding format: {encoding}")
+        dimensions = f.integer("dimensions", 0) or 0
+        model = f.string("model")
+        if not model:
+            raise BadRequest("model is required")
+        ref = await backend.resolve(model)
+        result = await backend.embed(ref, inputs, truncate=True,
+                                     options=dict(ref.parameters), keep_alive=None)
+        check_finite(result.embeddings)
+        data = []
+        for index, vector in enumerate(result.embeddings):
+            values = l2_normalise(vector)
+            if 0 < dimensions < len(values):
+                values = l2_normalise(values[:dimensions])
+            embedding: Any = values
+            if encoding == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+            data.append({"object": "embedding", "embedding": embedding, "index": index})
+        return json_response({"object": "list", "data": data, "model": model,
+                              "usage": {"prompt_tokens": result.prompt_eval_count,
+                                        "total_tokens": result.prompt_eval_count}})
+
+    @bp.get("/v1/models")
+    async def models() -> Response:
+        entries = sorted(await backend.list_models(), key=lambda m: m.modified_at, reverse=True)
+        return json_response({"object": "list", "data": [
+            {"id": m.name, "object": "model", "created": int(m.modified_at.timestamp()),
+             "owned_by": owned_by(m.name)} for m in entries]})
+
+    @bp.get("/v1/models/<path:model>")
+    async def model(model: str) -> Response:
+        ref = await backend.resolve(model)
+        created = int(ref.modified_at.timestamp()) if ref.modified_at else 0
+        return json_response({"id": model, "object": "model", "created": created,
+                              "owned_by": owned_by(ref.name)})
+
+    return bp
