@@ -1,43 +1,29 @@
-"""Every error the model store raises, as types the HTTP layer maps to status codes in one place.
+"""The store's errors: the shared types of trio_llm.errors plus those only the store raises.
 
-Messages follow Ollama's wording so clients that match on them keep working. Suggested mapping:
-InvalidRequest and its subclasses (InvalidName, InvalidDigest, InvalidModelfile, InvalidParameter,
-NotGGUF, DigestMismatch, QuantizationNotSupported) -> 400; ModelNotFound, BlobNotFound -> 404;
-everything else (PullError, CorruptStore) -> 500, or a final `{"error": ...}` line in a stream.
+Messages follow Ollama's wording so clients that match on them keep working; api/errors.py maps
+every one of them to its HTTP status in one place.
 """
 
 from __future__ import annotations
 
+from trio_llm.errors import (
+    BadRequest,
+    BlobNotFound,
+    DigestMismatch,
+    InvalidDigest,
+    InvalidName,
+    TrioLLMError,
+)
+from trio_llm.errors import ModelNotFound as _ModelNotFound
 
-class StoreError(Exception):
-    """Base of every store error; `str(err)` is the message to show the user."""
+StoreError = TrioLLMError
+InvalidRequest = BadRequest
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class InvalidRequest(StoreError):
-    """The caller asked for something malformed (HTTP 400)."""
-
-
-class InvalidName(InvalidRequest):
-    """A model name that is not `[host/][namespace/]model[:tag]` with safe characters."""
-
-    def __init__(self, name: str, message: str = "invalid model name") -> None:
-        super().__init__(message)
-        self.name = name
-
-
-class InvalidDigest(InvalidRequest):
-    """A blob digest that is not `sha256:<64 hex>` (or `sha256-<64 hex>`)."""
-
-    def __init__(self, digest: str) -> None:
-        super().__init__("invalid digest format")
-        self.digest = digest
+__all__ = [
+    "BlobNotFound", "CorruptBlob", "CorruptStore", "DigestMismatch", "InvalidDigest",
+    "InvalidModelfile", "InvalidName", "InvalidParameter", "InvalidRequest", "ModelNotFound",
+    "NotGGUF", "PullError", "QuantizationNotSupported", "StoreError", "UnknownRemoteModel",
+]
 
 
 class InvalidModelfile(InvalidRequest):
@@ -61,15 +47,6 @@ class NotGGUF(InvalidRequest):
         self.detail = detail
 
 
-class DigestMismatch(InvalidRequest):
-    """Bytes that do not hash to the digest they were promised under; nothing was stored."""
-
-    def __init__(self, expected: str, got: str) -> None:
-        super().__init__(f'digest mismatch, expected "{expected}", got "{got}"')
-        self.expected = expected
-        self.got = got
-
-
 class QuantizationNotSupported(InvalidRequest):
     """`quantize` was requested; the hook for our quantizer (another piece of work) is not wired."""
 
@@ -78,27 +55,18 @@ class QuantizationNotSupported(InvalidRequest):
         self.target = target
 
 
-class ModelNotFound(StoreError):
+class ModelNotFound(_ModelNotFound):
     """No manifest under this name (HTTP 404). `copy` quotes with double quotes, as Ollama does."""
 
     def __init__(self, name: str, quote: str = "'") -> None:
-        super().__init__(f"model {quote}{name}{quote} not found")
-        self.name = name
+        super().__init__(name, f"model {quote}{name}{quote} not found")
 
 
-class BlobNotFound(StoreError):
-    """A digest that has no blob in the store (HTTP 404)."""
-
-    def __init__(self, digest: str) -> None:
-        super().__init__(f'blob "{digest}" not found')
-        self.digest = digest
-
-
-class CorruptStore(StoreError):
+class CorruptStore(TrioLLMError):
     """A manifest that does not parse or points at a missing blob (HTTP 500)."""
 
 
-class PullError(StoreError):
+class PullError(TrioLLMError):
     """A catalog fetch failed: pip could not download, or the bytes were not what we expected."""
 
 
