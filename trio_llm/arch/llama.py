@@ -141,15 +141,21 @@ class Llama:
     def kv_bytes(self) -> int:
         return self.cache.nbytes
 
+    def _check(self, batch: Batch) -> None:
+        """Refuse a batch that would index outside the cache or the vocabulary."""
+        if not len(batch):
+            return
+        if batch.positions.min() < 0 or batch.positions.max() >= self.n_ctx:
+            raise ValueError(f"position outside the context of {self.n_ctx} tokens")
+        if batch.slots.min() < 0 or batch.slots.max() >= self.n_slots:
+            raise ValueError(f"slot outside the {self.n_slots} KV slots")
+        if batch.tokens.min() < 0 or batch.tokens.max() >= self.params.vocab_size:
+            raise ValueError("token id outside the vocabulary")
+
     def forward(self, batch: Batch, trace: Trace | None = None) -> np.ndarray:
         """Run the batch; return float32 logits [len(batch.logits_for)][vocab]."""
         n = len(batch)
-        if n and (batch.positions.min() < 0 or batch.positions.max() >= self.n_ctx):
-            raise ValueError(f"position outside the context of {self.n_ctx} tokens")
-        if n and (batch.slots.min() < 0 or batch.slots.max() >= self.n_slots):
-            raise ValueError(f"slot outside the {self.n_slots} KV slots")
-        if n and (batch.tokens.min() < 0 or batch.tokens.max() >= self.params.vocab_size):
-            raise ValueError("token id outside the vocabulary")
+        self._check(batch)
         logits = np.empty((len(batch.logits_for), self.params.vocab_size), np.float32)
         for start in range(0, n, self.max_batch):
             end = min(n, start + self.max_batch)
@@ -159,6 +165,20 @@ class Llama:
                 hidden = self.bufs["x"][batch.logits_for[rows] - start]
                 logits[rows] = self._logits(hidden)
         return logits
+
+    def hidden_states(self, tokens: list[int], slot: int = 0) -> np.ndarray:
+        """Final normalised hidden states [n][dim] of one sequence from position 0 (embeddings)."""
+        p = self.params
+        out = np.empty((len(tokens), p.dim), np.float32)
+        batch = Batch.sequence(tokens, 0, slot)
+        self._check(batch)
+        for start in range(0, len(tokens), self.max_batch):
+            end = min(len(tokens), start + self.max_batch)
+            self._hidden(batch, start, end, None)
+            out[start:end] = self.bufs["x"][: end - start]
+        check(lib.tl_rmsnorm(self.pool.handle, ptr(out, "float *"), self.output_norm,
+                             ptr(out, "float *"), len(tokens), p.dim, p.norm_eps), "rmsnorm")
+        return out
 
     def _hidden(self, batch: Batch, start: int, end: int, trace: Trace | None) -> None:
         """The transformer body over tokens [start, end) of the batch, leaving x in bufs['x']."""

@@ -80,10 +80,26 @@ class SlotTable:
     def __init__(self, n_slots: int, n_ctx: int, max_batch: int = 512) -> None:
         self.n_ctx, self.max_batch = n_ctx, max_batch
         self.slots: list[Sequence | None] = [None] * n_slots
+        self.reserved: set[int] = set()    # slots lent out for other work (embeddings)
 
     @property
     def free_slots(self) -> int:
-        return sum(s is None for s in self.slots)
+        return sum(s is None for s in self.slots) - len(self.reserved)
+
+    def _free_slot(self) -> int:
+        for i, s in enumerate(self.slots):
+            if s is None and i not in self.reserved:
+                return i
+        raise NoFreeSlot("no free KV slot")
+
+    def reserve(self) -> int:
+        """Take a free slot for work outside the plan (its KV rows are the caller's)."""
+        slot = self._free_slot()
+        self.reserved.add(slot)
+        return slot
+
+    def release(self, slot: int) -> None:
+        self.reserved.discard(slot)
 
     @property
     def active(self) -> list[Sequence]:
@@ -96,12 +112,8 @@ class SlotTable:
         if len(seq.prompt) >= self.n_ctx:
             raise ValueError(f"prompt of {len(seq.prompt)} tokens does not fit the context "
                              f"of {self.n_ctx}")
-        for i, s in enumerate(self.slots):
-            if s is None:
-                seq.slot = i
-                self.slots[i] = seq
-                return
-        raise NoFreeSlot("no free KV slot")
+        seq.slot = self._free_slot()
+        self.slots[seq.slot] = seq
 
     def remove(self, seq: Sequence) -> None:
         """Free the sequence's slot (finished or cancelled); safe to call twice."""
