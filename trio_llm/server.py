@@ -1,0 +1,225 @@
+"""The real backend of the HTTP layer: the model store plus the scheduler running engine models.
+
+The store is synchronous file I/O, so every call to it leaves the event loop through
+trio.to_thread; the scheduler and the engine runners are trio-native. `open_backend()` owns the
+scheduler's nursery for the server's lifetime; `serve_forever()` is what `trio-llm serve` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from trio_llm.api.backend import (
+    EmbedResult,
+    GenerationChunk,
+    GenerationRequest,
+    ModelEntry,
+    ModelRef,
+    RunningModel,
+)
+from trio_llm.errors import BadRequest, ContextOverflow
+from trio_llm.gpu.devices import SystemDevices
+from trio_llm.nursery.engine_runner import (
+    ContextTooLong,
+    EmbedJob,
+    EmbedOutput,
+    EngineFactory,
+    GenerateJob,
+    GenerateOutput,
+)
+from trio_llm.nursery.runner import ResolvedModel
+from trio_llm.nursery.scheduler import Scheduler as NurseryScheduler
+from trio_llm.nursery.scheduler import open_scheduler
+from trio_llm.nursery.settings import SchedulerSettings
+from trio_llm.store import templates
+from trio_llm.store.records import ModelRecord
+from trio_llm.store.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[Mapping[str, Any]]]
+                            ) -> AsyncIterator[Mapping[str, Any]]:
+    """Drive a blocking generator from a worker thread, one item per hop."""
+    done = object()
+    gen = await in_thread(make)
+    try:
+        while (item := await in_thread(next, gen, done)) is not done:
+            yield item  # type: ignore[misc]
+    finally:
+        await in_thread(gen.close)
+
+
+def chat_template(record: ModelRecord, gguf_template: str) -> str:
+    """The Jinja template to render prompts with; "" means the prompt goes in as it is.
+
+    Our catalog writes Ollama's Go-template ChatML layer, which reproduces the GGUF's own Jinja
+    template, so that Jinja template renders it exactly; a user's TEMPLATE goes to the API
+    layer's Go-template translation."""
+    if record.template in (None, "", templates.PROMPT_ONLY):
+        return ""
+    if record.template == templates.CHATML and gguf_template:
+        return gguf_template
+    return record.template or ""
+
+
+class EngineBackend:
+    """Implements trio_llm.api.backend.Backend over Store + the nursery Scheduler."""
+
+    def __init__(self, store: Store, scheduler: NurseryScheduler) -> None:
+        self.store = store
+        self.scheduler = scheduler
+
+    # -- the resolver the scheduler asks ----------------------------------------------------
+    async def resolve_loaded(self, name: str) -> ResolvedModel:
+        record = await in_thread(self.store.get, name)
+        summary = await in_thread(self.store.summary, record.model_digest)
+        context_length = int(summary.model_info.get(f"{summary.architecture}.context_length", 0))
+        return ResolvedModel(name=record.name.display, path=record.model_path,
+                             digest=record.digest, options=dict(record.params),
+                             context_length=context_length, details=record.details.to_json())
+
+    # -- store side -------------------------------------------------------------------------
+    async def list_models(self) -> Sequence[ModelEntry]:
+        entries = await in_thread(self.store.list)
+        return [ModelEntry(e.name.display, e.modified_at, e.size, e.digest, e.details.to_json())
+                for e in entries]
+
+    async def resolve(self, name: str) -> ModelRef:
+        record = await in_thread(self.store.get, name)
+        summary = await in_thread(self.store.summary, record.model_digest)
+        capabilities = await in_thread(self.store.capabilities, name)
+        info = summary.model_info
+        tokens = info.get("tokenizer.ggml.tokens") or []
+
+        def token_text(key: str) -> str:
+            index = info.get(key)
+            return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
+
+        return ModelRef(
+            name=record.name.display, digest=record.digest, gguf_path=str(record.model_path),
+            template=chat_template(record, summary.chat_template), system=record.system,
+            parameters=dict(record.params), messages=list(record.messages),
+            details=record.details.to_json(), capabilities=tuple(capabilities),
+            bos_token=token_text("tokenizer.ggml.bos_token_id"),
+            eos_token=token_text("tokenizer.ggml.eos_token_id"), modified_at=record.modified_at)
+
+    async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:
+        info = await in_thread(self.store.show, name, verbose)
+        return info.to_json()
+
+    async def copy(self, source: str, destination: str) -> None:
+        await in_thread(self.store.copy, source, destination)
+
+    async def delete(self, name: str) -> None:
+        record = await in_thread(self.store.get, name)
+        with contextlib.suppress(Exception):
+            await self.scheduler.unload(record.name.display)
+        await in_thread(self.store.delete, name)
+
+    async def blob_exists(self, digest: str) -> bool:
+        return await in_thread(self.store.has_blob, digest)
+
+    async def write_blob(self, digest: str, chunks: AsyncIterator[bytes]) -> None:
+        writer = self.store.blob_writer(digest)
+        with writer:
+            async for chunk in chunks:
+                await in_thread(writer.write, chunk)
+            await in_thread(writer.commit)
+
+    def create(self, request: Mapping[str, Any]) -> AsyncIterator[Mapping[str, Any]]:
+        return iterate_in_thread(lambda: self.store.create(dict(request)))
+
+    def pull(self, name: str, *, insecure: bool) -> AsyncIterator[Mapping[str, Any]]:
+        return iterate_in_thread(lambda: self.store.pull(name))
+
+    def push(self, name: str, *, insecure: bool) -> AsyncIterator[Mapping[str, Any]]:
+        async def refuse() -> AsyncIterator[Mapping[str, Any]]:
+            raise BadRequest("push is not supported yet: trio-llm has no registry client")
+            yield {}  # pragma: no cover - makes this an async generator
+
+        return refuse()
+
+    # -- scheduler side ---------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        job = GenerateJob(request.prompt, dict(request.options), tuple(request.context))
+        async with self.scheduler.acquire(request.model.name, request.options,
+                                          request.keep_alive) as lease:
+            load_ns = int(lease.load_duration * 1e9)
+            async with contextlib.aclosing(lease.serve(job)) as outputs:
+                async for out in outputs:
+                    yield to_chunk(out, load_ns)
+
+    async def load(self, model: ModelRef, options: Mapping[str, Any],
+                   keep_alive: float | None) -> None:
+        async with self.scheduler.acquire(model.name, options, keep_alive):
+            pass
+
+    async def unload(self, model: ModelRef) -> None:
+        await self.scheduler.unload(model.name, wait=True)
+
+    async def ps(self) -> Sequence[RunningModel]:
+        return [RunningModel(name=m.name, size=m.size, digest=m.digest, expires_at=m.expires_at,
+                             size_vram=m.size_vram, context_length=m.context_length,
+                             details=m.details) for m in self.scheduler.ps()]
+
+    async def embed(self, model: ModelRef, inputs: Sequence[str], *, truncate: bool,
+                    options: Mapping[str, Any], keep_alive: float | None) -> EmbedResult:
+        async with self.scheduler.acquire(model.name, options, keep_alive) as lease:
+            try:
+                async with contextlib.aclosing(lease.serve(EmbedJob(inputs, truncate))) as out:
+                    result: EmbedOutput = await out.__anext__()
+            except ContextTooLong:
+                raise ContextOverflow("the input length exceeds the context length") from None
+        return EmbedResult(result.embeddings, result.prompt_eval_count,
+                           int(lease.load_duration * 1e9))
+
+    def queue_depth(self) -> int:
+        return self.scheduler.pending
+
+
+def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
+    if out.done_reason is None:
+        return GenerationChunk(text=out.text)
+    return GenerationChunk(
+        text=out.text, done=True, done_reason=out.done_reason,
+        prompt_eval_count=out.prompt_eval_count, prompt_eval_duration=out.prompt_eval_duration,
+        eval_count=out.eval_count, eval_duration=out.eval_duration, load_duration=load_ns,
+        context=out.context)
+
+
+class _Resolver:
+    def __init__(self) -> None:
+        self.backend: EngineBackend | None = None
+
+    async def resolve(self, name: str) -> ResolvedModel:
+        assert self.backend is not None
+        return await self.backend.resolve_loaded(name)
+
+
+@contextlib.asynccontextmanager
+async def open_backend(models_dir: Path | str | None = None,
+                       settings: SchedulerSettings | None = None) -> AsyncIterator[EngineBackend]:
+    """The store and a running scheduler, for the body of the `async with`."""
+    store = await in_thread(lambda: Store(models_dir))
+    resolver = _Resolver()
+    async with open_scheduler(EngineFactory(), SystemDevices(), resolver,
+                              settings or SchedulerSettings.from_env()) as scheduler:
+        resolver.backend = EngineBackend(store, scheduler)
+        yield resolver.backend
+
+
+def now() -> datetime:
+    return datetime.now().astimezone()
