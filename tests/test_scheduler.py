@@ -442,6 +442,18 @@ async def test_a_stalled_load_times_out(autojump_clock):
         assert sched.loaded() == []
 
 
+async def test_a_crashed_runner_is_unloaded_and_the_scheduler_keeps_going(autojump_clock):
+    factory = FakeRunnerFactory()
+    factory.crash_after = 10.0
+    async with scheduler(factory) as sched:
+        await use(sched, "a")
+        await trio.sleep(20)
+        assert sched.loaded() == [] and factory.runners[0].closed
+        factory.crash_after = None
+        await use(sched, "a")
+        assert sched.loaded() == ["a"]
+
+
 async def test_leaving_the_scheduler_unloads_every_model(autojump_clock):
     factory = FakeRunnerFactory()
     async with scheduler(factory, keep_alive=math.inf) as sched:

@@ -48,10 +48,14 @@ class FakeRunner:
         self.active: set[Any] = set()
         self.max_active = 0
         self.closed = False
+        self.crash_after: float | None = None
         self._log = log
 
     async def run(self) -> None:
-        await trio.sleep_forever()
+        if self.crash_after is None:
+            await trio.sleep_forever()
+        await trio.sleep(self.crash_after)
+        raise RuntimeError("runner died")
 
     async def serve(self, request: Any) -> AsyncIterator[str]:
         req = request if isinstance(request, FakeRequest) else FakeRequest(request)
@@ -88,6 +92,7 @@ class FakeRunnerFactory:
         self.log: list[Event] = []
         self.runners: list[FakeRunner] = []
         self.fail_next: BaseException | None = None
+        self.crash_after: float | None = None  # runners' step loops fail this long after load
 
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
         size = self.sizes.get(spec.name, self.default_size)
@@ -100,6 +105,7 @@ class FakeRunnerFactory:
             error, self.fail_next = self.fail_next, None
             raise error
         runner = FakeRunner(spec, placement, self.log)
+        runner.crash_after = self.crash_after
         self.runners.append(runner)
         return runner
 
