@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
@@ -147,6 +149,9 @@ async def test_unload_waits_for_in_flight_requests(autojump_clock):
     async with scheduler(factory) as sched, trio.open_nursery() as nursery:
         nursery.start_soon(use, sched, "a", FakeRequest("r", chunks=10), None, None, out)
         await trio.sleep(3)
+        nursery.start_soon(sched.unload, "a")
+        await trio.sleep(1)
+        assert [until_text(m.expires_at) for m in sched.ps()] == ["Stopping..."]
         assert await sched.unload("a") is True
         assert trio.current_time() == pytest.approx(done_time(factory, "r"))
         assert len(out) == 10
@@ -461,3 +466,9 @@ async def test_leaving_the_scheduler_unloads_every_model(autojump_clock):
             await use(sched, name)
         assert len(factory.live()) == 3
     assert factory.live() == []
+
+
+def test_the_scheduler_does_not_import_the_engine():
+    code = ("import sys, trio_llm.nursery, trio_llm.testing.fakes; "
+            "sys.exit(any(m.startswith('trio_llm.engine') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -64,6 +64,7 @@ class LoadedModel:
         self.slots = SlotQueue(spec.n_slots)
         self.in_flight = 0
         self.expiring = False
+        self.expiring_since = math.inf
         self.last_used = trio.current_time()
         self.closed = trio.Event()
 
@@ -83,6 +84,7 @@ class LoadedModel:
     def expire(self) -> None:
         """Unload as soon as no request is in flight (now if idle); no new request attaches."""
         self.expiring = True
+        self.expiring_since = min(self.expiring_since, trio.current_time())
         if self.in_flight == 0:
             self.keep_alive.expire()
 
@@ -216,11 +218,12 @@ class Scheduler:
         return True
 
     def ps(self) -> list[RunningModel]:
-        """Every loaded (or loading) model, the one expiring last first."""
+        """Every loaded (or loading) model, the one expiring last first. A model asked to
+        leave while serving shows the moment it was asked (ps prints `Stopping...`)."""
         now, wall = trio.current_time(), time.time()
         running = []
         for model in self._models.values():
-            expires = model.keep_alive.expires_at()
+            expires = min(model.keep_alive.expires_at(), model.expiring_since)
             running.append(RunningModel(
                 name=model.name, model=model.name, digest=model.spec.model.digest,
                 size=model.placement.size, size_vram=model.placement.size_vram,
@@ -338,7 +341,7 @@ class Scheduler:
             free_ram = self._free_ram()
             fits = placement.cpu_bytes <= free_ram and _gpu_wish_met(spec, placement, gpus)
             under_limit = len(self._models) < self.settings.max_loaded(len(gpus))
-            if not self._models and not placement.cpu_bytes <= free_ram:
+            if not self._models and placement.cpu_bytes > free_ram:
                 raise ModelTooLarge(placement.cpu_bytes, free_ram)
             if under_limit and (fits or not self._models):
                 await self._load(ticket, spec, placement)
