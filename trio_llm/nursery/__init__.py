@@ -1,0 +1,58 @@
+"""The scheduler: loaded models, their keep_alive timers, the request queue and placement."""
+
+from __future__ import annotations
+
+from trio_llm.nursery.errors import (
+    LoadTimeout,
+    ModelNotFound,
+    ModelTooLarge,
+    QueueFull,
+    SchedulerClosed,
+    SchedulerError,
+)
+from trio_llm.nursery.ps import (
+    RunningModel,
+    human_bytes,
+    human_duration,
+    parse_rfc3339,
+    processor_text,
+    rfc3339,
+    until_text,
+)
+from trio_llm.nursery.runner import (
+    LOAD_OPTIONS,
+    LoadSpec,
+    ModelResolver,
+    ResolvedModel,
+    Runner,
+    RunnerFactory,
+)
+from trio_llm.nursery.scheduler import Lease, LoadedModel, Scheduler, open_scheduler
+from trio_llm.nursery.settings import SchedulerSettings
+
+__all__ = [
+    "LOAD_OPTIONS",
+    "Lease",
+    "LoadSpec",
+    "LoadTimeout",
+    "LoadedModel",
+    "ModelNotFound",
+    "ModelResolver",
+    "ModelTooLarge",
+    "QueueFull",
+    "ResolvedModel",
+    "Runner",
+    "RunnerFactory",
+    "RunningModel",
+    "Scheduler",
+    "SchedulerClosed",
+    "SchedulerError",
+    "SchedulerSettings",
+    "human_bytes",
+    "human_duration",
+    "open_scheduler",
+    "parse_rfc3339",
+    "processor_text",
+    "rfc3339",
+    "until_text",
+]
