@@ -75,7 +75,11 @@ class BlobNotFound(NotFound):
         self.digest = digest
 
 
-class QueueFull(TrioLLMError):
+class ServiceUnavailable(TrioLLMError):
+    """The server cannot take the request now; the client may retry (HTTP 503)."""
+
+
+class QueueFull(ServiceUnavailable):
     """More requests are waiting than OLLAMA_MAX_QUEUE allows (HTTP 503)."""
 
     def __init__(self) -> None:

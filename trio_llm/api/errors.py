@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Most specific first; the first class the error is an instance of decides.
 STATUS: tuple[tuple[type[errors.TrioLLMError], int], ...] = (
-    (errors.QueueFull, 503),
+    (errors.ServiceUnavailable, 503),
     (errors.RequestCanceled, 499),
     (errors.NotFound, 404),
     (errors.BadRequest, 400),
