@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
 
+from trio_llm import config
 from trio_llm.api.backend import (
     EmbedResult,
     GenerationChunk,
@@ -24,6 +25,7 @@ from trio_llm.api.backend import (
     ModelRef,
     RunningModel,
 )
+from trio_llm.api.serve import serve
 from trio_llm.errors import BadRequest, ContextOverflow
 from trio_llm.gpu.devices import SystemDevices
 from trio_llm.nursery.engine_runner import (
@@ -221,5 +223,18 @@ async def open_backend(models_dir: Path | str | None = None,
         yield resolver.backend
 
 
-def now() -> datetime:
-    return datetime.now().astimezone()
+async def serve_forever(host: str | None = None, models_dir: Path | str | None = None, *,
+                        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """`trio-llm serve`: the backend and the HTTP server, until SIGINT/SIGTERM."""
+    async with open_backend(models_dir) as backend:
+        await serve(backend, host, task_status=task_status)
+
+
+def main(host: str | None = None) -> int:
+    """Blocking entry for the CLI: log to stderr (debug with OLLAMA_DEBUG), then serve."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(stream=sys.stderr,
+                            level=logging.DEBUG if config.get("OLLAMA_DEBUG") else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    trio.run(serve_forever, host)
+    return 0

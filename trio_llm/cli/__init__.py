@@ -8,6 +8,13 @@ import sys
 from trio_llm import __version__
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Run the server in the foreground until SIGINT/SIGTERM."""
+    from trio_llm.server import main as serve_main
+
+    return serve_main()
+
+
 def complete(args: argparse.Namespace) -> int:
     """Continue a prompt with a local GGUF model (the built-in SmolLM2 by default)."""
     from trio_llm.engine.generate import generate_tokens
@@ -38,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trio-llm", description="Ollama-compatible LLM server")
     parser.add_argument("--version", action="version", version=f"trio-llm {__version__}")
     verbs = parser.add_subparsers(dest="verb")
+    p = verbs.add_parser("serve", help="start the Ollama-compatible server (OLLAMA_HOST)")
+    p.set_defaults(run=serve)
     p = verbs.add_parser("complete", help="continue a prompt with a local GGUF model")
     p.add_argument("prompt")
     p.add_argument("--model", help="path to a .gguf file (default: the built-in SmolLM2)")
