@@ -1,0 +1,1 @@
+"""The inference engine: GGUF model, tokenizer, sampler and the forward pass they serve."""
