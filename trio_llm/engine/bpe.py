@@ -99,8 +99,12 @@ class ByteLevelBPE:
         # token's text must not produce that token.
         numbered = zip(tokens, range(len(tokens)), strict=True)
         self._ids = dict(compress(numbered, map(int(TokenType.NORMAL).__eq__, token_types)))
-        # A merge rule "a b" is looked up by that very string: no splitting at load time.
-        self._ranks = {rule: rank for rank, rule in enumerate(merges)}
+        # A merge rule "a b" is looked up by that very string. Rules whose result is not a
+        # normal token are left out, so merges can never spell a control token.
+        ids = self._ids
+        self._ranks = {
+            rule: rank for rank, rule in enumerate(merges) if rule.replace(" ", "", 1) in ids
+        }
         self._tokens = tokens
         self._types = token_types
         self._bytes: list[bytes | None] = [None] * len(tokens)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
+from itertools import compress
 from typing import Any
 
 from trio_llm.engine.bpe import ByteLevelBPE
@@ -55,12 +56,9 @@ class Tokenizer:
         self.eos_id = eos_id
         self.add_bos = add_bos and bos_id is not None
         self.add_eos = add_eos and eos_id is not None
-        normal, control, user = map(
-            int, (TokenType.NORMAL, TokenType.CONTROL, TokenType.USER_DEFINED)
-        )
-        whole = [
-            i for i, kind in enumerate(token_types) if kind != normal and kind in (control, user)
-        ]
+        control, user = int(TokenType.CONTROL), int(TokenType.USER_DEFINED)
+        unusual = compress(range(len(tokens)), map(int(TokenType.NORMAL).__ne__, token_types))
+        whole = [i for i in unusual if token_types[i] in (control, user)]
         if isinstance(model, SentencePieceBPE):
             # SentencePiece finds user-defined pieces in the normalized text, where every space
             # is already a "▁": pieces spelled with plain spaces (Gemma's runs of spaces) never
@@ -86,7 +84,7 @@ class Tokenizer:
             raise UnsupportedTokenizer("the GGUF has no tokenizer.ggml.tokens")
         types = list(map(int, meta.get("tokenizer.ggml.token_type") or []))
         if not types:
-            types = [TokenType.NORMAL] * len(tokens)
+            types = [int(TokenType.NORMAL)] * len(tokens)
         if len(types) != len(tokens):
             raise UnsupportedTokenizer("tokenizer.ggml.token_type and tokens differ in length")
 
