@@ -19,7 +19,7 @@ from trio_llm.engine.vocab import TokenType
 SPACE = "\u2581"
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 # Where a word starts: a "▁" right after something else. Pieces almost never reach across such
-# a point, which lets each word be merged (and cached) on its own; see _word_starts.
+# a point, which lets each word be merged (and cached) on its own; see _words.
 _WORD_START = re.compile(f"(?<=[^{SPACE}]){SPACE}")
 _WORD_START_OR_SEPARATOR = re.compile(f"(?<=[^{SPACE}\\0]){SPACE}")
 _CACHE_SIZE = 1 << 16
@@ -62,7 +62,7 @@ class SentencePieceBPE:
         """Token ids for `text` (no special tokens in it); `at_start` says it begins the input,
         where the "▁" prefix goes when the model asks for one."""
         normalized = text.replace(" ", SPACE)
-        if at_start and self.add_space_prefix:
+        if at_start and self.add_space_prefix and normalized:
             normalized = SPACE + normalized
         ids: list[int] = []
         for word in self._words(normalized):
