@@ -29,7 +29,7 @@ def complete(args: argparse.Namespace) -> int:
     ids = tokenizer.encode(args.prompt)
     pending = b""
     for token in generate_tokens(model, ids, sampler, args.num_predict):
-        if token in tokenizer.stop_ids:
+        if token in tokenizer.eot_ids:
             break
         pending += tokenizer.token_bytes(token)
         text = pending.decode("utf-8", errors="ignore")
