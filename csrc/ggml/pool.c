@@ -95,7 +95,7 @@ static void *worker_main(void *p) {
     tl_pool *pool = wa->pool;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = atomic_load(&pool->generation);
+    unsigned seen = 0; /* a new pool is at generation 0: work posted before we ran is still ours */
     for (;;) {
         unsigned gen;
         unsigned spins = 0;
