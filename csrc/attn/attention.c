@@ -86,6 +86,14 @@ static inline __m256 load_h8(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* The 8 lane sums of v[0..7], as one vector. */
+static inline __m256 sum8x8(const __m256 *v) {
+    __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    /* a: low half sums the low 4 lanes of v0..v3, high half their high 4 lanes; b for v4..v7 */
+    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
 /* gs is a compile-time constant at every call site, so the per-head arrays of vectors below
    live in registers. hd is a multiple of 8. */
 static inline __attribute__((always_inline)) void range_avx2_g(
@@ -98,35 +106,32 @@ static inline __attribute__((always_inline)) void range_avx2_g(
         const int nt = n - p0 < TILE ? (int)(n - p0) : TILE;
         const uint16_t *kt = k + p0 * stride, *vt = v + p0 * stride;
 
-        /* Scores, two K rows at a time for independent FMA chains. */
-        int j = 0;
-        for (; j + 2 <= nt; j += 2) {
-            const uint16_t *k0 = kt + j * stride, *k1 = k0 + stride;
-            __m256 d0[GMAX], d1[GMAX];
-            for (int g = 0; g < gs; g++) d0[g] = d1[g] = _mm256_setzero_ps();
-            for (int c = 0; c < hd; c += 8) {
-                __m256 x0 = load_h8(k0 + c), x1 = load_h8(k1 + c);
+        /* Scores, two K rows at a time for independent FMA chains; the dot-product vectors of
+           8 rows are summed across lanes together (sum8x8) rather than one by one. */
+        for (int j8 = 0; j8 < nt; j8 += 8) {
+            const int jn = nt - j8 < 8 ? nt - j8 : 8;
+            __m256 D[GMAX][8];
+            for (int jj = 0; jj < jn; jj += 2) {
+                const uint16_t *k0 = kt + (j8 + jj) * stride;
+                const uint16_t *k1 = jj + 1 < jn ? k0 + stride : k0;
+                __m256 d0[GMAX], d1[GMAX];
+                for (int g = 0; g < gs; g++) d0[g] = d1[g] = _mm256_setzero_ps();
+                for (int c = 0; c < hd; c += 8) {
+                    __m256 x0 = load_h8(k0 + c), x1 = load_h8(k1 + c);
+                    for (int g = 0; g < gs; g++) {
+                        __m256 qv = _mm256_loadu_ps(qs + g * hd + c);
+                        d0[g] = _mm256_fmadd_ps(qv, x0, d0[g]);
+                        d1[g] = _mm256_fmadd_ps(qv, x1, d1[g]);
+                    }
+                }
                 for (int g = 0; g < gs; g++) {
-                    __m256 qv = _mm256_loadu_ps(qs + g * hd + c);
-                    d0[g] = _mm256_fmadd_ps(qv, x0, d0[g]);
-                    d1[g] = _mm256_fmadd_ps(qv, x1, d1[g]);
+                    D[g][jj] = d0[g];
+                    D[g][jj + 1] = d1[g];
                 }
             }
-            for (int g = 0; g < gs; g++) {
-                s[g][j] = tl_hsum8(d0[g]);
-                s[g][j + 1] = tl_hsum8(d1[g]);
-            }
-        }
-        if (j < nt) {
-            const uint16_t *k0 = kt + j * stride;
-            __m256 d0[GMAX];
-            for (int g = 0; g < gs; g++) d0[g] = _mm256_setzero_ps();
-            for (int c = 0; c < hd; c += 8) {
-                __m256 x0 = load_h8(k0 + c);
-                for (int g = 0; g < gs; g++)
-                    d0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + g * hd + c), x0, d0[g]);
-            }
-            for (int g = 0; g < gs; g++) s[g][j] = tl_hsum8(d0[g]);
+            for (int jj = (jn + 1) & ~1; jj < 8; jj++)
+                for (int g = 0; g < gs; g++) D[g][jj] = _mm256_setzero_ps();
+            for (int g = 0; g < gs; g++) _mm256_store_ps(&s[g][j8], sum8x8(D[g]));
         }
 
         /* Online softmax step: new maximum, rescale factor, weights exp(s - m) in place. */
