@@ -257,6 +257,13 @@ def test_batch_mixes_sequences_at_different_positions(pool: Any, smollm_cache: C
     check(pool, smollm_cache, slot, pos, n_head=9, seed=7)
 
 
+def test_split_tokens_of_different_depths_merge_correctly(pool: Any,
+                                                          gemma_cache: Cache) -> None:
+    # 3 units on 2 threads: each token's positions split in chunks of 352, so the deep token has
+    # two partial results to merge and the shallow ones one.
+    check(pool, gemma_cache, [0, 0, 0], [700, 10, 300], n_head=4, seed=16)
+
+
 def test_sliding_window_limits_attended_positions(pool: Any, gemma_cache: Cache,
                                                    smollm_cache: Cache) -> None:
     check(pool, gemma_cache, [0], [700], n_head=4, window=512, seed=8)

@@ -6,7 +6,7 @@
    head a running maximum m, a running sum l of exp(score - m) and an accumulator of
    exp(score - m) * V. No score matrix beyond one tile is ever held.
 
-   When there are fewer (token, KV head) pairs than threads can share evenly (decode), each
+   When the (token, KV head) pairs cannot be shared evenly by the threads (decode), each
    token's positions are split into chunks; every chunk leaves its (m, l, acc) as a partial
    result and the partials are merged at the end: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c. */
 #include <math.h>
@@ -342,16 +342,19 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
              (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET;
     atomic_init(&J.next, 0);
 
-    /* Split tokens into chunks of positions when whole (token, KV head) units are too few to
-       keep every thread busy; aim for about 8 units per thread. */
+    /* Split tokens into chunks of positions when whole (token, KV head) units cannot keep every
+       thread equally busy: the fewest chunks that make the unit count a multiple of the thread
+       count (each unit and the merge cost a little, so more units only add overhead). */
     int nth = tl_pool_threads(pool);
     int64_t base_units = n_tok * n_kv_head;
     J.chunk = 0;
     if (nth > 1 && base_units < 4 * (int64_t)nth) {
-        int64_t want = (8 * (int64_t)nth + base_units - 1) / base_units;
-        int64_t chunk = (lmax + want - 1) / want;
-        if (chunk < SPLIT_MIN) chunk = SPLIT_MIN;
+        int64_t a = base_units, b = nth;
+        while (b) { int64_t r = a % b; a = b; b = r; }
+        int64_t n_chunks = nth / a;
+        int64_t chunk = (lmax + n_chunks - 1) / n_chunks;
         chunk = (chunk + TILE - 1) / TILE * TILE;
+        if (chunk < SPLIT_MIN) chunk = SPLIT_MIN;
         if (chunk < lmax) J.chunk = chunk;
     }
 
