@@ -1,0 +1,329 @@
+"""The f16 KV cache and causal grouped-query attention against a float64 numpy reference.
+
+The reference attends over the same f16-rounded keys and values the cache holds, so the kernels
+must match it to float32 accuracy; against unrounded f32 keys and values the f16 storage alone
+costs up to ~1e-3. Every case runs on the SIMD and scalar pools, with 2 threads (decode splits a
+token's positions into chunks and merges them) and with 1 thread (no split).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trio_llm._kernels import ffi, lib
+
+TL_OK, TL_ERR_TYPE, TL_ERR_ARG = 0, 1, 4  # tl_status codes (csrc/tl_common.h)
+TL_F16, TL_Q8_0 = 1, 8                    # GGML type ids (csrc/ggml/blocks.h)
+REL_TOL = 1e-5                            # against the f16-rounded reference
+F16_TOL = 1e-3                            # against unrounded f32 keys and values
+
+
+def fptr(a: np.ndarray) -> Any:
+    assert a.dtype == np.float32 and a.flags.c_contiguous
+    return ffi.cast("float *", ffi.from_buffer(a))
+
+
+def iptr(a: np.ndarray) -> Any:
+    assert a.dtype == np.int32 and a.flags.c_contiguous
+    return ffi.cast("int32_t *", ffi.from_buffer(a))
+
+
+def vptr(a: np.ndarray) -> Any:
+    assert a.flags.c_contiguous
+    return ffi.cast("void *", ffi.from_buffer(a))
+
+
+def new_pool(n_threads: int, flags: int) -> Any:
+    pool = lib.tl_pool_new(n_threads, flags)
+    # pool.c reads a worker's first generation when the thread starts: a tl_pool_run issued
+    # before that is never seen by the worker and the caller spins forever. Let it start.
+    time.sleep(0.05)
+    return pool
+
+
+@pytest.fixture(scope="module", params=["simd-2", "scalar-2", "simd-1"])
+def pool(request: pytest.FixtureRequest) -> Iterator[Any]:
+    kind, n = request.param.split("-")
+    p = new_pool(int(n), 0 if kind == "simd" else 1)
+    yield p
+    lib.tl_pool_free(p)
+
+
+@dataclass
+class Cache:
+    """One layer's cache, filled through tl_kv_store with random keys and values."""
+
+    n_slots: int
+    n_ctx: int
+    n_kv_head: int
+    head_dim: int
+    k: np.ndarray        # [n_slots][n_ctx][kv_dim] f16, as stored
+    v: np.ndarray
+    k32: np.ndarray      # the f32 values that were stored
+    v32: np.ndarray
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_head * self.head_dim
+
+
+def filled_cache(n_slots: int, n_ctx: int, n_kv_head: int, head_dim: int, seed: int) -> Cache:
+    rng = np.random.default_rng(seed)
+    kv_dim = n_kv_head * head_dim
+    k32 = rng.standard_normal((n_slots, n_ctx, kv_dim)).astype(np.float32)
+    v32 = rng.standard_normal((n_slots, n_ctx, kv_dim)).astype(np.float32)
+    nbytes = lib.tl_kv_bytes(TL_F16, n_slots, n_ctx, kv_dim)
+    assert nbytes == n_slots * n_ctx * kv_dim * 2
+    k = np.zeros((n_slots, n_ctx, kv_dim), np.float16)
+    v = np.zeros((n_slots, n_ctx, kv_dim), np.float16)
+    slot = np.repeat(np.arange(n_slots, dtype=np.int32), n_ctx)
+    pos = np.tile(np.arange(n_ctx, dtype=np.int32), n_slots)
+    rc = lib.tl_kv_store(TL_F16, vptr(k), vptr(v), n_ctx, kv_dim, fptr(k32), fptr(v32),
+                         n_slots * n_ctx, iptr(slot), iptr(pos))
+    assert rc == TL_OK
+    return Cache(n_slots, n_ctx, n_kv_head, head_dim, k, v, k32, v32)
+
+
+def attention_ref(k: np.ndarray, v: np.ndarray, q: np.ndarray, slot: np.ndarray,
+                  pos: np.ndarray, n_head: int, n_kv_head: int, head_dim: int, scale: float,
+                  window: int) -> np.ndarray:
+    """softmax(scale q K^T) V per token and head in float64, causal, with the sliding window."""
+    group = n_head // n_kv_head
+    kv_of_head = np.arange(n_head) // group
+    out = np.empty((len(pos), n_head, head_dim))
+    for t, (s, p) in enumerate(zip(slot, pos, strict=True)):
+        lo = max(0, p - window + 1) if window > 0 else 0
+        keys = k[s, lo:p + 1].astype(np.float64).reshape(-1, n_kv_head, head_dim)[:, kv_of_head]
+        vals = v[s, lo:p + 1].astype(np.float64).reshape(-1, n_kv_head, head_dim)[:, kv_of_head]
+        qh = q[t].astype(np.float64).reshape(n_head, head_dim)
+        scores = np.einsum("hd,lhd->hl", qh, keys) * np.float64(np.float32(scale))
+        w = np.exp(scores - scores.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        out[t] = np.einsum("hl,lhd->hd", w, vals)
+    return out.reshape(len(pos), n_head * head_dim)
+
+
+def run_attention(pool: Any, c: Cache, q: np.ndarray, slot: np.ndarray, pos: np.ndarray,
+                  n_head: int, window: int = 0, scale: float | None = None) -> np.ndarray:
+    scale = 1.0 / np.sqrt(c.head_dim) if scale is None else scale
+    out = np.full((len(pos), n_head * c.head_dim), np.nan, np.float32)
+    rc = lib.tl_attention(pool, TL_F16, vptr(c.k), vptr(c.v), c.n_ctx, fptr(q), len(pos),
+                          iptr(slot), iptr(pos), n_head, c.n_kv_head, c.head_dim, scale, window,
+                          fptr(out))
+    assert rc == TL_OK
+    return out
+
+
+def row_rel(out: np.ndarray, ref: np.ndarray, head_dim: int) -> float:
+    """Largest error of any (token, head) output, relative to that output's largest element."""
+    d = np.abs(out.astype(np.float64) - ref).reshape(len(out), -1, head_dim)
+    r = np.abs(ref).reshape(len(ref), -1, head_dim)
+    return float(np.max(d.max(axis=2) / r.max(axis=2)))
+
+
+def check(pool: Any, c: Cache, slot: np.ndarray, pos: np.ndarray, n_head: int,
+          window: int = 0, seed: int = 0, q_scale: float = 1.0, vs_f32: bool = True) -> None:
+    """Attention matches float64 over the stored f16 K/V (1e-5) and over the f32 K/V (1e-3)."""
+    slot, pos = np.asarray(slot, np.int32), np.asarray(pos, np.int32)
+    rng = np.random.default_rng(seed)
+    q = (rng.standard_normal((len(pos), n_head * c.head_dim)) * q_scale).astype(np.float32)
+    out = run_attention(pool, c, q, slot, pos, n_head, window)
+    scale = 1.0 / np.sqrt(c.head_dim)
+    args = (q, slot, pos, n_head, c.n_kv_head, c.head_dim, scale, window)
+    assert row_rel(out, attention_ref(c.k, c.v, *args), c.head_dim) < REL_TOL
+    if vs_f32:
+        assert row_rel(out, attention_ref(c.k32, c.v32, *args), c.head_dim) < F16_TOL
+
+
+@pytest.fixture(scope="module")
+def smollm_cache() -> Cache:
+    """SmolLM2's attention shape: 9 query heads over 3 KV heads of 64 dims, 2 slots."""
+    return filled_cache(2, 1024, 3, 64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def gemma_cache() -> Cache:
+    """Gemma 3 270M's shape: 4 query heads over 1 KV head of 256 dims."""
+    return filled_cache(1, 768, 1, 256, seed=2)
+
+
+# ---------------------------------------------------------------- KV cache
+
+
+def test_kv_bytes_counts_f16_rows_and_rejects_other_types() -> None:
+    assert lib.tl_kv_bytes(TL_F16, 4, 2048, 192) == 4 * 2048 * 192 * 2
+    assert lib.tl_kv_bytes(TL_F16, 0, 2048, 192) == 0
+    assert lib.tl_kv_bytes(TL_Q8_0, 1, 16, 64) == -TL_ERR_TYPE
+    assert lib.tl_kv_bytes(TL_F16, 1, 16, 0) < 0
+    assert lib.tl_kv_bytes(TL_F16, -1, 16, 64) < 0
+
+
+def test_kv_store_rounds_to_nearest_even_f16_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    kv_dim = 64
+    vals = np.concatenate([
+        rng.standard_normal(40) * 100,
+        [0.0, -0.0, 65504.0, 65520.0, 1e6, -1e6, np.inf, -np.inf, 6e-8, 3e-8, 2.98e-8, 1e-5,
+         -6.1e-5, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 2049.0, 2051.0, 1e-10, -1e-30, 0.1, 1 / 3,
+         np.pi, -np.e, 1024.5],
+    ]).astype(np.float32)
+    assert vals.size == kv_dim
+    k = np.zeros((1, 4, kv_dim), np.float16)
+    v = np.zeros((1, 4, kv_dim), np.float16)
+    slot, pos = np.zeros(1, np.int32), np.array([2], np.int32)
+    kk, vv = vals.reshape(1, -1).copy(), (-vals).reshape(1, -1).copy()
+    with np.errstate(over="ignore"):
+        k16, v16 = vals.astype(np.float16), (-vals).astype(np.float16)
+    assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(kk), fptr(vv), 1,
+                           iptr(slot), iptr(pos)) == TL_OK
+    assert np.array_equal(k[0, 2].view(np.uint16), k16.view(np.uint16))
+    assert np.array_equal(v[0, 2].view(np.uint16), v16.view(np.uint16))
+    assert not k[0, [0, 1, 3]].any() and not v[0, [0, 1, 3]].any()
+    nan = np.full((1, kv_dim), np.nan, np.float32)
+    assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(nan), fptr(nan), 1,
+                           iptr(slot), iptr(pos)) == TL_OK
+    assert np.isnan(k[0, 2]).all() and np.isnan(v[0, 2]).all()
+
+
+def test_kv_store_places_each_token_at_its_slot_and_position() -> None:
+    kv_dim, n_ctx = 16, 8
+    k = np.zeros((3, n_ctx, kv_dim), np.float16)
+    v = np.zeros((3, n_ctx, kv_dim), np.float16)
+    slot = np.array([2, 0, 1, 2], np.int32)
+    pos = np.array([7, 0, 3, 4], np.int32)
+    kk = (np.arange(4 * kv_dim, dtype=np.float32).reshape(4, kv_dim) + 1)
+    vv = -kk
+    assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), n_ctx, kv_dim, fptr(kk), fptr(vv), 4,
+                           iptr(slot), iptr(pos)) == TL_OK
+    expect_k = np.zeros_like(k)
+    expect_k[slot, pos] = kk
+    assert np.array_equal(k, expect_k)
+    assert np.array_equal(v, -expect_k)
+
+
+@pytest.mark.parametrize("bad_slot, bad_pos", [(0, 8), (0, -1), (-1, 0), (1, 1 << 30)])
+def test_kv_store_rejects_out_of_range_tokens_and_writes_nothing(bad_slot: int,
+                                                                 bad_pos: int) -> None:
+    kv_dim, n_ctx = 16, 8
+    k = np.zeros((2, n_ctx, kv_dim), np.float16)
+    v = np.zeros((2, n_ctx, kv_dim), np.float16)
+    slot = np.array([0, bad_slot], np.int32)
+    pos = np.array([1, bad_pos], np.int32)
+    ones = np.ones((2, kv_dim), np.float32)
+    assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), n_ctx, kv_dim, fptr(ones), fptr(ones), 2,
+                           iptr(slot), iptr(pos)) == TL_ERR_ARG
+    assert not k.any() and not v.any()
+
+
+def test_kv_store_rejects_unsupported_cache_types() -> None:
+    k = np.zeros((1, 4, 32), np.float16)
+    x = np.ones((1, 32), np.float32)
+    z = np.zeros(1, np.int32)
+    assert lib.tl_kv_store(TL_Q8_0, vptr(k), vptr(k), 4, 32, fptr(x), fptr(x), 1, iptr(z),
+                           iptr(z)) == TL_ERR_TYPE
+    assert not k.any()
+
+
+# ---------------------------------------------------------------- attention
+
+
+def test_decode_one_token_at_position_700_smollm_shape(pool: Any, smollm_cache: Cache) -> None:
+    check(pool, smollm_cache, [1], [700], n_head=9)
+
+
+@pytest.mark.parametrize("p", [0, 1, 31, 32, 33, 64, 200, 1023])
+def test_decode_at_tile_and_chunk_boundaries(pool: Any, smollm_cache: Cache, p: int) -> None:
+    check(pool, smollm_cache, [0], [p], n_head=9, seed=p)
+
+
+def test_prefill_100_tokens_causal_smollm_shape(pool: Any, smollm_cache: Cache) -> None:
+    check(pool, smollm_cache, np.zeros(100), np.arange(100), n_head=9, seed=4)
+
+
+def test_gqa_four_heads_on_one_256_dim_kv_head(pool: Any, gemma_cache: Cache) -> None:
+    check(pool, gemma_cache, [0], [700], n_head=4, seed=5)
+    check(pool, gemma_cache, np.zeros(40), np.arange(300, 340), n_head=4, seed=6)
+
+
+def test_batch_mixes_sequences_at_different_positions(pool: Any, smollm_cache: Cache) -> None:
+    slot = [0, 1, 1, 1, 0, 1]
+    pos = [512, 0, 1, 2, 3, 999]
+    check(pool, smollm_cache, slot, pos, n_head=9, seed=7)
+
+
+def test_split_tokens_of_different_depths_merge_correctly(pool: Any,
+                                                          gemma_cache: Cache) -> None:
+    # 3 units on 2 threads: each token's positions split in chunks of 352, so the deep token has
+    # two partial results to merge and the shallow ones one.
+    check(pool, gemma_cache, [0, 0, 0], [700, 10, 300], n_head=4, seed=16)
+
+
+def test_sliding_window_limits_attended_positions(pool: Any, gemma_cache: Cache,
+                                                   smollm_cache: Cache) -> None:
+    check(pool, gemma_cache, [0], [700], n_head=4, window=512, seed=8)
+    check(pool, gemma_cache, np.zeros(30), np.arange(0, 60, 2), n_head=4, window=16, seed=9)
+    check(pool, smollm_cache, [1, 0], [700, 5], n_head=9, window=1, seed=10)
+
+
+def test_window_of_one_returns_the_value_at_the_token_position(pool: Any,
+                                                               smollm_cache: Cache) -> None:
+    c = smollm_cache
+    q = np.random.default_rng(11).standard_normal((1, 9 * 64)).astype(np.float32)
+    out = run_attention(pool, c, q, np.array([1], np.int32), np.array([321], np.int32), 9,
+                        window=1)
+    expect = c.v[1, 321].astype(np.float32).reshape(3, 64)[np.arange(9) // 3].reshape(1, -1)
+    assert np.array_equal(out, expect)
+
+
+def test_sharp_scores_stay_stable(pool: Any, smollm_cache: Cache) -> None:
+    # Scores of order a hundred: exp would overflow without the running maximum. (Rounding K to
+    # f16 moves such scores by ~0.1, so only the f16-rounded reference is meaningful here.)
+    check(pool, smollm_cache, [0, 1], [900, 40], n_head=9, seed=12, q_scale=30.0, vs_f32=False)
+
+
+@pytest.mark.parametrize("n_head, n_kv_head, head_dim", [(6, 2, 20), (8, 1, 40), (5, 5, 8)])
+def test_other_group_sizes_and_head_dims(pool: Any, n_head: int, n_kv_head: int,
+                                         head_dim: int) -> None:
+    c = filled_cache(2, 300, n_kv_head, head_dim, seed=head_dim)
+    check(pool, c, [1, 0, 1], [299, 150, 3], n_head=n_head, seed=13)
+    check(pool, c, [1], [299], n_head=n_head, seed=14, window=100)
+
+
+def test_simd_and_scalar_attention_agree(smollm_cache: Cache) -> None:
+    simd, scalar = new_pool(2, 0), new_pool(2, 1)
+    try:
+        q = np.random.default_rng(15).standard_normal((3, 9 * 64)).astype(np.float32)
+        slot, pos = np.array([0, 1, 1], np.int32), np.array([1000, 64, 65], np.int32)
+        a = run_attention(simd, smollm_cache, q, slot, pos, 9)
+        b = run_attention(scalar, smollm_cache, q, slot, pos, 9)
+        assert row_rel(a, b.astype(np.float64), 64) < 2e-6
+    finally:
+        lib.tl_pool_free(simd)
+        lib.tl_pool_free(scalar)
+
+
+def test_attention_rejects_bad_arguments(pool: Any, smollm_cache: Cache) -> None:
+    c = smollm_cache
+    q = np.zeros((1, 9 * 64), np.float32)
+    out = np.full_like(q, 7.0)
+
+    def call(kv_type: int = TL_F16, slot: int = 0, pos: int = 0, n_head: int = 9,
+             n_kv_head: int = 3, window: int = 0) -> int:
+        s, p = np.array([slot], np.int32), np.array([pos], np.int32)
+        return lib.tl_attention(pool, kv_type, vptr(c.k), vptr(c.v), c.n_ctx, fptr(q), 1,
+                                iptr(s), iptr(p), n_head, n_kv_head, 64, 0.125, window,
+                                fptr(out))
+
+    assert call(pos=c.n_ctx) == TL_ERR_ARG
+    assert call(pos=-1) == TL_ERR_ARG
+    assert call(slot=-1) == TL_ERR_ARG
+    assert call(n_head=8) == TL_ERR_ARG
+    assert call(window=-1) == TL_ERR_ARG
+    assert call(kv_type=TL_Q8_0) == TL_ERR_TYPE
+    assert (out == 7.0).all()

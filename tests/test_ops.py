@@ -1,0 +1,264 @@
+"""The element-wise transformer ops (rmsnorm, rope, swiglu, geglu, add, scale) against float64.
+
+Every op runs on a SIMD pool and on a scalar-only pool, so both twins of each kernel are checked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trio_llm._kernels import ffi, lib
+
+TL_OK, TL_ERR_ARG = 0, 4  # tl_status codes (csrc/tl_common.h)
+REL_TOL = 1e-5
+
+
+def fptr(a: np.ndarray) -> Any:
+    """A float * to a C-contiguous float32 array."""
+    assert a.dtype == np.float32 and a.flags.c_contiguous
+    return ffi.cast("float *", ffi.from_buffer(a))
+
+
+def iptr(a: np.ndarray) -> Any:
+    """An int32_t * to a C-contiguous int32 array."""
+    assert a.dtype == np.int32 and a.flags.c_contiguous
+    return ffi.cast("int32_t *", ffi.from_buffer(a))
+
+
+def new_pool(flags: int) -> Any:
+    """A 2-thread pool; waits until its worker has surely started (see the note below)."""
+    pool = lib.tl_pool_new(2, flags)
+    # A worker that starts after the first tl_pool_run misses that run's generation and the
+    # caller spins forever (pool.c reads `seen` at thread start). Give it time to start.
+    time.sleep(0.05)
+    return pool
+
+
+@pytest.fixture(scope="module", params=["simd", "scalar"])
+def pool(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The SIMD pool (AVX2 when the CPU has it) and the scalar reference pool."""
+    p = new_pool(0 if request.param == "simd" else 1)
+    yield p
+    lib.tl_pool_free(p)
+
+
+def max_rel(out: np.ndarray, ref: np.ndarray) -> float:
+    """Largest error relative to the largest reference magnitude."""
+    return float(np.max(np.abs(out.astype(np.float64) - ref)) / np.max(np.abs(ref)))
+
+
+def elem_rel(out: np.ndarray, ref: np.ndarray) -> float:
+    """Largest element-wise relative error over the non-zero reference values."""
+    nz = ref != 0
+    return float(np.max(np.abs(out[nz].astype(np.float64) - ref[nz]) / np.abs(ref[nz])))
+
+
+# ---------------------------------------------------------------- rmsnorm
+
+
+def rmsnorm_ref(x: np.ndarray, w: np.ndarray | None, eps: float) -> np.ndarray:
+    xd = x.astype(np.float64)
+    y = xd / np.sqrt(np.mean(xd * xd, axis=-1, keepdims=True) + np.float64(np.float32(eps)))
+    return y if w is None else y * w.astype(np.float64)
+
+
+@pytest.mark.parametrize("n_rows, n", [(1, 576), (3, 37), (64, 576), (40, 2048)])
+def test_rmsnorm_matches_float64_with_weight(pool: Any, n_rows: int, n: int) -> None:
+    rng = np.random.default_rng(n_rows * 1000 + n)
+    x = (rng.standard_normal((n_rows, n)) * 3).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    y = np.empty_like(x)
+    assert lib.tl_rmsnorm(pool, fptr(x), fptr(w), fptr(y), n_rows, n, 1e-5) == TL_OK
+    assert elem_rel(y, rmsnorm_ref(x, w, 1e-5)) < REL_TOL
+
+
+def test_rmsnorm_without_weight_in_place(pool: Any) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 640)).astype(np.float32)
+    ref = rmsnorm_ref(x, None, 1e-6)
+    assert lib.tl_rmsnorm(pool, fptr(x), ffi.NULL, fptr(x), 50, 640, 1e-6) == TL_OK
+    assert elem_rel(x, ref) < REL_TOL
+
+
+def test_rmsnorm_eps_dominates_a_zero_row(pool: Any) -> None:
+    x = np.zeros((1, 16), np.float32)
+    y = np.full_like(x, np.nan)
+    assert lib.tl_rmsnorm(pool, fptr(x), ffi.NULL, fptr(y), 1, 16, 1e-5) == TL_OK
+    assert np.all(y == 0)
+
+
+def test_rmsnorm_rejects_bad_arguments(pool: Any) -> None:
+    x = np.ones(8, np.float32)
+    assert lib.tl_rmsnorm(pool, fptr(x), ffi.NULL, fptr(x), 1, 0, 1e-5) == TL_ERR_ARG
+    assert lib.tl_rmsnorm(pool, fptr(x), ffi.NULL, fptr(x), -1, 8, 1e-5) == TL_ERR_ARG
+    assert lib.tl_rmsnorm(pool, fptr(x), ffi.NULL, fptr(x), 1, 8, -1.0) == TL_ERR_ARG
+    assert lib.tl_rmsnorm(ffi.NULL, fptr(x), ffi.NULL, fptr(x), 1, 8, 1e-5) == TL_ERR_ARG
+
+
+# ---------------------------------------------------------------- rope
+
+
+def rope_ref(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, freq_scale: float,
+             neox: bool) -> np.ndarray:
+    """Rotary embedding in float64 on [n_tok][n_heads][head_dim] (base and scale as float32)."""
+    y = x.astype(np.float64)
+    half = n_rot // 2
+    i = np.arange(half, dtype=np.float64)
+    inv_freq = np.float64(np.float32(base)) ** (-2.0 * i / n_rot)
+    theta = pos.astype(np.float64)[:, None] * np.float64(np.float32(freq_scale)) * inv_freq
+    c, s = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
+    if neox:
+        a, b = y[..., :half].copy(), y[..., half:n_rot].copy()
+        y[..., :half] = a * c - b * s
+        y[..., half:n_rot] = a * s + b * c
+    else:
+        a, b = y[..., 0:n_rot:2].copy(), y[..., 1:n_rot:2].copy()
+        y[..., 0:n_rot:2] = a * c - b * s
+        y[..., 1:n_rot:2] = a * s + b * c
+    return y
+
+
+@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize(
+    "n_tok, n_heads, head_dim, n_rot, base",
+    [(1, 9, 64, 64, 100000.0), (70, 3, 64, 64, 100000.0), (5, 4, 256, 256, 1e6),
+     (40, 2, 96, 60, 10000.0), (3, 2, 20, 12, 10000.0)],
+)
+def test_rope_matches_float64_at_positions_up_to_32k(
+    pool: Any, neox: bool, n_tok: int, n_heads: int, head_dim: int, n_rot: int, base: float
+) -> None:
+    rng = np.random.default_rng(n_tok * 7 + head_dim)
+    x = rng.standard_normal((n_tok, n_heads, head_dim)).astype(np.float32)
+    pos = rng.integers(0, 32768, n_tok).astype(np.int32)
+    pos[0] = 32767
+    ref = rope_ref(x, pos, n_rot, base, 1.0, neox)
+    assert lib.tl_rope(pool, fptr(x), n_tok, n_heads, head_dim, n_rot, iptr(pos), base, 1.0,
+                       int(neox)) == TL_OK
+    for t in range(n_tok):
+        assert max_rel(x[t], ref[t]) < REL_TOL
+    assert np.array_equal(x[..., n_rot:], ref[..., n_rot:].astype(np.float32))
+
+
+def test_rope_applies_freq_scale_and_leaves_position_zero_unchanged(pool: Any) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 64)).astype(np.float32)
+    pos = np.array([0, 5000], np.int32)
+    ref = rope_ref(x, pos, 64, 10000.0, 0.25, False)
+    before = x.copy()
+    assert lib.tl_rope(pool, fptr(x), 2, 2, 64, 64, iptr(pos), 10000.0, 0.25, 0) == TL_OK
+    assert np.array_equal(x[0], before[0])
+    assert max_rel(x[1], ref[1]) < REL_TOL
+
+
+def test_rope_rejects_odd_or_oversized_n_rot(pool: Any) -> None:
+    x = np.zeros((1, 1, 64), np.float32)
+    pos = np.zeros(1, np.int32)
+    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 63, iptr(pos), 1e4, 1.0, 0) == TL_ERR_ARG
+    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 66, iptr(pos), 1e4, 1.0, 0) == TL_ERR_ARG
+    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 64, iptr(pos), 0.0, 1.0, 0) == TL_ERR_ARG
+
+
+# ---------------------------------------------------------------- gated activations
+
+
+def silu_ref(g: np.ndarray) -> np.ndarray:
+    gd = g.astype(np.float64)
+    return gd / (1.0 + np.exp(-gd))
+
+
+def gelu_tanh_ref(g: np.ndarray) -> np.ndarray:
+    """0.5 g (1 + tanh(u)) written as g sigmoid(2u): equal, but float64 1 + tanh(u) itself
+    cancels to 0 for g below about -6, where the sigmoid form keeps every digit."""
+    gd = g.astype(np.float64)
+    u = np.sqrt(2.0 / np.pi) * (gd + 0.044715 * gd**3)
+    return gd / (1.0 + np.exp(-2.0 * u))
+
+
+def test_gelu_reference_equals_the_tanh_form() -> None:
+    g = np.linspace(-4, 9, 10001)
+    tanh_form = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g**3)))
+    assert np.allclose(gelu_tanh_ref(g), tanh_form, rtol=1e-9, atol=0)
+
+
+def gate_values(n: int, seed: int) -> np.ndarray:
+    """Gates over the range activations see (|g| <= 9), including exact zeros."""
+    rng = np.random.default_rng(seed)
+    g = np.concatenate([np.linspace(-9, 9, n // 2), rng.standard_normal(n - n // 2) * 3])
+    g[::97] = 0.0
+    return np.clip(g, -9, 9).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [7, 1536, 100003])
+def test_swiglu_matches_float64(pool: Any, n: int) -> None:
+    g = gate_values(n, n)
+    u = np.random.default_rng(n + 1).standard_normal(n).astype(np.float32)
+    out = np.empty_like(g)
+    assert lib.tl_swiglu(pool, fptr(g), fptr(u), fptr(out), n) == TL_OK
+    assert elem_rel(out, silu_ref(g) * u) < REL_TOL
+
+
+@pytest.mark.parametrize("n", [7, 2048, 100003])
+def test_geglu_matches_float64_tanh_gelu(pool: Any, n: int) -> None:
+    g = gate_values(n, n)
+    u = np.random.default_rng(n + 1).standard_normal(n).astype(np.float32)
+    out = np.empty_like(g)
+    assert lib.tl_geglu(pool, fptr(g), fptr(u), fptr(out), n) == TL_OK
+    assert elem_rel(out, gelu_tanh_ref(g) * u) < REL_TOL
+
+
+def test_activations_write_in_place_over_the_gate(pool: Any) -> None:
+    g = gate_values(40000, 5)
+    u = np.random.default_rng(6).standard_normal(40000).astype(np.float32)
+    ref_s, ref_g = silu_ref(g) * u, gelu_tanh_ref(g) * u
+    g1, g2 = g.copy(), g.copy()
+    assert lib.tl_swiglu(pool, fptr(g1), fptr(u), fptr(g1), g.size) == TL_OK
+    assert lib.tl_geglu(pool, fptr(g2), fptr(u), fptr(g2), g.size) == TL_OK
+    assert elem_rel(g1, ref_s) < REL_TOL
+    assert elem_rel(g2, ref_g) < REL_TOL
+
+
+def test_activations_saturate_cleanly_at_extreme_gates(pool: Any) -> None:
+    g = np.array([-1e30, -200.0, -90.0, 90.0, 200.0, 1e30, 0.0, -0.0], np.float32)
+    u = np.ones_like(g)
+    out = np.empty_like(g)
+    assert lib.tl_swiglu(pool, fptr(g), fptr(u), fptr(out), g.size) == TL_OK
+    assert np.all(np.isfinite(out))
+    assert np.all(np.abs(out[:3]) < 1e-30)
+    assert np.array_equal(out[3:6], g[3:6])
+    assert lib.tl_geglu(pool, fptr(g), fptr(u), fptr(out), g.size) == TL_OK
+    assert np.all(np.isfinite(out))
+    assert np.all(np.abs(out[:3]) < 1e-30)
+    assert np.array_equal(out[3:6], g[3:6])
+
+
+def test_simd_and_scalar_activations_agree() -> None:
+    simd, scalar = new_pool(0), new_pool(1)
+    try:
+        g = gate_values(5000, 9)
+        u = np.random.default_rng(10).standard_normal(5000).astype(np.float32)
+        for fn in (lib.tl_swiglu, lib.tl_geglu):
+            a, b = np.empty_like(g), np.empty_like(g)
+            assert fn(simd, fptr(g), fptr(u), fptr(a), g.size) == TL_OK
+            assert fn(scalar, fptr(g), fptr(u), fptr(b), g.size) == TL_OK
+            assert elem_rel(a, b.astype(np.float64)) < 2e-6
+    finally:
+        lib.tl_pool_free(simd)
+        lib.tl_pool_free(scalar)
+
+
+# ---------------------------------------------------------------- add, scale
+
+
+def test_add_and_scale_are_exact_float_ops() -> None:
+    rng = np.random.default_rng(11)
+    y = rng.standard_normal(1001).astype(np.float32)
+    x = rng.standard_normal(1001).astype(np.float32)
+    expect = (y + x) * np.float32(0.37)
+    lib.tl_add(fptr(y), fptr(x), y.size)
+    lib.tl_scale(fptr(y), 0.37, y.size)
+    assert np.array_equal(y, expect)
