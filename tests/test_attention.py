@@ -8,7 +8,6 @@ token's positions into chunks and merges them) and with 1 thread (no split).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +39,7 @@ def vptr(a: np.ndarray) -> Any:
 
 
 def new_pool(n_threads: int, flags: int) -> Any:
-    pool = lib.tl_pool_new(n_threads, flags)
-    # pool.c reads a worker's first generation when the thread starts: a tl_pool_run issued
-    # before that is never seen by the worker and the caller spins forever. Let it start.
-    time.sleep(0.05)
-    return pool
+    return lib.tl_pool_new(n_threads, flags)
 
 
 @pytest.fixture(scope="module", params=["simd-2", "scalar-2", "simd-1"])

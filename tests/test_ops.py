@@ -5,7 +5,6 @@ Every op runs on a SIMD pool and on a scalar-only pool, so both twins of each ke
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,12 +30,8 @@ def iptr(a: np.ndarray) -> Any:
 
 
 def new_pool(flags: int) -> Any:
-    """A 2-thread pool; waits until its worker has surely started (see the note below)."""
-    pool = lib.tl_pool_new(2, flags)
-    # A worker that starts after the first tl_pool_run misses that run's generation and the
-    # caller spins forever (pool.c reads `seen` at thread start). Give it time to start.
-    time.sleep(0.05)
-    return pool
+    """A 2-thread pool (used at once: a worker that starts late still gets the first job)."""
+    return lib.tl_pool_new(2, flags)
 
 
 @pytest.fixture(scope="module", params=["simd", "scalar"])

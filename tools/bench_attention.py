@@ -77,7 +77,6 @@ def main() -> None:
     ap.add_argument("--scalar", action="store_true", help="scalar reference kernels only")
     args = ap.parse_args()
     pool = lib.tl_pool_new(args.threads, 1 if args.scalar else 0)
-    time.sleep(0.05)  # let the workers start before the first run (see pool.c)
     path = "scalar" if args.scalar else ("avx2" if lib.tl_pool_features(pool) else "scalar")
     print(f"tl_attention, {args.threads} threads, {path} kernels, f16 KV cache")
 

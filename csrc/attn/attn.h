@@ -9,7 +9,7 @@
 /* @cdef-begin */
 /* The KV cache of one layer is two arrays, keys and values, each [n_slots][n_ctx][kv_dim] rows of
    kv_type (TL_F16 now; a row is kv_dim = n_kv_head * head_dim elements, so block types such as
-   Q8_0 and Q4_0 fit later). Bytes of one such array: */
+   Q8_0 and Q4_0 fit later). Bytes of one such array, or a negative tl_status on error: */
 int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_ctx, int64_t kv_dim);
 
 /* Write k and v ([n_tok][kv_dim] f32) of token t into the cache at (slot[t], pos[t]). */
