@@ -57,8 +57,8 @@ class Pool:
     def close(self) -> None:
         """Stop the threads now rather than at garbage collection."""
         if self.handle is not None:
-            lib.tl_pool_free(ffi.gc(self.handle, None))
-            self.handle = None
+            handle, self.handle = self.handle, None
+            ffi.release(handle)  # runs tl_pool_free now, once
 
 
 def physical_cores() -> int:
