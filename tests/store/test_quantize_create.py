@@ -237,3 +237,39 @@ def test_the_engine_runs_the_q4_k_m_model_close_to_its_f16_source(
     got = last_logits(q4km["record"].model_path)
     assert int(np.argmax(got)) == int(np.argmax(want))
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15
+
+
+def test_f32_and_bf16_sources_quantize_too(tmp_path: Path) -> None:
+    """A small synthetic model: F32 and BF16 weights, a custom alignment, a 1-D norm."""
+    rng = np.random.default_rng(7)
+    weights = {"blk.0.attn_q.weight": rng.standard_normal((8, 512)).astype(np.float32),
+               "blk.0.ffn_down.weight": rng.standard_normal((4, 256)).astype(np.float32),
+               "blk.0.attn_norm.weight": rng.standard_normal(512).astype(np.float32)}
+    source = tmp_path / "tiny.gguf"
+    writer = GGUFWriter(source, "llama")
+    writer.add_uint32("llama.block_count", 1)
+    writer.add_custom_alignment(64)
+    writer.add_array("tokenizer.ggml.tokens", ["a", "b\u00e9", "<0x0A>"])
+    writer.add_file_type(int(LlamaFileType.ALL_F32))
+    for name, values in weights.items():
+        if name.endswith("ffn_down.weight"):    # BF16: the top half of each float32
+            raw = (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+            writer.add_tensor(name, raw.reshape(4, 512), raw_dtype=Q.BF16)
+            weights[name] = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            writer.add_tensor(name, values)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    result = quantize(source, "q4_K_M")
+    with read_gguf(result) as out:
+        assert out.metadata["general.alignment"] == 64
+        assert out.metadata["tokenizer.ggml.tokens"] == ["a", "b\u00e9", "<0x0A>"]
+        assert {n: t.type for n, t in out.tensors.items()} == {
+            "blk.0.attn_q.weight": Q.Q4_K, "blk.0.ffn_down.weight": Q.Q8_0,   # layer 0: more bits
+            "blk.0.attn_norm.weight": Q.F32}
+        for name, values in weights.items():
+            error = relative_rms(tensor_values(out, name), values.ravel())
+            assert error <= MAX_RELATIVE_RMS[out.tensors[name].type], (name, error)
