@@ -108,7 +108,7 @@ def test_recreating_a_model_replaces_it_under_its_stored_spelling(smol_store: St
     ({"model": "x", "files": {"m.gguf": "sha256:" + "0" * 64}}, BlobNotFound, "not found"),
     ({"model": "x", "from": "absent:model"}, ModelNotFound, "model 'absent:model' not found"),
     ({"model": "x", "from": "smollm2:135m", "quantize": "q4_K_M"}, QuantizationNotSupported,
-     "quantization to q4_K_M is not supported yet"),
+     "quantization is only supported for F16, BF16 and F32 models"),
     ({"model": "x", "from": "smollm2:135m", "parameters": {"heat": 1}}, InvalidParameter,
      "unknown parameter 'heat'"),
     ({"model": "x", "from": "smollm2:135m", "messages": [{"role": "god", "content": ""}]},

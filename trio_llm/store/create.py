@@ -3,7 +3,8 @@ license layers, written as blobs and a manifest the way `ollama create` does.
 
 Two front doors lead to one `create`: the JSON form of /api/create (`CreateRequest.from_json`)
 and a Modelfile (`request_from_modelfile`, which first copies any FROM/ADAPTER files into
-blobs). Quantization is a hook (`quantize`) for the quantizer another piece of work adds.
+blobs). `quantize` (q8_0, q4_0, q4_K_M, q4_K_S) rewrites the model GGUF with our quantizer
+(trio_llm.store.quantize) into a new blob that replaces the model layer.
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from trio_llm.engine.gguf_file import GGUFError
 from trio_llm.store import modelfile, templates
 from trio_llm.store import params as params_mod
-from trio_llm.store.blobs import stream_into
+from trio_llm.store.atomic import TempFile
+from trio_llm.store.blobs import CHUNK, stream_into
 from trio_llm.store.errors import (
     InvalidDigest,
     InvalidModelfile,
     InvalidParameter,
     InvalidRequest,
     ModelNotFound,
-    QuantizationNotSupported,
+    StoreError,
 )
 from trio_llm.store.gguf_info import summarize
 from trio_llm.store.manifests import (
@@ -50,15 +54,27 @@ if TYPE_CHECKING:
     from trio_llm.store.store import PinSet, Store
 
 _EXTRA_KEYS = ("renderer", "parser", "requires")
+QUANTIZE_DIGEST = "0000000000000000000"   # what Ollama sends as the digest of quantize progress
 
 
 def quantize(model_path: Path, target: str) -> Path:
-    """Quantize a GGUF to `target` (e.g. "q4_K_M") and return the new file's path.
+    """Quantize a GGUF to `target` (q8_0, q4_0, q4_K_M, q4_K_S; any case) with our kernels and
+    return the new file: a GGUF beside `model_path` under a temporary name (`.quantize-*`),
+    already re-read and verified, which the caller moves into place or removes.
 
-    Hook for our quantizer, which another piece of work adds; until then every request fails
-    with QuantizationNotSupported (HTTP 400).
+    QuantizationNotSupported (HTTP 400) for an unknown target or a source that is not
+    F32/F16/BF16; nothing is left behind then.
     """
-    raise QuantizationNotSupported(target)
+    from trio_llm.store.quantize import quantize_gguf
+    fd, name = tempfile.mkstemp(prefix=".quantize-", suffix=".gguf", dir=model_path.parent)
+    os.close(fd)
+    try:
+        for _ in quantize_gguf(model_path, Path(name), target):
+            pass
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
 
 
 @dataclass
@@ -160,13 +176,21 @@ def create(store: Store, req: CreateRequest, pins: PinSet | None = None
     with contextlib.ExitStack() as stack:
         if pins is None:
             pins = stack.enter_context(store.pins())
+        if req.quantize:
+            from trio_llm.store.quantize import parse_target
+            parse_target(req.quantize)     # refuse an unknown target before any work
         base = yield from _base(store, req, pins)
         models = [layer for layer in base.layers if layer.media_type == MODEL]
         if len(models) != 1:
             raise InvalidRequest(f"a model needs exactly one GGUF model file, got {len(models)}")
-        if req.quantize:
-            quantize(store.blob_path(models[0].digest), req.quantize)
         layers = list(base.layers)
+        new_digests: set[str] = set()
+        if req.quantize:
+            quantized, existed = yield from _quantize_layer(store, models[0], req.quantize, pins)
+            layers = [quantized if layer is models[0] else layer for layer in layers]
+            models = [quantized]
+            if not existed:
+                new_digests.add(quantized.digest)
         if req.adapters:
             if len(req.adapters) > 1:
                 raise InvalidRequest("only one adapter is currently supported")
@@ -191,7 +215,8 @@ def create(store: Store, req: CreateRequest, pins: PinSet | None = None
         licenses = req.license if req.license is not None else base.licenses
 
         for layer in layers:
-            yield status(f"using existing layer {layer.digest}")
+            verb = "creating new layer" if layer.digest in new_digests else "using existing layer"
+            yield status(f"{verb} {layer.digest}")
         texts: list[tuple[str, bytes]] = []
         if template:
             texts.append((TEMPLATE, template.encode()))
@@ -250,6 +275,42 @@ def _base(store: Store, req: CreateRequest, pins: PinSet) -> Generator[Any, None
     return _Base(layers, template=record.template, system=record.system,
                  params=record.params, messages=record.messages, licenses=record.licenses,
                  extra={k: record.config.get(k) for k in _EXTRA_KEYS})
+
+
+def _quantize_layer(store: Store, layer: Layer, target: str, pins: PinSet
+                    ) -> Generator[Any, None, tuple[Layer, bool]]:
+    """Quantize a model layer's GGUF into a new blob, reporting progress as Ollama does; returns
+    the new layer and whether its blob was already stored."""
+    from trio_llm.store.quantize import parse_target, quantize_gguf
+    wanted = parse_target(target)
+    throttle = Throttle()
+    with TempFile(store.blobs.directory) as tmp:   # locked: a concurrent cleanup spares it
+        try:
+            for kind, done, total in quantize_gguf(store.blob_path(layer.digest), tmp.path,
+                                                   wanted):
+                if throttle.ready() or done == total:
+                    yield {"status": f"quantizing {kind} model to {wanted.name}",
+                           "digest": QUANTIZE_DIGEST, "total": layer.size,
+                           "completed": done * layer.size // total if total else layer.size}
+                if done == total:
+                    yield status("verifying conversion")
+        except GGUFError as exc:
+            raise StoreError(f"quantized model failed verification: {exc}") from None
+        digest = _file_digest(tmp.path)
+        pins.add(digest)
+        dest = store.blob_path(digest)
+        existed = dest.is_file() and dest.stat().st_size == tmp.path.stat().st_size
+        if not existed:
+            tmp.commit(dest)
+    return Layer(MODEL, digest, dest.stat().st_size, layer.source), existed
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def _gguf_layer(store: Store, digest: str, pins: PinSet) -> Generator[Any, None, Layer]:
