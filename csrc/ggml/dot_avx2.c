@@ -1,0 +1,194 @@
+/* AVX2 row dots of the float and 32-element formats (the decode path: one activation row, many
+   weight rows). Twins of dot_ref.c; used only when the pool reports TL_CPU_AVX2_SET. */
+#include "dot.h"
+
+#if TL_HAVE_X86
+#include <immintrin.h>
+
+TL_AVX2_BEGIN
+
+#define TL_INLINE static inline __attribute__((always_inline))
+
+TL_INLINE float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+TL_INLINE float half_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* ---- float weights ---- */
+
+/* 8 weights at w[i..i+7] as floats. */
+TL_INLINE __m256 load_w8(int wtype, const uint8_t *w, int64_t i) {
+    if (wtype == TL_F32) return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (wtype == TL_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+TL_INLINE float scalar_w(int wtype, const uint8_t *w, int64_t i) {
+    if (wtype == TL_F32) return ((const float *)w)[i];
+    uint16_t h;
+    memcpy(&h, w + 2 * i, 2);
+    return wtype == TL_F16 ? _cvtsh_ss(h) : tl_bf16_to_float(h);
+}
+
+TL_INLINE void dot_float(int wtype, const void *w, size_t rb, int64_t nr, const void *a, int64_t n,
+                         float *out) {
+    const float *x = a;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = (const uint8_t *)w + r * rb;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 32 <= n; i += 32) {
+            acc0 = _mm256_fmadd_ps(load_w8(wtype, row, i), _mm256_loadu_ps(x + i), acc0);
+            acc1 = _mm256_fmadd_ps(load_w8(wtype, row, i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+            acc2 = _mm256_fmadd_ps(load_w8(wtype, row, i + 16), _mm256_loadu_ps(x + i + 16), acc2);
+            acc3 = _mm256_fmadd_ps(load_w8(wtype, row, i + 24), _mm256_loadu_ps(x + i + 24), acc3);
+        }
+        for (; i + 8 <= n; i += 8)
+            acc0 = _mm256_fmadd_ps(load_w8(wtype, row, i), _mm256_loadu_ps(x + i), acc0);
+        float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+        for (; i < n; i++) sum += scalar_w(wtype, row, i) * x[i];
+        out[r] = sum;
+    }
+}
+
+void tl_dot_f32_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_float(TL_F32, w, rb, nr, a, n, out);
+}
+
+void tl_dot_f16_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_float(TL_F16, w, rb, nr, a, n, out);
+}
+
+void tl_dot_bf16_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_float(TL_BF16, w, rb, nr, a, n, out);
+}
+
+/* ---- 32-element formats ---- */
+
+/* 16 bytes of nibble pairs -> 32 bytes: low nibbles first (elements 0-15), then high ones. */
+TL_INLINE __m256i nibbles32(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+/* Bit j of the 32-bit little-endian word at qh -> byte j = 0x10 (set) or 0 (clear). */
+TL_INLINE __m256i fifth_bits32(const uint8_t *qh) {
+    uint32_t bits;
+    memcpy(&bits, qh, 4);
+    __m256i v = _mm256_set1_epi32((int)bits);
+    const __m256i spread = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                              0x0202020202020202, 0x0303030303030303);
+    v = _mm256_shuffle_epi8(v, spread);  /* byte j holds byte j/8 of the word */
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* sum of u[i] * s[i] over 32 bytes, as 8 float lanes (u unsigned, s signed, |pairs| < 2^15). */
+TL_INLINE __m256 dot_u8s8(__m256i u, __m256i s) {
+    __m256i p = _mm256_maddubs_epi16(u, s);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+/* One weight block against one activation block: acc += d*dx * sum(q*x); macc += m' * s, where
+   m' is the min (Q4_1, Q5_1) or d (Q4_0, Q5_0: their offsets -8d, -16d are applied at the end). */
+TL_INLINE void block_dot(int wtype, const uint8_t *blk, __m256i xq, float dx, float s, __m256 *acc,
+                         float *macc) {
+    __m256i q;
+    float d = half_at(blk);
+    switch (wtype) {
+    case TL_Q4_0:
+        q = nibbles32(blk + 2);
+        *macc += d * s;
+        break;
+    case TL_Q4_1:
+        q = nibbles32(blk + 4);
+        *macc += half_at(blk + 2) * s;
+        break;
+    case TL_Q5_0:
+        q = _mm256_or_si256(nibbles32(blk + 6), fifth_bits32(blk + 2));
+        *macc += d * s;
+        break;
+    case TL_Q5_1:
+        q = _mm256_or_si256(nibbles32(blk + 8), fifth_bits32(blk + 4));
+        *macc += half_at(blk + 2) * s;
+        break;
+    default: { /* TL_Q8_0: make the weight unsigned, move its sign onto x */
+        __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        xq = _mm256_sign_epi8(xq, w);
+        q = _mm256_sign_epi8(w, w);
+        break;
+    }
+    }
+    *acc = _mm256_fmadd_ps(dot_u8s8(q, xq), _mm256_set1_ps(d * dx), *acc);
+}
+
+/* Factor of the per-block term macc in the result (see block_dot). */
+TL_INLINE float min_factor(int wtype) {
+    return wtype == TL_Q4_0 ? -8.0f : wtype == TL_Q5_0 ? -16.0f : wtype == TL_Q8_0 ? 0.0f : 1.0f;
+}
+
+/* Two rows at a time: they share each activation load, and the two chains overlap. */
+TL_INLINE void dot_simple(int wtype, size_t bytes, const void *w, size_t rb, int64_t nr,
+                          const void *a, int64_t n, float *out) {
+    const tl_act_q8 *x = a;
+    int64_t nb = n / TL_QK;
+    float k = min_factor(wtype);
+    int64_t r = 0;
+    for (; r + 2 <= nr; r += 2) {
+        const uint8_t *w0 = (const uint8_t *)w + r * rb, *w1 = w0 + rb;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        float m0 = 0.0f, m1 = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
+            block_dot(wtype, w0 + b * bytes, xq, x[b].d, x[b].s, &acc0, &m0);
+            block_dot(wtype, w1 + b * bytes, xq, x[b].d, x[b].s, &acc1, &m1);
+        }
+        out[r] = hsum_ps(acc0) + k * m0;
+        out[r + 1] = hsum_ps(acc1) + k * m1;
+    }
+    for (; r < nr; r++) {
+        const uint8_t *w0 = (const uint8_t *)w + r * rb;
+        __m256 acc0 = _mm256_setzero_ps();
+        float m0 = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
+            block_dot(wtype, w0 + b * bytes, xq, x[b].d, x[b].s, &acc0, &m0);
+        }
+        out[r] = hsum_ps(acc0) + k * m0;
+    }
+}
+
+void tl_dot_q4_0_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_simple(TL_Q4_0, sizeof(tl_block_q4_0), w, rb, nr, a, n, out);
+}
+
+void tl_dot_q4_1_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_simple(TL_Q4_1, sizeof(tl_block_q4_1), w, rb, nr, a, n, out);
+}
+
+void tl_dot_q5_0_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_simple(TL_Q5_0, sizeof(tl_block_q5_0), w, rb, nr, a, n, out);
+}
+
+void tl_dot_q5_1_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_simple(TL_Q5_1, sizeof(tl_block_q5_1), w, rb, nr, a, n, out);
+}
+
+void tl_dot_q8_0_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
+    dot_simple(TL_Q8_0, sizeof(tl_block_q8_0), w, rb, nr, a, n, out);
+}
+
+TL_AVX2_END
+#endif
