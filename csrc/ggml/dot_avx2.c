@@ -16,12 +16,6 @@ TL_INLINE float hsum_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-TL_INLINE float half_at(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
 /* ---- float weights ---- */
 
 /* 8 weights at w[i..i+7] as floats. */
@@ -77,9 +71,9 @@ void tl_dot_bf16_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64
 
 /* 16 bytes of nibble pairs -> 32 bytes: low nibbles first (elements 0-15), then high ones. */
 TL_INLINE __m256i nibbles32(const uint8_t *qs) {
-    __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    q = _mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
 }
 
 /* Bit j of the 32-bit little-endian word at qh -> byte j = 0x10 (set) or 0 (clear). */
@@ -101,37 +95,57 @@ TL_INLINE __m256 dot_u8s8(__m256i u, __m256i s) {
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-/* One weight block against one activation block: acc += d*dx * sum(q*x); macc += m' * s, where
-   m' is the min (Q4_1, Q5_1) or d (Q4_0, Q5_0: their offsets -8d, -16d are applied at the end). */
-TL_INLINE void block_dot(int wtype, const uint8_t *blk, __m256i xq, float dx, float s, __m256 *acc,
-                         float *macc) {
+/* [h0, h1, 0, 0] as floats from two halves at p. */
+TL_INLINE __m128 two_halves(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(v));
+}
+
+/* [h, h, 0, 0] as floats from the half at p. */
+TL_INLINE __m128 half_twice(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return _mm_moveldup_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(v)));
+}
+
+/* One weight block against one activation block: acc += d*dx * sum(q*x) in 8 lanes, and lane 1
+   of macc += m' * s, where m' is the min (Q4_1, Q5_1) or d (Q4_0, Q5_0, whose offsets -8d, -16d
+   are applied at the end; see min_factor). */
+TL_INLINE void block_dot(int wtype, const uint8_t *blk, const tl_act_q8 *xb, __m256 *acc,
+                         __m128 *macc) {
+    __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
+    __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)(const void *)xb)); /* [dx, s, 0, 0] */
+    __m128 dm; /* [d, m', 0, 0] */
     __m256i q;
-    float d = half_at(blk);
     switch (wtype) {
     case TL_Q4_0:
+        dm = half_twice(blk);
         q = nibbles32(blk + 2);
-        *macc += d * s;
         break;
     case TL_Q4_1:
+        dm = two_halves(blk);
         q = nibbles32(blk + 4);
-        *macc += half_at(blk + 2) * s;
         break;
     case TL_Q5_0:
+        dm = half_twice(blk);
         q = _mm256_or_si256(nibbles32(blk + 6), fifth_bits32(blk + 2));
-        *macc += d * s;
         break;
     case TL_Q5_1:
+        dm = two_halves(blk);
         q = _mm256_or_si256(nibbles32(blk + 8), fifth_bits32(blk + 4));
-        *macc += half_at(blk + 2) * s;
         break;
     default: { /* TL_Q8_0: make the weight unsigned, move its sign onto x */
+        dm = half_twice(blk);
         __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
         xq = _mm256_sign_epi8(xq, w);
         q = _mm256_sign_epi8(w, w);
         break;
     }
     }
-    *acc = _mm256_fmadd_ps(dot_u8s8(q, xq), _mm256_set1_ps(d * dx), *acc);
+    __m128 prod = _mm_mul_ps(dm, ds); /* [d*dx, m'*s, 0, 0] */
+    if (wtype != TL_Q8_0) *macc = _mm_add_ps(*macc, prod);
+    *acc = _mm256_fmadd_ps(dot_u8s8(q, xq), _mm256_broadcastss_ps(prod), *acc);
 }
 
 /* Factor of the per-block term macc in the result (see block_dot). */
@@ -139,34 +153,34 @@ TL_INLINE float min_factor(int wtype) {
     return wtype == TL_Q4_0 ? -8.0f : wtype == TL_Q5_0 ? -16.0f : wtype == TL_Q8_0 ? 0.0f : 1.0f;
 }
 
-/* Two rows at a time: they share each activation load, and the two chains overlap. */
+TL_INLINE float lane1(__m128 v) { return _mm_cvtss_f32(_mm_movehdup_ps(v)); }
+
+#ifndef TL_DOT_PF
+#define TL_DOT_PF 2048 /* bytes ahead of the row stream; measured best of 0..4096 */
+#endif
+
+/* One row at a time (a single sequential stream through memory, which the prefetchers follow
+   better than several interleaved rows), two blocks per step into two accumulators so that
+   consecutive blocks' FMA chains overlap. */
 TL_INLINE void dot_simple(int wtype, size_t bytes, const void *w, size_t rb, int64_t nr,
                           const void *a, int64_t n, float *out) {
     const tl_act_q8 *x = a;
     int64_t nb = n / TL_QK;
     float k = min_factor(wtype);
-    int64_t r = 0;
-    for (; r + 2 <= nr; r += 2) {
-        const uint8_t *w0 = (const uint8_t *)w + r * rb, *w1 = w0 + rb;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = (const uint8_t *)w + r * rb;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        float m0 = 0.0f, m1 = 0.0f;
-        for (int64_t b = 0; b < nb; b++) {
-            __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
-            block_dot(wtype, w0 + b * bytes, xq, x[b].d, x[b].s, &acc0, &m0);
-            block_dot(wtype, w1 + b * bytes, xq, x[b].d, x[b].s, &acc1, &m1);
+        __m128 m0 = _mm_setzero_ps(), m1 = _mm_setzero_ps();
+        int64_t b = 0;
+        for (; b + 2 <= nb; b += 2) {
+#if TL_DOT_PF
+            _mm_prefetch((const char *)row + b * bytes + TL_DOT_PF, _MM_HINT_T0);
+#endif
+            block_dot(wtype, row + b * bytes, x + b, &acc0, &m0);
+            block_dot(wtype, row + (b + 1) * bytes, x + b + 1, &acc1, &m1);
         }
-        out[r] = hsum_ps(acc0) + k * m0;
-        out[r + 1] = hsum_ps(acc1) + k * m1;
-    }
-    for (; r < nr; r++) {
-        const uint8_t *w0 = (const uint8_t *)w + r * rb;
-        __m256 acc0 = _mm256_setzero_ps();
-        float m0 = 0.0f;
-        for (int64_t b = 0; b < nb; b++) {
-            __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
-            block_dot(wtype, w0 + b * bytes, xq, x[b].d, x[b].s, &acc0, &m0);
-        }
-        out[r] = hsum_ps(acc0) + k * m0;
+        if (b < nb) block_dot(wtype, row + b * bytes, x + b, &acc0, &m0);
+        out[r] = hsum_ps(_mm256_add_ps(acc0, acc1)) + k * lane1(_mm_add_ps(m0, m1));
     }
 }
 
