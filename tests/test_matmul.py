@@ -166,7 +166,7 @@ def test_odd_thread_counts_give_the_same_result(
 ) -> None:
     rng = np.random.default_rng(7)
     n_in = n_in_for(qtype)
-    for n_out, n_tok in ((45, 1), (45, 2), (13, 33), (101, 20)):
+    for n_out, n_tok in ((45, 1), (45, 2), (45, 4), (13, 33), (101, 20)):
         w = make_weights(qtype, n_out, n_in, rng)
         x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
         y = matmul(pools[pool_name], qtype, w, n_out, n_in, x)

@@ -64,10 +64,6 @@ typedef struct {
     float m[TL_PK_ROWS];
 } tl_pack_blk;
 
-/* Pack nr (<= TL_PK_ROWS) rows of nb blocks into nb tl_pack_blk; missing rows become zeros. */
-void tl_pack_rows(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
-                  tl_pack_blk *out);
-
 #if TL_HAVE_X86
 void tl_act_quant_q8_avx2(const float *x, tl_act_q8 *out, int64_t n);
 void tl_act_quant_q8k_avx2(const float *x, tl_block_q8_K *out, int64_t n);
@@ -85,6 +81,10 @@ void tl_dot_q3_k_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64
 void tl_dot_q4_k_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out);
 void tl_dot_q5_k_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out);
 void tl_dot_q6_k_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out);
+
+/* Pack nr (<= TL_PK_ROWS) rows of nb blocks into nb tl_pack_blk; missing rows become zeros. */
+void tl_pack_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
+                       tl_pack_blk *out);
 
 /* Prompt kernels (gemm_avx2.c). Results go to y[t * ldy + r] for token t, row r. */
 /* ntiles packed tiles (TL_PK_ROWS rows each, nb blocks per tile, tile after tile; nr rows in all,

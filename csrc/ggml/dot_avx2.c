@@ -7,31 +7,9 @@
 
 TL_AVX2_BEGIN
 
-#define TL_INLINE static inline __attribute__((always_inline))
-
-TL_INLINE float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "avx2_util.h"
 
 /* ---- float weights ---- */
-
-/* 8 weights at w[i..i+7] as floats. */
-TL_INLINE __m256 load_w8(int wtype, const uint8_t *w, int64_t i) {
-    if (wtype == TL_F32) return _mm256_loadu_ps((const float *)w + i);
-    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
-    if (wtype == TL_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-TL_INLINE float scalar_w(int wtype, const uint8_t *w, int64_t i) {
-    if (wtype == TL_F32) return ((const float *)w)[i];
-    uint16_t h;
-    memcpy(&h, w + 2 * i, 2);
-    return wtype == TL_F16 ? _cvtsh_ss(h) : tl_bf16_to_float(h);
-}
 
 TL_INLINE void dot_float(int wtype, const void *w, size_t rb, int64_t nr, const void *a, int64_t n,
                          float *out) {
@@ -69,26 +47,6 @@ void tl_dot_bf16_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64
 
 /* ---- 32-element formats ---- */
 
-/* 16 bytes of nibble pairs -> 32 bytes: low nibbles first (elements 0-15), then high ones. */
-TL_INLINE __m256i nibbles32(const uint8_t *qs) {
-    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    q = _mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-    return _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
-}
-
-/* Bit j of the 32-bit little-endian word at qh -> byte j = 0x10 (set) or 0 (clear). */
-TL_INLINE __m256i fifth_bits32(const uint8_t *qh) {
-    uint32_t bits;
-    memcpy(&bits, qh, 4);
-    __m256i v = _mm256_set1_epi32((int)bits);
-    const __m256i spread = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
-                                              0x0202020202020202, 0x0303030303030303);
-    v = _mm256_shuffle_epi8(v, spread);  /* byte j holds byte j/8 of the word */
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
-}
-
 /* sum of u[i] * s[i] over 32 bytes, as 8 float lanes (u unsigned, s signed, |pairs| < 2^15). */
 TL_INLINE __m256 dot_u8s8(__m256i u, __m256i s) {
     __m256i p = _mm256_maddubs_epi16(u, s);
@@ -117,31 +75,15 @@ TL_INLINE void block_dot(int wtype, const uint8_t *blk, const tl_act_q8 *xb, __m
     __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
     __m128 ds = _mm_castpd_ps(_mm_load_sd((const double *)(const void *)xb)); /* [dx, s, 0, 0] */
     __m128 dm; /* [d, m', 0, 0] */
-    __m256i q;
-    switch (wtype) {
-    case TL_Q4_0:
-        dm = half_twice(blk);
-        q = nibbles32(blk + 2);
-        break;
-    case TL_Q4_1:
+    __m256i q = block_quants(wtype, blk);
+    if (wtype == TL_Q4_1 || wtype == TL_Q5_1) {
         dm = two_halves(blk);
-        q = nibbles32(blk + 4);
-        break;
-    case TL_Q5_0:
+    } else {
         dm = half_twice(blk);
-        q = _mm256_or_si256(nibbles32(blk + 6), fifth_bits32(blk + 2));
-        break;
-    case TL_Q5_1:
-        dm = two_halves(blk);
-        q = _mm256_or_si256(nibbles32(blk + 8), fifth_bits32(blk + 4));
-        break;
-    default: { /* TL_Q8_0: make the weight unsigned, move its sign onto x */
-        dm = half_twice(blk);
-        __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
-        xq = _mm256_sign_epi8(xq, w);
-        q = _mm256_sign_epi8(w, w);
-        break;
     }
+    if (wtype == TL_Q8_0) { /* make the weight unsigned, move its sign onto x */
+        xq = _mm256_sign_epi8(xq, q);
+        q = _mm256_sign_epi8(q, q);
     }
     __m128 prod = _mm_mul_ps(dm, ds); /* [d*dx, m'*s, 0, 0] */
     if (wtype != TL_Q8_0) *macc = _mm_add_ps(*macc, prod);

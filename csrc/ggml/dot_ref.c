@@ -159,20 +159,3 @@ void tl_dot_q5_1_ref(const void *w, size_t rb, int64_t nr, const void *a, int64_
 void tl_dot_q8_0_ref(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out) {
     dot_simple_ref(TL_Q8_0, sizeof(tl_block_q8_0), w, rb, nr, a, n, out);
 }
-
-void tl_pack_rows(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
-                  tl_pack_blk *out) {
-    size_t bytes = row_bytes / (size_t)nb;
-    for (int64_t b = 0; b < nb; b++) {
-        tl_pack_blk *pk = &out[b];
-        for (int r = 0; r < TL_PK_ROWS; r++) {
-            uint8_t q[TL_QK];
-            float d = 0.0f, m = 0.0f;
-            if (r < nr) tl_unpack_block(wtype, w + r * row_bytes + b * bytes, q, &d, &m);
-            else memset(q, 0, sizeof q);
-            for (int c = 0; c < TL_QK / 4; c++) memcpy(pk->q[c][r], q + 4 * c, 4);
-            pk->d[r] = d;
-            pk->m[r] = m;
-        }
-    }
-}

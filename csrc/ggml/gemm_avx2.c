@@ -1,7 +1,7 @@
 /* AVX2 prompt kernels: many tokens against a tile of weight rows, with register tiling so each
    unpacked weight vector is reused across several tokens.
 
-   Integer path: 8 weight rows are packed (tl_pack_rows) so that one 256-bit register holds 4
+   Integer path: 8 weight rows are packed (tl_pack_rows_avx2) so that one 256-bit register holds 4
    consecutive quants of each of the 8 rows; a token's 4 matching activation bytes are broadcast
    to all lanes, and maddubs yields per-row partial sums directly in lanes: no horizontal sums,
    and one float FMA per block serves 8 rows. */
@@ -12,7 +12,55 @@
 
 TL_AVX2_BEGIN
 
-#define TL_INLINE static inline __attribute__((always_inline))
+#include "avx2_util.h"
+
+/* In place: v[r] holds dwords c = 0..7 of row r; afterwards v[c] holds dword c of rows 0..7. */
+TL_INLINE void transpose8_epi32(__m256i v[8]) {
+    __m256i t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_epi32(v[2 * k], v[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_epi32(v[2 * k], v[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) { /* rows 4k .. 4k+3 */
+        u[4 * k + 0] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);     /* dwords 0 | 4 */
+        u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);     /* dwords 1 | 5 */
+        u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]); /* dwords 2 | 6 */
+        u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]); /* dwords 3 | 7 */
+    }
+    for (int c = 0; c < 4; c++) {
+        v[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+        v[c + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+    }
+}
+
+void tl_pack_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
+                       tl_pack_blk *out) {
+    size_t bytes = row_bytes / (size_t)nb;
+    int has_min = wtype == TL_Q4_1 || wtype == TL_Q5_1;
+    float offset = wtype == TL_Q4_0 ? -8.0f : wtype == TL_Q5_0 ? -16.0f : 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q[TL_PK_ROWS];
+        uint16_t dh[TL_PK_ROWS] = {0}, mh[TL_PK_ROWS] = {0};
+        for (int r = 0; r < TL_PK_ROWS; r++) {
+            if (r < nr) {
+                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * bytes;
+                q[r] = block_quants(wtype, blk);
+                memcpy(&dh[r], blk, 2);
+                if (has_min) memcpy(&mh[r], blk + 2, 2);
+            } else {
+                q[r] = _mm256_setzero_si256();
+            }
+        }
+        transpose8_epi32(q);
+        tl_pack_blk *pk = &out[b];
+        for (int c = 0; c < TL_QK / 4; c++) _mm256_store_si256((__m256i *)pk->q[c], q[c]);
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+        __m256 m = has_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)mh))
+                           : _mm256_mul_ps(d, _mm256_set1_ps(offset));
+        _mm256_store_ps(pk->d, d);
+        _mm256_store_ps(pk->m, m);
+    }
+}
 
 /* The 4 activation bytes x[4c..4c+3] in every 32-bit lane. */
 TL_INLINE __m256i bcast4(const int8_t *p) {
@@ -139,27 +187,6 @@ void tl_gemm_packed_avx2(int kind, const tl_pack_blk *pk, int64_t ntiles, int64_
 }
 
 /* ---- float weights: R rows x T tokens of 8-lane FMA accumulators ---- */
-
-TL_INLINE __m256 load_w8(int wtype, const uint8_t *w, int64_t i) {
-    if (wtype == TL_F32) return _mm256_loadu_ps((const float *)w + i);
-    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
-    if (wtype == TL_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-TL_INLINE float scalar_w(int wtype, const uint8_t *w, int64_t i) {
-    if (wtype == TL_F32) return ((const float *)w)[i];
-    uint16_t h;
-    memcpy(&h, w + 2 * i, 2);
-    return wtype == TL_F16 ? _cvtsh_ss(h) : tl_bf16_to_float(h);
-}
-
-TL_INLINE float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 TL_INLINE void float_kernel(int wtype, int R, int T, const uint8_t *w, size_t rb, const float *x,
                             int64_t ldx, int64_t n, float *y, int64_t ldy) {

@@ -172,7 +172,7 @@ static void packed_task(void *arg, int ith, int nth) {
         int64_t ntiles = (nr + TL_PK_ROWS - 1) / TL_PK_ROWS;
         for (int64_t i = 0; i < ntiles; i++) {
             int64_t rows = nr - i * TL_PK_ROWS;
-            tl_pack_rows(j->ty->wtype, j->w + (r + i * TL_PK_ROWS) * j->row_bytes, j->row_bytes,
+            tl_pack_rows_avx2(j->ty->wtype, j->w + (r + i * TL_PK_ROWS) * j->row_bytes, j->row_bytes,
                          rows < TL_PK_ROWS ? rows : TL_PK_ROWS, nb, pk + i * nb);
         }
         tl_gemm_packed_avx2(j->ty->pack_kind, pk, ntiles, nb, act, nb, t1 - t0,
