@@ -48,6 +48,25 @@ TL_INLINE __m256i block_quants(int wtype, const uint8_t *blk) {
     }
 }
 
+/* In place: v[r] holds dwords c = 0..7 of row r; afterwards v[c] holds dword c of rows 0..7. */
+TL_INLINE void transpose8_epi32(__m256i v[8]) {
+    __m256i t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_epi32(v[2 * k], v[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_epi32(v[2 * k], v[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) {
+        u[4 * k + 0] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        v[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+        v[c + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+    }
+}
+
 /* 8 weights at w[i..i+7] of a float row (F32, F16 or BF16) as floats. */
 TL_INLINE __m256 load_w8(int wtype, const uint8_t *w, int64_t i) {
     if (wtype == TL_F32) return _mm256_loadu_ps((const float *)w + i);

@@ -64,6 +64,20 @@ typedef struct {
     float m[TL_PK_ROWS];
 } tl_pack_blk;
 
+/* The K formats packed the same way, one super-block of 8 rows, in one common shape (see
+   gemm_k_avx2.c): unsigned quants q, per-16 scales sc and mins mi (int16, each duplicated or
+   paired per row so that madd applies them lane-wise), and per-row float factors d and dm. */
+typedef struct {
+    uint8_t q[TL_QK_K / 4][TL_PK_ROWS][4];
+    int16_t sc[16][TL_PK_ROWS][2];   /* scale of group g, twice */
+    int16_t mi[8][TL_PK_ROWS][2];    /* mins of groups 2p and 2p+1 */
+    float d[TL_PK_ROWS];
+    float dm[TL_PK_ROWS];
+} tl_pack_kblk;
+
+static_assert(sizeof(tl_pack_blk) % 64 == 0, "packed blocks keep 64-byte alignment");
+static_assert(sizeof(tl_pack_kblk) % 64 == 0, "packed blocks keep 64-byte alignment");
+
 #if TL_HAVE_X86
 void tl_act_quant_q8_avx2(const float *x, tl_act_q8 *out, int64_t n);
 void tl_act_quant_q8k_avx2(const float *x, tl_block_q8_K *out, int64_t n);
@@ -93,6 +107,13 @@ void tl_pack_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr
 void tl_gemm_packed_avx2(int kind, const tl_pack_blk *pk, int64_t ntiles, int64_t nb,
                          const tl_act_q8 *act, int64_t act_stride, int64_t nt, float *y,
                          int64_t ldy, int64_t nr);
+/* K formats: pack nr (<= TL_PK_ROWS) rows of nsb super-blocks; multiply ntiles packed tiles by nt
+   tokens of Q8_K activations (token t at act + t * act_stride). */
+void tl_pack_k_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nsb,
+                         tl_pack_kblk *out);
+void tl_gemm_packed_k_avx2(int wtype, const tl_pack_kblk *pk, int64_t ntiles, int64_t nsb,
+                           const tl_block_q8_K *act, int64_t act_stride, int64_t nt, float *y,
+                           int64_t ldy, int64_t nr);
 /* Float weights (F32/F16/BF16 by wtype) times f32 activations: nr rows x nt tokens. */
 void tl_gemm_float_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr,
                         const float *x, int64_t ldx, int64_t nt, int64_t n_in, float *y,

@@ -14,25 +14,6 @@ TL_AVX2_BEGIN
 
 #include "avx2_util.h"
 
-/* In place: v[r] holds dwords c = 0..7 of row r; afterwards v[c] holds dword c of rows 0..7. */
-TL_INLINE void transpose8_epi32(__m256i v[8]) {
-    __m256i t[8], u[8];
-    for (int k = 0; k < 4; k++) {
-        t[2 * k] = _mm256_unpacklo_epi32(v[2 * k], v[2 * k + 1]);
-        t[2 * k + 1] = _mm256_unpackhi_epi32(v[2 * k], v[2 * k + 1]);
-    }
-    for (int k = 0; k < 2; k++) { /* rows 4k .. 4k+3 */
-        u[4 * k + 0] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);     /* dwords 0 | 4 */
-        u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);     /* dwords 1 | 5 */
-        u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]); /* dwords 2 | 6 */
-        u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]); /* dwords 3 | 7 */
-    }
-    for (int c = 0; c < 4; c++) {
-        v[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
-        v[c + 4] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
-    }
-}
-
 void tl_pack_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
                        tl_pack_blk *out) {
     size_t bytes = row_bytes / (size_t)nb;

@@ -14,13 +14,14 @@
 #define DECODE_MAX_TOK 3     /* up to this many tokens take the row-dot path */
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
+#define PACK_K 9                      /* pack_kind of the K formats */
 
 typedef struct {
     int wtype;
     int block;         /* weight elements per block */
     int bytes;         /* bytes per weight block */
     int act;           /* enum tl_act_kind */
-    int pack_kind;     /* tl_gemm_packed_avx2 kind, or -1 */
+    int pack_kind;     /* tl_gemm_packed_avx2 kind; PACK_K: tl_gemm_packed_k_avx2; -1: none */
     tl_rowdot_fn ref;
     tl_rowdot_fn avx2;
 } mm_type;
@@ -40,11 +41,11 @@ static const mm_type mm_types[] = {
     {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
     {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
     {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
-    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, -1, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
-    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, -1, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
-    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, -1, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
-    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, -1, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
-    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, -1, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
+    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
+    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
+    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
+    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, PACK_K, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
+    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, PACK_K, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
 };
 
 static const mm_type *find_type(int wtype) {
@@ -153,30 +154,50 @@ static void split_work(const mm_job *j, int64_t unit, int ith, int nth, int64_t 
 }
 
 #if TL_HAVE_X86
-static int64_t pack_group_tiles(int64_t nb) {
-    int64_t g = PACK_GROUP_BYTES / (nb * (int64_t)sizeof(tl_pack_blk));
+/* Bytes of one packed tile (TL_PK_ROWS rows) of a row of n_in elements. */
+static size_t packed_tile_bytes(const mm_type *ty, int64_t n_in) {
+    if (ty->pack_kind == PACK_K) return (size_t)(n_in / TL_QK_K) * sizeof(tl_pack_kblk);
+    return (size_t)(n_in / TL_QK) * sizeof(tl_pack_blk);
+}
+
+static int64_t pack_group_tiles(const mm_type *ty, int64_t n_in) {
+    int64_t g = PACK_GROUP_BYTES / (int64_t)packed_tile_bytes(ty, n_in);
     return g < 1 ? 1 : g;
 }
 
+/* Each thread packs a group of tiles of its rows, then runs the group against its tokens. */
 static void packed_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     int64_t r0, r1, t0, t1;
     split_work(j, TL_PK_ROWS, ith, nth, &r0, &r1, &t0, &t1);
     if (r0 >= r1 || t0 >= t1) return;
-    int64_t nb = j->n_in / TL_QK;
-    int64_t group = pack_group_tiles(nb) * TL_PK_ROWS;
-    tl_pack_blk *pk = (tl_pack_blk *)(j->per_thread + (size_t)ith * j->per_thread_bytes);
-    const tl_act_q8 *act = (const tl_act_q8 *)(j->act + (size_t)t0 * j->act_bytes);
+    const mm_type *ty = j->ty;
+    int64_t nb = j->n_in / ty->block;
+    int64_t group = pack_group_tiles(ty, j->n_in) * TL_PK_ROWS;
+    uint8_t *pk = j->per_thread + (size_t)ith * j->per_thread_bytes;
+    size_t tile_bytes = packed_tile_bytes(ty, j->n_in);
+    const uint8_t *act = j->act + (size_t)t0 * j->act_bytes;
     for (int64_t r = r0; r < r1; r += group) {
         int64_t nr = r1 - r < group ? r1 - r : group;
         int64_t ntiles = (nr + TL_PK_ROWS - 1) / TL_PK_ROWS;
         for (int64_t i = 0; i < ntiles; i++) {
             int64_t rows = nr - i * TL_PK_ROWS;
-            tl_pack_rows_avx2(j->ty->wtype, j->w + (r + i * TL_PK_ROWS) * j->row_bytes, j->row_bytes,
-                         rows < TL_PK_ROWS ? rows : TL_PK_ROWS, nb, pk + i * nb);
+            const uint8_t *src = j->w + (r + i * TL_PK_ROWS) * j->row_bytes;
+            rows = rows < TL_PK_ROWS ? rows : TL_PK_ROWS;
+            if (ty->pack_kind == PACK_K)
+                tl_pack_k_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
+                                    (tl_pack_kblk *)(pk + i * tile_bytes));
+            else
+                tl_pack_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
+                                  (tl_pack_blk *)(pk + i * tile_bytes));
         }
-        tl_gemm_packed_avx2(j->ty->pack_kind, pk, ntiles, nb, act, nb, t1 - t0,
-                            j->y + t0 * j->n_out + r, j->n_out, nr);
+        float *y = j->y + t0 * j->n_out + r;
+        if (ty->pack_kind == PACK_K)
+            tl_gemm_packed_k_avx2(ty->wtype, (const tl_pack_kblk *)pk, ntiles, nb,
+                                  (const tl_block_q8_K *)act, nb, t1 - t0, y, j->n_out, nr);
+        else
+            tl_gemm_packed_avx2(ty->pack_kind, (const tl_pack_blk *)pk, ntiles, nb,
+                                (const tl_act_q8 *)act, nb, t1 - t0, y, j->n_out, nr);
     }
 }
 
@@ -249,8 +270,7 @@ int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_
 #if TL_HAVE_X86
     if (j.simd && ty->pack_kind >= 0) {
         compute = packed_task;
-        j.per_thread_bytes = round64((size_t)pack_group_tiles(n_in / TL_QK) * (size_t)(n_in / TL_QK) *
-                                     sizeof(tl_pack_blk));
+        j.per_thread_bytes = round64((size_t)pack_group_tiles(ty, n_in) * packed_tile_bytes(ty, n_in));
     } else if (j.simd && ty->act == TL_ACT_F32) {
         compute = float_task;
     }
