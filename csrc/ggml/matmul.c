@@ -11,7 +11,7 @@
 #include "dot.h"
 #include "ggml.h"
 
-#define DECODE_MAX_TOK 3     /* up to this many tokens take the row-dot path */
+#define SCALAR_DECODE_MAX_TOK 3  /* scalar pools: row dots with per-thread quantization */
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
 #define PACK_K 9                      /* pack_kind of the K formats */
@@ -22,6 +22,7 @@ typedef struct {
     int bytes;         /* bytes per weight block */
     int act;           /* enum tl_act_kind */
     int pack_kind;     /* tl_gemm_packed_avx2 kind; PACK_K: tl_gemm_packed_k_avx2; -1: none */
+    int decode_max;    /* with AVX2, up to this many tokens take the row dots (measured) */
     tl_rowdot_fn ref;
     tl_rowdot_fn avx2;
 } mm_type;
@@ -33,19 +34,19 @@ typedef struct {
 #endif
 
 static const mm_type mm_types[] = {
-    {TL_F32, 1, 4, TL_ACT_F32, -1, tl_dot_f32_ref, AVX2(tl_dot_f32_avx2)},
-    {TL_F16, 1, 2, TL_ACT_F32, -1, tl_dot_f16_ref, AVX2(tl_dot_f16_avx2)},
-    {TL_BF16, 1, 2, TL_ACT_F32, -1, tl_dot_bf16_ref, AVX2(tl_dot_bf16_avx2)},
-    {TL_Q4_0, TL_QK, sizeof(tl_block_q4_0), TL_ACT_Q8, 0, tl_dot_q4_0_ref, AVX2(tl_dot_q4_0_avx2)},
-    {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
-    {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
-    {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
-    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
-    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
-    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
-    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
-    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, PACK_K, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
-    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, PACK_K, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
+    {TL_F32, 1, 4, TL_ACT_F32, -1, 1, tl_dot_f32_ref, AVX2(tl_dot_f32_avx2)},
+    {TL_F16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_f16_ref, AVX2(tl_dot_f16_avx2)},
+    {TL_BF16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_bf16_ref, AVX2(tl_dot_bf16_avx2)},
+    {TL_Q4_0, TL_QK, sizeof(tl_block_q4_0), TL_ACT_Q8, 0, 2, tl_dot_q4_0_ref, AVX2(tl_dot_q4_0_avx2)},
+    {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, 2, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
+    {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, 2, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
+    {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, 2, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
+    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
+    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
+    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
+    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
+    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
+    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
 };
 
 static const mm_type *find_type(int wtype) {
@@ -256,7 +257,7 @@ int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_
                                           : 0;
     int nth = tl_pool_threads(pool);
 
-    if (n_tok <= DECODE_MAX_TOK) {
+    if (n_tok <= (j.simd ? ty->decode_max : SCALAR_DECODE_MAX_TOK)) {
         j.per_thread_bytes = round64((size_t)n_tok * j.act_bytes);
         if (j.per_thread_bytes) {
             j.per_thread = tl_pool_scratch(pool, j.per_thread_bytes * (size_t)nth);
