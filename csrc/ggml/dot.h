@@ -51,10 +51,6 @@ void tl_dot_q6_k_ref(const void *w, size_t rb, int64_t nr, const void *a, int64_
 void tl_k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8]);
 void tl_q3_k_scales(const uint8_t s[12], int8_t sc[16]);
 
-/* One 32-element block of a simple format as unsigned-or-signed bytes q, a scale d and a min m,
-   so that weight[i] = d * q[i] + m (Q4_0: m = -8d; Q5_0: m = -16d; Q8_0: q signed, m = 0). */
-void tl_unpack_block(int wtype, const void *blk, uint8_t q[TL_QK], float *d, float *m);
-
 /* Row-interleaved weights for the prompt kernels: TL_PK_ROWS rows, one 32-element block each;
    q[c][r] holds elements 4c..4c+3 of row r, so one 256-bit load covers 4 elements of 8 rows. */
 #define TL_PK_ROWS 8

@@ -66,7 +66,9 @@ static inline void fifth_bits(const uint8_t qh_bytes[4], uint8_t q[32]) {
     for (int j = 0; j < 32; j++) q[j] |= (uint8_t)(((qh >> j) & 1u) << 4);
 }
 
-void tl_unpack_block(int wtype, const void *blk, uint8_t q[TL_QK], float *d, float *m) {
+/* One 32-element block of a simple format as bytes q (unsigned, or signed for Q8_0), a scale d
+   and a min m, so that weight[i] = d * q[i] + m (Q4_0: m = -8d; Q5_0: m = -16d; Q8_0: m = 0). */
+static inline void unpack_block(int wtype, const void *blk, uint8_t q[TL_QK], float *d, float *m) {
     switch (wtype) {
     case TL_Q4_0: {
         const tl_block_q4_0 *b = blk;
@@ -122,7 +124,7 @@ static inline int isum_s8(const int8_t q[32], const int8_t x[32]) {
 }
 
 /* The block dot is d * dx * isum + m * s: the min (or offset) meets the activation sum. */
-static void dot_simple_ref(int wtype, size_t bytes, const void *w, size_t rb, int64_t nr,
+static inline void dot_simple_ref(int wtype, size_t bytes, const void *w, size_t rb, int64_t nr,
                            const void *a, int64_t n, float *out) {
     const tl_act_q8 *x = a;
     int64_t nb = n / TL_QK;
@@ -132,7 +134,7 @@ static void dot_simple_ref(int wtype, size_t bytes, const void *w, size_t rb, in
         for (int64_t b = 0; b < nb; b++) {
             uint8_t q[TL_QK];
             float d, m;
-            tl_unpack_block(wtype, row + b * bytes, q, &d, &m);
+            unpack_block(wtype, row + b * bytes, q, &d, &m);
             int is = wtype == TL_Q8_0 ? isum_s8((const int8_t *)q, x[b].qs) : isum_u8(q, x[b].qs);
             sum += d * x[b].d * (float)is + m * x[b].s;
         }
