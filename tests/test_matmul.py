@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
-
 from trio_llm._kernels import ffi, lib
 
 Q = GGMLQuantizationType
@@ -55,7 +54,8 @@ def make_weights(qtype: Q, n_out: int, n_in: int, rng: np.random.Generator) -> n
     for off in SCALE_OFFSETS[qtype]:
         mag = rng.uniform(1e-3, 2e-2, size=(n_out, nb))
         sign = rng.choice([-1.0, 1.0], size=(n_out, nb))
-        raw[:, :, off : off + 2] = (mag * sign).astype(np.float16).view(np.uint8).reshape(n_out, nb, 2)
+        scale = (mag * sign).astype(np.float16).view(np.uint8)
+        raw[:, :, off : off + 2] = scale.reshape(n_out, nb, 2)
     return raw.reshape(n_out, nb * size)
 
 
