@@ -1,11 +1,14 @@
 /* tl_matmul: picks the kernels for a weight type, quantizes the activations and spreads the work
    over the pool.
 
-   Decode (few tokens): one pool_run; every thread quantizes the (short) activations itself, so no
-   second synchronisation is needed, then runs row dots over its own contiguous rows.
-   Prompt (many tokens): a first pool_run quantizes the tokens in parallel into the pool's
-   scratch, a second multiplies: with AVX2 and a 32-element format, each thread packs a few
-   8-row tiles at a time (row-interleaved, see gemm_avx2.c) and runs them against all tokens. */
+   Decode (one token, or up to a per-format few): one pool_run; every thread quantizes the short
+   activations itself, so no second synchronisation is needed, then runs row dots over its own
+   contiguous rows (one sequential stream per thread).
+   Prompt (more tokens): a first pool_run quantizes the tokens in parallel into the pool's
+   scratch; a second multiplies. With AVX2, each thread packs a group of 8-row tiles of its rows
+   (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
+   runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
+   run the row dots for every token, a chunk of rows at a time. */
 #include <stdlib.h>
 
 #include "dot.h"
