@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +216,48 @@ def test_row_length_not_whole_blocks_is_a_size_error(
                            1, n_in, ffi.cast("float *", ffi.from_buffer(x)), 1,
                            ffi.cast("float *", ffi.from_buffer(y, require_writable=True)))
     assert status == TL_ERR_SIZE
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q6_K, Q.Q4_K, Q.F32], ids=lambda q: q.name)
+def test_many_rows_span_several_packed_tile_groups(pools: dict[str, object], qtype: Q) -> None:
+    rng = np.random.default_rng(5)
+    n_in, n_out = n_in_for(qtype), 450
+    w = make_weights(qtype, n_out, n_in, rng)
+    x = rng.standard_normal((5, n_in), dtype=np.float32)
+    y_simd = matmul(pools["simd2"], qtype, w, n_out, n_in, x)
+    y_scalar = matmul(pools["scalar2"], qtype, w, n_out, n_in, x)
+    assert rel_err(y_simd, y_scalar.astype(np.float64)) < 1e-5
+
+
+MODEL = Path.home() / ".cache/trio-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> dict[str, tuple[Q, np.ndarray]]:
+    """A few real tensors of SmolLM2-135M as (type, raw bytes [n_out][row_bytes])."""
+    if not MODEL.exists():
+        pytest.skip(f"{MODEL} not present")
+    from gguf import GGUFReader
+
+    wanted = {"blk.0.ffn_down.weight", "blk.0.attn_k.weight", "token_embd.weight"}
+    reader = GGUFReader(MODEL)
+    return {t.name: (Q(t.tensor_type), np.ascontiguousarray(t.data[:4096]))
+            for t in reader.tensors if t.name in wanted}
+
+
+@pytest.mark.parametrize("name", ["blk.0.ffn_down.weight", "blk.0.attn_k.weight",
+                                  "token_embd.weight"])
+@pytest.mark.parametrize("n_tok", [1, 7])
+def test_real_smollm2_weights_match_float64_product(
+    pools: dict[str, object], smollm2: dict[str, tuple[Q, np.ndarray]], name: str, n_tok: int
+) -> None:
+    qtype, w = smollm2[name]
+    n_out = w.shape[0]
+    n_in = w.shape[1] // GGML_QUANT_SIZES[qtype][1] * GGML_QUANT_SIZES[qtype][0]
+    x = np.random.default_rng(n_tok).standard_normal((n_tok, n_in), dtype=np.float32)
+    ref = oracle(qtype, w, x)
+    y_simd = matmul(pools["simd2"], qtype, w, n_out, n_in, x)
+    y_scalar = matmul(pools["scalar2"], qtype, w, n_out, n_in, x)
+    assert rel_err(y_simd, ref) < TOL_INT8
+    assert rel_err(y_scalar, ref) < TOL_INT8
+    assert rel_err(y_simd, y_scalar.astype(np.float64)) < TOL_SIMD_VS_SCALAR["int8"]
