@@ -14,30 +14,50 @@ TL_AVX2_BEGIN
 
 #include "avx2_util.h"
 
+TL_INLINE short half_bits(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return (short)h;
+}
+
+/* The halves at p, p + stride, ..., p + 7 * stride. */
+TL_INLINE __m128i gather_halves(const uint8_t *p, size_t s) {
+    return _mm_setr_epi16(half_bits(p), half_bits(p + s), half_bits(p + 2 * s), half_bits(p + 3 * s),
+                          half_bits(p + 4 * s), half_bits(p + 5 * s), half_bits(p + 6 * s),
+                          half_bits(p + 7 * s));
+}
+
 void tl_pack_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
                        tl_pack_blk *out) {
     size_t bytes = row_bytes / (size_t)nb;
     int has_min = wtype == TL_Q4_1 || wtype == TL_Q5_1;
     float offset = wtype == TL_Q4_0 ? -8.0f : wtype == TL_Q5_0 ? -16.0f : 0.0f;
     for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk0 = w + (size_t)b * bytes;
         __m256i q[TL_PK_ROWS];
-        uint16_t dh[TL_PK_ROWS] = {0}, mh[TL_PK_ROWS] = {0};
-        for (int r = 0; r < TL_PK_ROWS; r++) {
-            if (r < nr) {
-                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * bytes;
-                q[r] = block_quants(wtype, blk);
-                memcpy(&dh[r], blk, 2);
-                if (has_min) memcpy(&mh[r], blk + 2, 2);
-            } else {
+        __m128i dh, mh = _mm_setzero_si128();
+        if (nr >= TL_PK_ROWS) {
+            for (int r = 0; r < TL_PK_ROWS; r++) q[r] = block_quants(wtype, blk0 + (size_t)r * row_bytes);
+            dh = gather_halves(blk0, row_bytes);
+            if (has_min) mh = gather_halves(blk0 + 2, row_bytes);
+        } else { /* a partial tile: the missing rows are zeros */
+            uint16_t d16[TL_PK_ROWS] = {0}, m16[TL_PK_ROWS] = {0};
+            for (int r = 0; r < TL_PK_ROWS; r++) {
                 q[r] = _mm256_setzero_si256();
+                if (r >= nr) continue;
+                const uint8_t *blk = blk0 + (size_t)r * row_bytes;
+                q[r] = block_quants(wtype, blk);
+                memcpy(&d16[r], blk, 2);
+                if (has_min) memcpy(&m16[r], blk + 2, 2);
             }
+            dh = _mm_loadu_si128((const __m128i *)d16);
+            mh = _mm_loadu_si128((const __m128i *)m16);
         }
         transpose8_epi32(q);
         tl_pack_blk *pk = &out[b];
         for (int c = 0; c < TL_QK / 4; c++) _mm256_store_si256((__m256i *)pk->q[c], q[c]);
-        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
-        __m256 m = has_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)mh))
-                           : _mm256_mul_ps(d, _mm256_set1_ps(offset));
+        __m256 d = _mm256_cvtph_ps(dh);
+        __m256 m = has_min ? _mm256_cvtph_ps(mh) : _mm256_mul_ps(d, _mm256_set1_ps(offset));
         _mm256_store_ps(pk->d, d);
         _mm256_store_ps(pk->m, m);
     }
