@@ -1,0 +1,293 @@
+/* tl_matmul: picks the kernels for a weight type, quantizes the activations and spreads the work
+   over the pool.
+
+   Decode (one token, or up to a per-format few): one pool_run; every thread quantizes the short
+   activations itself, so no second synchronisation is needed, then runs row dots over its own
+   contiguous rows (one sequential stream per thread).
+   Prompt (more tokens): a first pool_run quantizes the tokens in parallel into the pool's
+   scratch; a second multiplies. With AVX2, each thread packs a group of 8-row tiles of its rows
+   (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
+   runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
+   run the row dots for every token, a chunk of rows at a time. */
+#include <stdlib.h>
+
+#include "dot.h"
+#include "ggml.h"
+
+#define SCALAR_DECODE_MAX_TOK 3  /* scalar pools: row dots with per-thread quantization */
+#define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
+#define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
+#define PACK_K 9                      /* pack_kind of the K formats */
+
+typedef struct {
+    int wtype;
+    int block;         /* weight elements per block */
+    int bytes;         /* bytes per weight block */
+    int act;           /* enum tl_act_kind */
+    int pack_kind;     /* tl_gemm_packed_avx2 kind; PACK_K: tl_gemm_packed_k_avx2; -1: none */
+    int decode_max;    /* with AVX2, up to this many tokens take the row dots (measured) */
+    tl_rowdot_fn ref;
+    tl_rowdot_fn avx2;
+} mm_type;
+
+#if TL_HAVE_X86
+#define AVX2(f) f
+#else
+#define AVX2(f) NULL
+#endif
+
+static const mm_type mm_types[] = {
+    {TL_F32, 1, 4, TL_ACT_F32, -1, 1, tl_dot_f32_ref, AVX2(tl_dot_f32_avx2)},
+    {TL_F16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_f16_ref, AVX2(tl_dot_f16_avx2)},
+    {TL_BF16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_bf16_ref, AVX2(tl_dot_bf16_avx2)},
+    {TL_Q4_0, TL_QK, sizeof(tl_block_q4_0), TL_ACT_Q8, 0, 2, tl_dot_q4_0_ref, AVX2(tl_dot_q4_0_avx2)},
+    {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, 2, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
+    {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, 2, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
+    {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, 2, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
+    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
+    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
+    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
+    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
+    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
+    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
+};
+
+static const mm_type *find_type(int wtype) {
+    for (size_t i = 0; i < sizeof mm_types / sizeof mm_types[0]; i++)
+        if (mm_types[i].wtype == wtype) return &mm_types[i];
+    return NULL;
+}
+
+/* Everything a task needs; shared read-only by the threads of one call. */
+typedef struct {
+    const mm_type *ty;
+    int simd;
+    const uint8_t *w;
+    size_t row_bytes;
+    int64_t n_out, n_in, n_tok;
+    const float *x;
+    float *y;
+    size_t act_bytes;      /* one token's activations in the type's encoding */
+    uint8_t *act;          /* prompt: all tokens' activations */
+    uint8_t *per_thread;   /* thread i's area: per_thread + i * per_thread_bytes */
+    size_t per_thread_bytes;
+} mm_job;
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Rows [*s, *e) of thread ith: contiguous runs of whole units (the last may be short). */
+static void split_rows(int64_t n, int64_t unit, int ith, int nth, int64_t *s, int64_t *e) {
+    long a, b;
+    tl_split((long)((n + unit - 1) / unit), ith, nth, &a, &b);
+    *s = a * unit < n ? a * unit : n;
+    *e = b * unit < n ? b * unit : n;
+}
+
+/* Quantize tokens [t0, t1) of x into dst (act_bytes apart). */
+static void quantize_tokens(const mm_job *j, int64_t t0, int64_t t1, uint8_t *dst) {
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xt = j->x + t * j->n_in;
+        void *out = dst + (size_t)(t - t0) * j->act_bytes;
+        if (j->ty->act == TL_ACT_Q8) {
+#if TL_HAVE_X86
+            if (j->simd) { tl_act_quant_q8_avx2(xt, out, j->n_in); continue; }
+#endif
+            tl_act_quant_q8_ref(xt, out, j->n_in);
+        } else {
+#if TL_HAVE_X86
+            if (j->simd) { tl_act_quant_q8k_avx2(xt, out, j->n_in); continue; }
+#endif
+            tl_act_quant_q8k_ref(xt, out, j->n_in);
+        }
+    }
+}
+
+static tl_rowdot_fn dot_of(const mm_job *j) { return j->simd ? j->ty->avx2 : j->ty->ref; }
+
+/* Rows [r0, r1) for all tokens with the row dots, a chunk of rows at a time so that the chunk
+   stays in L1 while the tokens go by. act: token t's activations at act + t * stride. */
+static void dot_rows(const mm_job *j, int64_t r0, int64_t r1, const uint8_t *act, size_t stride) {
+    tl_rowdot_fn dot = dot_of(j);
+    int64_t chunk = j->n_tok == 1 ? r1 - r0 : (int64_t)(DOT_CHUNK_BYTES / j->row_bytes);
+    if (chunk < 1) chunk = 1;
+    for (int64_t r = r0; r < r1; r += chunk) {
+        int64_t nr = r1 - r < chunk ? r1 - r : chunk;
+        for (int64_t t = 0; t < j->n_tok; t++)
+            dot(j->w + r * j->row_bytes, j->row_bytes, nr, act + t * stride, j->n_in,
+                j->y + t * j->n_out + r);
+    }
+}
+
+static void decode_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    int64_t r0, r1;
+    split_rows(j->n_out, 8, ith, nth, &r0, &r1);
+    if (r0 >= r1) return;
+    if (j->ty->act == TL_ACT_F32) {
+        dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float));
+        return;
+    }
+    uint8_t *mine = j->per_thread + (size_t)ith * j->per_thread_bytes;
+    quantize_tokens(j, 0, j->n_tok, mine);
+    dot_rows(j, r0, r1, mine, j->act_bytes);
+}
+
+static void quantize_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    long t0, t1;
+    tl_split((long)j->n_tok, ith, nth, &t0, &t1);
+    quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->act_bytes);
+}
+
+/* Split the (rows x tokens) product: by rows when there are enough row units for every thread,
+   else by tokens. */
+static void split_work(const mm_job *j, int64_t unit, int ith, int nth, int64_t *r0, int64_t *r1,
+                       int64_t *t0, int64_t *t1) {
+    if ((j->n_out + unit - 1) / unit >= 2 * nth || j->n_tok < nth) {
+        split_rows(j->n_out, unit, ith, nth, r0, r1);
+        *t0 = 0;
+        *t1 = j->n_tok;
+    } else {
+        long a, b;
+        tl_split((long)j->n_tok, ith, nth, &a, &b);
+        *r0 = 0;
+        *r1 = j->n_out;
+        *t0 = a;
+        *t1 = b;
+    }
+}
+
+#if TL_HAVE_X86
+/* Bytes of one packed tile (TL_PK_ROWS rows) of a row of n_in elements. */
+static size_t packed_tile_bytes(const mm_type *ty, int64_t n_in) {
+    if (ty->pack_kind == PACK_K) return (size_t)(n_in / TL_QK_K) * sizeof(tl_pack_kblk);
+    return (size_t)(n_in / TL_QK) * sizeof(tl_pack_blk);
+}
+
+static int64_t pack_group_tiles(const mm_type *ty, int64_t n_in) {
+    int64_t g = PACK_GROUP_BYTES / (int64_t)packed_tile_bytes(ty, n_in);
+    return g < 1 ? 1 : g;
+}
+
+/* Each thread packs a group of tiles of its rows, then runs the group against its tokens. */
+static void packed_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    int64_t r0, r1, t0, t1;
+    split_work(j, TL_PK_ROWS, ith, nth, &r0, &r1, &t0, &t1);
+    if (r0 >= r1 || t0 >= t1) return;
+    const mm_type *ty = j->ty;
+    int64_t nb = j->n_in / ty->block;
+    int64_t group = pack_group_tiles(ty, j->n_in) * TL_PK_ROWS;
+    uint8_t *pk = j->per_thread + (size_t)ith * j->per_thread_bytes;
+    size_t tile_bytes = packed_tile_bytes(ty, j->n_in);
+    const uint8_t *act = j->act + (size_t)t0 * j->act_bytes;
+    for (int64_t r = r0; r < r1; r += group) {
+        int64_t nr = r1 - r < group ? r1 - r : group;
+        int64_t ntiles = (nr + TL_PK_ROWS - 1) / TL_PK_ROWS;
+        for (int64_t i = 0; i < ntiles; i++) {
+            int64_t rows = nr - i * TL_PK_ROWS;
+            const uint8_t *src = j->w + (r + i * TL_PK_ROWS) * j->row_bytes;
+            rows = rows < TL_PK_ROWS ? rows : TL_PK_ROWS;
+            if (ty->pack_kind == PACK_K)
+                tl_pack_k_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
+                                    (tl_pack_kblk *)(pk + i * tile_bytes));
+            else
+                tl_pack_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
+                                  (tl_pack_blk *)(pk + i * tile_bytes));
+        }
+        float *y = j->y + t0 * j->n_out + r;
+        if (ty->pack_kind == PACK_K)
+            tl_gemm_packed_k_avx2(ty->wtype, (const tl_pack_kblk *)pk, ntiles, nb,
+                                  (const tl_block_q8_K *)act, nb, t1 - t0, y, j->n_out, nr);
+        else
+            tl_gemm_packed_avx2(ty->pack_kind, (const tl_pack_blk *)pk, ntiles, nb,
+                                (const tl_act_q8 *)act, nb, t1 - t0, y, j->n_out, nr);
+    }
+}
+
+static void float_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    int64_t r0, r1, t0, t1;
+    split_work(j, 4, ith, nth, &r0, &r1, &t0, &t1);
+    const int64_t token_block = 32;
+    for (int64_t t = t0; t < t1; t += token_block) {
+        int64_t nt = t1 - t < token_block ? t1 - t : token_block;
+        tl_gemm_float_avx2(j->ty->wtype, j->w + r0 * j->row_bytes, j->row_bytes, r1 - r0,
+                           j->x + t * j->n_in, j->n_in, nt, j->n_in, j->y + t * j->n_out + r0,
+                           j->n_out);
+    }
+}
+#endif
+
+/* Prompt path without a packed kernel (scalar pools, K formats): row dots, rows split. */
+static void generic_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    int64_t r0, r1;
+    split_rows(j->n_out, 8, ith, nth, &r0, &r1);
+    if (r0 >= r1) return;
+    if (j->ty->act == TL_ACT_F32)
+        dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float));
+    else
+        dot_rows(j, r0, r1, j->act, j->act_bytes);
+}
+
+int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
+              const float *x, int64_t n_tok, float *y) {
+    const mm_type *ty = find_type(wtype);
+    if (!ty) return TL_ERR_TYPE;
+    if (!pool || n_out < 0 || n_in < 0 || n_tok < 0) return TL_ERR_ARG;
+    if (n_in % ty->block != 0) return TL_ERR_SIZE;
+    if (n_tok == 0 || n_out == 0) return TL_OK;
+    if (!y) return TL_ERR_ARG;
+    if (n_in == 0) {
+        memset(y, 0, (size_t)(n_tok * n_out) * sizeof(float));
+        return TL_OK;
+    }
+    if (!w || !x) return TL_ERR_ARG;
+
+    mm_job j = {0};
+    j.ty = ty;
+    j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && ty->avx2 != NULL;
+    j.w = w;
+    j.row_bytes = (size_t)(n_in / ty->block) * (size_t)ty->bytes;
+    j.n_out = n_out;
+    j.n_in = n_in;
+    j.n_tok = n_tok;
+    j.x = x;
+    j.y = y;
+    j.act_bytes = ty->act == TL_ACT_Q8    ? (size_t)(n_in / TL_QK) * sizeof(tl_act_q8)
+                  : ty->act == TL_ACT_Q8K ? (size_t)(n_in / TL_QK_K) * sizeof(tl_block_q8_K)
+                                          : 0;
+    int nth = tl_pool_threads(pool);
+
+    if (n_tok <= (j.simd ? ty->decode_max : SCALAR_DECODE_MAX_TOK)) {
+        j.per_thread_bytes = round64((size_t)n_tok * j.act_bytes);
+        if (j.per_thread_bytes) {
+            j.per_thread = tl_pool_scratch(pool, j.per_thread_bytes * (size_t)nth);
+            if (!j.per_thread) return TL_ERR_MEMORY;
+        }
+        tl_pool_run(pool, decode_task, &j);
+        return TL_OK;
+    }
+
+    tl_task_fn compute = generic_task;
+#if TL_HAVE_X86
+    if (j.simd && ty->pack_kind >= 0) {
+        compute = packed_task;
+        j.per_thread_bytes = round64((size_t)pack_group_tiles(ty, n_in) * packed_tile_bytes(ty, n_in));
+    } else if (j.simd && ty->act == TL_ACT_F32) {
+        compute = float_task;
+    }
+#endif
+    size_t act_total = round64((size_t)n_tok * j.act_bytes);
+    size_t total = act_total + j.per_thread_bytes * (size_t)nth;
+    if (total) {
+        uint8_t *scratch = tl_pool_scratch(pool, total);
+        if (!scratch) return TL_ERR_MEMORY;
+        j.act = scratch;
+        j.per_thread = scratch + act_total;
+    }
+    if (ty->act != TL_ACT_F32) tl_pool_run(pool, quantize_task, &j);
+    tl_pool_run(pool, compute, &j);
+    return TL_OK;
+}
