@@ -258,8 +258,8 @@ def test_batch_mixes_sequences_at_different_positions(pool: Any, smollm_cache: C
 
 def test_split_tokens_of_different_depths_merge_correctly(pool: Any,
                                                           gemma_cache: Cache) -> None:
-    # 3 units on 2 threads: each token's positions split in chunks of 352, so the deep token has
-    # two partial results to merge and the shallow ones one.
+    # 3 (token, KV head) units are too few for the threads: each chunk of 256 positions becomes a
+    # unit, so the deep token has three partial results to fold, the mid one two, the shallow one.
     check(pool, gemma_cache, [0, 0, 0], [700, 10, 300], n_head=4, seed=16)
 
 
