@@ -4,6 +4,10 @@ The reference attends over the same f16-rounded keys and values the cache holds,
 must match it to float32 accuracy; against unrounded f32 keys and values the f16 storage alone
 costs up to ~1e-3. Every case runs on the SIMD and scalar pools, with 2 threads (decode splits a
 token's positions into chunks and merges them) and with 1 thread (no split).
+
+The batch-invariance tests check that a token's output has the same bits alone, among other
+sequences' tokens, at the end of a prefill, and on 1, 2 or 3 threads: what lets a greedy request
+give the same text alone and under continuous batching.
 """
 
 from __future__ import annotations
@@ -254,8 +258,8 @@ def test_batch_mixes_sequences_at_different_positions(pool: Any, smollm_cache: C
 
 def test_split_tokens_of_different_depths_merge_correctly(pool: Any,
                                                           gemma_cache: Cache) -> None:
-    # 3 units on 2 threads: each token's positions split in chunks of 352, so the deep token has
-    # two partial results to merge and the shallow ones one.
+    # 3 (token, KV head) units are too few for the threads: each chunk of 256 positions becomes a
+    # unit, so the deep token has three partial results to fold, the mid one two, the shallow one.
     check(pool, gemma_cache, [0, 0, 0], [700, 10, 300], n_head=4, seed=16)
 
 
@@ -322,3 +326,81 @@ def test_attention_rejects_bad_arguments(pool: Any, smollm_cache: Cache) -> None
     assert call(window=-1) == TL_ERR_ARG
     assert call(kv_type=TL_Q8_0) == TL_ERR_TYPE
     assert (out == 7.0).all()
+
+
+# ---------------------------------------------------------------- batch invariance
+
+
+@pytest.fixture(scope="module", params=["simd", "scalar"])
+def pools_1_2_3(request: pytest.FixtureRequest) -> Iterator[list[Any]]:
+    """Pools of 1, 2 and 3 threads of one kind (SIMD or scalar)."""
+    flags = 0 if request.param == "simd" else 1
+    pools = [new_pool(n, flags) for n in (1, 2, 3)]
+    yield pools
+    for p in pools:
+        lib.tl_pool_free(p)
+
+
+@pytest.fixture(scope="module")
+def deep_cache() -> Cache:
+    """SmolLM2's shape, 3 slots deep enough for 6 chunks of 256 positions."""
+    return filled_cache(3, 1400, 3, 64, seed=21)
+
+
+@pytest.fixture(scope="module")
+def deep_gemma_cache() -> Cache:
+    """Gemma 3's shape (one KV head, so a decode batch has few whole units), 3 slots."""
+    return filled_cache(3, 1100, 1, 256, seed=22)
+
+
+def outputs_in_every_batch(pools: list[Any], c: Cache, n_head: int, p: int,
+                           window: int) -> list[np.ndarray]:
+    """The output row of token (slot 0, position p) computed alone, among 3 tokens of other
+    slots (deep, shallow, mid-depth), as the last of a 40-token prefill of its own sequence,
+    and as the first of a 2-token batch, on every pool."""
+    rng = np.random.default_rng(p)
+    width = n_head * c.head_dim
+    qt = rng.standard_normal((1, width)).astype(np.float32)
+    others = rng.standard_normal((39, width)).astype(np.float32)
+    top = c.n_ctx - 1
+    batches = [
+        (qt, [0], [p], 0),
+        (np.concatenate([others[:2], qt, others[2:3]]), [1, 2, 0, 1], [top, 3, p, 700], 2),
+        (np.concatenate([others, qt]), [0] * 40, list(range(p - 39, p + 1)), 39),
+        (np.concatenate([qt, others[:1]]), [0, 2], [p, top], 0),
+    ]
+    rows = []
+    for pool in pools:
+        for q, slot, pos, at in batches:
+            out = run_attention(pool, c, q, np.array(slot, np.int32), np.array(pos, np.int32),
+                                n_head, window)
+            rows.append(out[at])
+    return rows
+
+
+@pytest.mark.parametrize("p", [39, 255, 256, 511, 700, 1300])
+@pytest.mark.parametrize("window", [0, 300])
+def test_token_output_is_bit_identical_in_any_batch_and_thread_count(
+    pools_1_2_3: list[Any], deep_cache: Cache, p: int, window: int
+) -> None:
+    rows = outputs_in_every_batch(pools_1_2_3, deep_cache, 9, p, window)
+    assert np.all(np.isfinite(rows[0]))
+    for r in rows[1:]:
+        assert np.array_equal(r, rows[0])
+
+
+@pytest.mark.parametrize("p", [300, 1025])
+def test_gemma_shape_token_output_is_bit_identical_in_any_batch(
+    pools_1_2_3: list[Any], deep_gemma_cache: Cache, p: int
+) -> None:
+    rows = outputs_in_every_batch(pools_1_2_3, deep_gemma_cache, 4, p, 0)
+    for r in rows[1:]:
+        assert np.array_equal(r, rows[0])
+
+
+def test_invariant_outputs_stay_accurate(pools_1_2_3: list[Any], deep_cache: Cache) -> None:
+    # The chunked, folded result is still attention to float32 accuracy on every pool.
+    for pool in pools_1_2_3:
+        check(pool, deep_cache, [1, 2, 0, 1], [1399, 3, 1300, 700], n_head=9, seed=23)
+        check(pool, deep_cache, np.zeros(40), np.arange(1261, 1301), n_head=9, seed=24)
+        check(pool, deep_cache, [0, 1], [1300, 1399], n_head=9, window=300, seed=25)

@@ -1,6 +1,8 @@
 """The element-wise transformer ops (rmsnorm, rope, swiglu, geglu, add, scale) against float64.
 
 Every op runs on a SIMD pool and on a scalar-only pool, so both twins of each kernel are checked.
+The batch-invariance tests check that a token's row has the same bits whatever its offset in a
+bigger batch and whatever the pool's thread count (1, 2, 3).
 """
 
 from __future__ import annotations
@@ -257,3 +259,112 @@ def test_add_and_scale_are_exact_float_ops() -> None:
     lib.tl_add(fptr(y), fptr(x), y.size)
     lib.tl_scale(fptr(y), 0.37, y.size)
     assert np.array_equal(y, expect)
+
+
+# ---------------------------------------------------------------- batch invariance
+
+
+@pytest.fixture(scope="module", params=["simd", "scalar"])
+def pools_1_2_3(request: pytest.FixtureRequest) -> Iterator[list[Any]]:
+    """Pools of 1, 2 and 3 threads of one kind (SIMD or scalar)."""
+    flags = 0 if request.param == "simd" else 1
+    pools = [lib.tl_pool_new(n, flags) for n in (1, 2, 3)]
+    yield pools
+    for p in pools:
+        lib.tl_pool_free(p)
+
+
+N_ROWS = 96  # rows in a batch: enough for the ops to spread over the threads
+ALONE = [0, 1, 2, 3, 4, 5, 6, 7, 50, 94, 95]  # rows also computed alone: every offset mod 8
+
+
+def assert_rows_match_alone(batch_out: list[np.ndarray], alone_out: list[np.ndarray]) -> None:
+    """Every pool's batch result equals the first one, and each row computed alone equals its
+    row in the batch, bit for bit."""
+    for b in batch_out[1:]:
+        assert np.array_equal(b, batch_out[0])
+    for a in alone_out:
+        assert np.array_equal(a, batch_out[0][ALONE])
+
+
+@pytest.mark.parametrize("n", [576, 37, 2051])
+def test_rmsnorm_row_is_bit_identical_alone_in_a_batch_and_on_any_thread_count(
+    pools_1_2_3: list[Any], n: int
+) -> None:
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((N_ROWS, n)) * 3).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    batch_out, alone_out = [], []
+    for pool in pools_1_2_3:
+        y = np.empty_like(x)
+        assert lib.tl_rmsnorm(pool, fptr(x), fptr(w), fptr(y), N_ROWS, n, 1e-5) == TL_OK
+        batch_out.append(y)
+        alone = np.empty((len(ALONE), n), np.float32)
+        for k, r in enumerate(ALONE):
+            xr, yr = x[r].copy(), np.empty(n, np.float32)
+            assert lib.tl_rmsnorm(pool, fptr(xr), fptr(w), fptr(yr), 1, n, 1e-5) == TL_OK
+            alone[k] = yr
+        alone_out.append(alone)
+    assert_rows_match_alone(batch_out, alone_out)
+
+
+@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize("n_heads, head_dim, n_rot", [(9, 64, 64), (4, 256, 256), (2, 96, 60),
+                                                      (3, 20, 12)])
+def test_rope_row_is_bit_identical_alone_in_a_batch_and_on_any_thread_count(
+    pools_1_2_3: list[Any], neox: bool, n_heads: int, head_dim: int, n_rot: int
+) -> None:
+    rng = np.random.default_rng(head_dim)
+    x0 = rng.standard_normal((N_ROWS, n_heads, head_dim)).astype(np.float32)
+    pos = rng.integers(0, 32768, N_ROWS).astype(np.int32)
+    batch_out, alone_out = [], []
+    for pool in pools_1_2_3:
+        x = x0.copy()
+        assert lib.tl_rope(pool, fptr(x), N_ROWS, n_heads, head_dim, n_rot, iptr(pos), 1e4, 1.0,
+                           int(neox)) == TL_OK
+        batch_out.append(x)
+        alone = x0[ALONE].copy()
+        for k, r in enumerate(ALONE):
+            xr, pr = alone[k].copy(), pos[r:r + 1].copy()
+            assert lib.tl_rope(pool, fptr(xr), 1, n_heads, head_dim, n_rot, iptr(pr), 1e4, 1.0,
+                               int(neox)) == TL_OK
+            alone[k] = xr
+        alone_out.append(alone)
+    assert_rows_match_alone(batch_out, alone_out)
+
+
+@pytest.mark.parametrize("fn_name", ["tl_swiglu", "tl_geglu"])
+@pytest.mark.parametrize("n_ff", [1536, 1003, 7])
+def test_activation_row_is_bit_identical_alone_at_any_offset_and_on_any_thread_count(
+    pools_1_2_3: list[Any], fn_name: str, n_ff: int
+) -> None:
+    # With n_ff = 1003 or 7 the rows start at every offset modulo 8, and a row computed alone
+    # ends in a tail of fewer than 8 floats that in the batch sits in the middle.
+    fn = getattr(lib, fn_name)
+    g = gate_values(N_ROWS * n_ff, n_ff).reshape(N_ROWS, n_ff)
+    u = np.random.default_rng(n_ff).standard_normal((N_ROWS, n_ff)).astype(np.float32)
+    batch_out, alone_out = [], []
+    for pool in pools_1_2_3:
+        out = np.empty_like(g)
+        assert fn(pool, fptr(g), fptr(u), fptr(out), g.size) == TL_OK
+        batch_out.append(out)
+        alone = np.empty((len(ALONE), n_ff), np.float32)
+        for k, r in enumerate(ALONE):
+            gr, ur, outr = g[r].copy(), u[r].copy(), np.empty(n_ff, np.float32)
+            assert fn(pool, fptr(gr), fptr(ur), fptr(outr), n_ff) == TL_OK
+            alone[k] = outr
+        alone_out.append(alone)
+    assert_rows_match_alone(batch_out, alone_out)
+
+
+def test_add_and_scale_rows_are_bit_identical_alone_and_in_a_batch() -> None:
+    rng = np.random.default_rng(12)
+    y0, x = rng.standard_normal((2, N_ROWS, 1003)).astype(np.float32)
+    y = y0.copy()
+    lib.tl_add(fptr(y), fptr(x), y.size)
+    lib.tl_scale(fptr(y), 0.37, y.size)
+    for r in ALONE:
+        yr, xr = y0[r].copy(), x[r].copy()
+        lib.tl_add(fptr(yr), fptr(xr), yr.size)
+        lib.tl_scale(fptr(yr), 0.37, yr.size)
+        assert np.array_equal(yr, y[r])

@@ -1,17 +1,23 @@
 /* Causal grouped-query attention over an f16 KV cache, in the online-softmax ("flash") form.
 
-   A work unit is one token, one KV head and a run of cache positions. It streams over those
-   positions in tiles of TILE rows, scoring every query head of the group against each K row as
-   the row is read (so a K/V row read from memory serves the whole group), and keeps per query
-   head a running maximum m, a running sum l of exp(score - m) and an accumulator of
-   exp(score - m) * V. No score matrix beyond one tile is ever held.
+   A token's positions are cut into chunks of CHUNK positions counted from its first attended
+   position. A chunk is streamed in tiles of TILE rows, scoring every query head of the group
+   against each K row as the row is read (so a K/V row read from memory serves the whole group),
+   keeping per query head a running maximum m, a running sum l of exp(score - m) and an
+   accumulator of exp(score - m) * V. No score matrix beyond one tile is ever held. Chunk 0's
+   (m, l, acc) is then folded with chunks 1, 2, ... in that order (fold_chunk) and divided out.
 
-   When the (token, KV head) pairs cannot be shared evenly by the threads (decode), each
-   token's positions are split into chunks; every chunk leaves its (m, l, acc) as a partial
-   result and the partials are merged at the end: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c. */
+   Batch invariance: the chunks of a token depend only on its own position and the window, each
+   chunk starts from a fresh state, and the fold order is fixed, so a token's output has the same
+   bits whatever else is in the batch and however many threads run. Only the schedule changes:
+   a work unit is a whole (token, KV head), its chunks run in sequence, or, when those units
+   cannot keep the threads busy (decode), one chunk whose partial result is stored and folded
+   by merge_partials with the same function. */
+#pragma STDC FP_CONTRACT OFF /* a*b+c must round twice in every copy of the code: same bits */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
@@ -21,7 +27,7 @@
 
 #define GMAX 4        /* query heads scored together against one K row */
 #define TILE 32       /* positions scored before one online-softmax step */
-#define SPLIT_MIN 64  /* fewest positions in a unit of a split token */
+#define CHUNK 256     /* positions per chunk (a multiple of TILE) */
 
 typedef struct {
     const uint16_t *k, *v;
@@ -33,7 +39,7 @@ typedef struct {
     int n_head, n_kv_head, head_dim, group, window;
     float scale;
     int avx2;
-    int64_t chunk;          /* positions per unit when split; 0: a unit is a whole token */
+    int split;              /* 1: a unit is one chunk of one (token, KV head); 0: all its chunks */
     const int64_t *unit0;   /* split: first unit of each token, n_tok + 1 entries */
     float *partial;         /* split: per unit, group x (2 + head_dim) floats: m, l, acc */
     float *scratch;         /* per thread, scratch_floats each */
@@ -205,57 +211,97 @@ TL_AVX2_END
 
 /* ---------------------------------------------------------------- work units */
 
-static void run_unit(const attn_job *J, int64_t u, float *scr) {
-    const int hd = J->head_dim, group = J->group;
-    int64_t t, kh, p0, p1;
-    if (J->chunk == 0) {
-        t = u / J->n_kv_head;
-        kh = u % J->n_kv_head;
-        p0 = first_pos(J, t);
-        p1 = (int64_t)J->pos[t] + 1;
-    } else {
-        t = 0;
-        while (J->unit0[t + 1] <= u) t++;
-        int64_t r = u - J->unit0[t];
-        kh = r % J->n_kv_head;
-        p0 = first_pos(J, t) + (r / J->n_kv_head) * J->chunk;
-        p1 = p0 + J->chunk;
-        if (p1 > (int64_t)J->pos[t] + 1) p1 = (int64_t)J->pos[t] + 1;
-    }
+/* Chunk c of a token covers positions [first + c CHUNK, first + (c + 1) CHUNK) up to its own. */
+static int64_t token_chunks(const attn_job *J, int64_t t) {
+    return ((int64_t)J->pos[t] - first_pos(J, t) + CHUNK) / CHUNK;
+}
+
+/* Fold one chunk's (m, l, acc) into the running state (M, L, O) of a head: every token's result
+   is chunk 0's state folded with chunks 1, 2, ... in that order, by this one function, whichever
+   thread computed each chunk. */
+static void fold_chunk(float *M, float *L, float *O, float m, float l, const float *acc, int hd) {
+    float mn = m > *M ? m : *M;
+    if (mn == -INFINITY) return; /* both empty: nothing to weigh */
+    float ca = expf(*M - mn), cb = expf(m - mn);
+    *L = *L * ca + l * cb;
+    for (int i = 0; i < hd; i++) O[i] = O[i] * ca + acc[i] * cb;
+    *M = mn;
+}
+
+static void finish_head(float *out, float L, const float *O, int hd) {
+    float inv = 1.0f / L;
+    for (int i = 0; i < hd; i++) out[i] = O[i] * inv;
+}
+
+/* One chunk of one token for gs query heads from qs (already scaled): fresh (m, l, acc). */
+static void run_chunk(const attn_job *J, int64_t t, int64_t kh, int64_t c, const float *qs,
+                      int gs, float *m, float *l, float *acc, float *kr, float *vr) {
+    const int hd = J->head_dim;
+    int64_t p0 = first_pos(J, t) + c * CHUNK, p1 = p0 + CHUNK;
+    if (p1 > (int64_t)J->pos[t] + 1) p1 = (int64_t)J->pos[t] + 1;
     int64_t row0 = ((int64_t)J->slot[t] * J->n_ctx + p0) * J->kv_dim + kh * hd;
     const uint16_t *kb = J->k + row0, *vb = J->v + row0;
-    float *qs = scr, *acc = scr + GMAX * hd, *kr = acc + GMAX * hd, *vr = kr + hd;
+    for (int64_t i = 0; i < (int64_t)gs * hd; i++) acc[i] = 0.0f;
+    for (int g = 0; g < gs; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+#if TL_HAVE_X86
+    if (J->avx2) { range_avx2(qs, kb, vb, J->kv_dim, p1 - p0, hd, gs, m, l, acc); return; }
+#endif
+    range_ref(qs, kb, vb, J->kv_dim, p1 - p0, hd, gs, m, l, acc, kr, vr);
+}
+
+/* Unit u: a whole (token, KV head) with its chunks folded in order, or (split) one chunk of one,
+   left as a partial result for merge_partials. */
+static void run_unit(const attn_job *J, int64_t u, float *scr) {
+    const int hd = J->head_dim, group = J->group;
+    int64_t t, kh, c0, c1;
+    if (!J->split) {
+        t = u / J->n_kv_head;
+        kh = u % J->n_kv_head;
+        c0 = 0;
+        c1 = token_chunks(J, t);
+    } else {
+        int64_t lo = 0, hi = J->n_tok - 1; /* the token whose units hold u */
+        while (lo < hi) {
+            int64_t mid = (lo + hi + 1) / 2;
+            if (J->unit0[mid] <= u) lo = mid;
+            else hi = mid - 1;
+        }
+        t = lo;
+        int64_t r = u - J->unit0[t];
+        kh = r % J->n_kv_head;
+        c0 = r / J->n_kv_head;
+        c1 = c0 + 1;
+    }
+    float *qs = scr, *O = qs + GMAX * hd, *acc = O + GMAX * hd, *kr = acc + GMAX * hd;
+    float *vr = kr + hd;
     for (int h0 = 0; h0 < group; h0 += GMAX) {
         const int gs = group - h0 < GMAX ? group - h0 : GMAX;
         const int64_t h = kh * group + h0;
         const float *qt = J->q + (t * J->n_head + h) * hd;
-        float m[GMAX], l[GMAX];
-        for (int64_t i = 0; i < (int64_t)gs * hd; i++) {
-            qs[i] = qt[i] * J->scale;
-            acc[i] = 0.0f;
-        }
-        for (int g = 0; g < gs; g++) {
-            m[g] = -INFINITY;
-            l[g] = 0.0f;
-        }
-#if TL_HAVE_X86
-        if (J->avx2) range_avx2(qs, kb, vb, J->kv_dim, p1 - p0, hd, gs, m, l, acc);
-        else
-#endif
-            range_ref(qs, kb, vb, J->kv_dim, p1 - p0, hd, gs, m, l, acc, kr, vr);
-        for (int g = 0; g < gs; g++) {
-            const float *a = acc + (int64_t)g * hd;
-            if (J->chunk == 0) {
-                float *o = J->out + (t * J->n_head + h + g) * hd;
-                float inv = 1.0f / l[g];
-                for (int i = 0; i < hd; i++) o[i] = a[i] * inv;
-            } else {
+        for (int64_t i = 0; i < (int64_t)gs * hd; i++) qs[i] = qt[i] * J->scale;
+        float M[GMAX], L[GMAX], m[GMAX], l[GMAX];
+        if (J->split) {
+            run_chunk(J, t, kh, c0, qs, gs, m, l, acc, kr, vr);
+            for (int g = 0; g < gs; g++) {
                 float *P = J->partial + (u * group + h0 + g) * (int64_t)(2 + hd);
                 P[0] = m[g];
                 P[1] = l[g];
-                for (int i = 0; i < hd; i++) P[2 + i] = a[i];
+                memcpy(P + 2, acc + (int64_t)g * hd, sizeof(float) * (size_t)hd);
             }
+            continue;
         }
+        run_chunk(J, t, kh, 0, qs, gs, M, L, O, kr, vr);
+        for (int64_t c = 1; c < c1; c++) {
+            run_chunk(J, t, kh, c, qs, gs, m, l, acc, kr, vr);
+            for (int g = 0; g < gs; g++)
+                fold_chunk(&M[g], &L[g], O + (int64_t)g * hd, m[g], l[g], acc + (int64_t)g * hd,
+                           hd);
+        }
+        for (int g = 0; g < gs; g++)
+            finish_head(J->out + (t * J->n_head + h + g) * hd, L[g], O + (int64_t)g * hd, hd);
     }
 }
 
@@ -267,34 +313,27 @@ static void attn_worker(void *arg, int ith, int nth) {
         int64_t u = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed);
         if (u >= J->n_units) break;
         /* Whole tokens go latest first: the longest units start first and the tail stays short. */
-        run_unit(J, J->chunk == 0 ? J->n_units - 1 - u : u, scr);
+        run_unit(J, J->split ? u : J->n_units - 1 - u, scr);
     }
 }
 
-/* Combine the chunks of every split token into out. */
+/* Fold the partial results of every split token's chunks, in chunk order, into out. */
 static void merge_partials(const attn_job *J) {
     const int hd = J->head_dim, group = J->group;
+    const int64_t stride = 2 + hd;
     for (int64_t t = 0; t < J->n_tok; t++) {
         int64_t n_chunks = (J->unit0[t + 1] - J->unit0[t]) / J->n_kv_head;
         for (int64_t kh = 0; kh < J->n_kv_head; kh++) {
             for (int g = 0; g < group; g++) {
                 float *o = J->out + (t * J->n_head + kh * group + g) * hd;
-                float mx = -INFINITY, sum = 0.0f;
-                for (int64_t c = 0; c < n_chunks; c++) {
-                    int64_t u = J->unit0[t] + c * J->n_kv_head + kh;
-                    float mc = J->partial[(u * group + g) * (int64_t)(2 + hd)];
-                    if (mc > mx) mx = mc;
+                const float *P = J->partial + ((J->unit0[t] + kh) * group + g) * stride;
+                float M = P[0], L = P[1];
+                memcpy(o, P + 2, sizeof(float) * (size_t)hd); /* o holds O until the end */
+                for (int64_t c = 1; c < n_chunks; c++) {
+                    P = J->partial + ((J->unit0[t] + c * J->n_kv_head + kh) * group + g) * stride;
+                    fold_chunk(&M, &L, o, P[0], P[1], P + 2, hd);
                 }
-                for (int i = 0; i < hd; i++) o[i] = 0.0f;
-                for (int64_t c = 0; c < n_chunks; c++) {
-                    int64_t u = J->unit0[t] + c * J->n_kv_head + kh;
-                    const float *P = J->partial + (u * group + g) * (int64_t)(2 + hd);
-                    float w = expf(P[0] - mx);
-                    sum += w * P[1];
-                    for (int i = 0; i < hd; i++) o[i] += w * P[2 + i];
-                }
-                float inv = 1.0f / sum;
-                for (int i = 0; i < hd; i++) o[i] *= inv;
+                finish_head(o, L, o, hd);
             }
         }
     }
@@ -314,12 +353,13 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
     if (row < 0) return (int)-row;
     if (n_tok == 0) return TL_OK;
     if (!k_cache || !v_cache || !q || !slot || !pos || !out) return TL_ERR_ARG;
-    int64_t lmax = 0;
+    int64_t lmax = 0, lsum = 0;
     for (int64_t t = 0; t < n_tok; t++) {
         if (slot[t] < 0 || pos[t] < 0 || pos[t] >= n_ctx) return TL_ERR_ARG;
         int64_t len = pos[t] + 1;
         if (window > 0 && len > window) len = window;
         if (len > lmax) lmax = len;
+        lsum += len;
     }
 
     attn_job J;
@@ -342,32 +382,20 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
              (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET;
     atomic_init(&J.next, 0);
 
-    /* Split tokens into chunks of positions when whole (token, KV head) units cannot keep every
-       thread equally busy: the fewest chunks that make the unit count a multiple of the thread
-       count (each unit and the merge cost a little, so more units only add overhead). */
+    /* Split into one unit per chunk when whole (token, KV head) units cannot keep every thread
+       busy: too few of them, or one so long that it alone outlasts an even share of the work.
+       Tokens of one chunk gain nothing from splitting. */
     int nth = tl_pool_threads(pool);
     int64_t base_units = n_tok * n_kv_head;
-    J.chunk = 0;
-    if (nth > 1 && base_units < 4 * (int64_t)nth) {
-        int64_t a = base_units, b = nth;
-        while (b) { int64_t r = a % b; a = b; b = r; }
-        int64_t n_chunks = nth / a;
-        int64_t chunk = (lmax + n_chunks - 1) / n_chunks;
-        chunk = (chunk + TILE - 1) / TILE * TILE;
-        if (chunk < SPLIT_MIN) chunk = SPLIT_MIN;
-        if (chunk < lmax) J.chunk = chunk;
-    }
+    J.split = nth > 1 && lmax > CHUNK && (base_units < 4 * (int64_t)nth || 2 * lmax * nth > lsum);
 
-    /* Scratch: per thread the scaled queries, accumulators and two converted rows; when split,
-       the unit table and the partial results. */
-    int64_t per_thread = ((int64_t)(2 * GMAX + 2) * head_dim + 15) & ~(int64_t)15;
+    /* Scratch: per thread the scaled queries, two accumulators and two converted rows; when
+       split, the unit table and the partial results. */
+    int64_t per_thread = ((int64_t)(3 * GMAX + 2) * head_dim + 15) & ~(int64_t)15;
     int64_t table_bytes = 0, partial_floats = 0;
-    if (J.chunk) {
+    if (J.split) {
         J.n_units = 0;
-        for (int64_t t = 0; t < n_tok; t++) {
-            int64_t len = pos[t] - first_pos(&J, t) + 1;
-            J.n_units += (len + J.chunk - 1) / J.chunk * n_kv_head;
-        }
+        for (int64_t t = 0; t < n_tok; t++) J.n_units += token_chunks(&J, t) * n_kv_head;
         table_bytes = ((n_tok + 1) * 8 + 63) & ~(int64_t)63;
         partial_floats = (J.n_units * J.group * (int64_t)(2 + head_dim) + 15) & ~(int64_t)15;
     } else {
@@ -380,19 +408,17 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
     J.scratch_floats = per_thread;
     J.unit0 = NULL;
     J.partial = NULL;
-    if (J.chunk) {
+    if (J.split) {
         int64_t *unit0 = (int64_t *)mem;
         unit0[0] = 0;
-        for (int64_t t = 0; t < n_tok; t++) {
-            int64_t len = pos[t] - first_pos(&J, t) + 1;
-            unit0[t + 1] = unit0[t] + (len + J.chunk - 1) / J.chunk * n_kv_head;
-        }
+        for (int64_t t = 0; t < n_tok; t++)
+            unit0[t + 1] = unit0[t] + token_chunks(&J, t) * n_kv_head;
         J.unit0 = unit0;
         J.partial = (float *)(mem + table_bytes);
     }
 
     if (nth > 1 && J.n_units > 1) tl_pool_run(pool, attn_worker, &J);
     else attn_worker(&J, 0, 1);
-    if (J.chunk) merge_partials(&J);
+    if (J.split) merge_partials(&J);
     return TL_OK;
 }

@@ -1,8 +1,15 @@
 /* Element-wise and row-wise transformer ops (rmsnorm, rope, swiglu, geglu, add, scale): a scalar
-   reference kernel for each, an AVX2 twin, and the split of the work over the thread pool. */
+   reference kernel for each, an AVX2 twin, and the split of the work over the thread pool.
+
+   Batch invariance: each kernel gives an element the same bits whatever its offset in the
+   buffer, the number of rows and the thread count. Row ops (rmsnorm, rope) treat every row alike
+   (a row's split into vectors and a scalar tail depends only on its length); the element-wise
+   ones run every element through the same code. (Where the compiler fuses a*b+c into an FMA it
+   does so for the expression, in a vector body and a scalar tail alike.) */
 #include "ops.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "../tl_common.h"
 #include "vmath.h"
@@ -255,32 +262,47 @@ static void geglu_ref(const float *g, const float *u, float *o, int64_t n) {
     }
 }
 
+/* The AVX2 twins compute every element with the same vector code, a tail of fewer than 8 too
+   (through a padded copy): an element's bits never depend on where it sits in the buffer, so a
+   token's row gives the same result whatever the batch around it and the thread split. */
 #if TL_HAVE_X86
 TL_AVX2_BEGIN
-static void swiglu_avx2(const float *g, const float *u, float *o, int64_t n) {
+static inline __m256 swiglu8(__m256 x, __m256 u) {
+    __m256 e = tl_exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_div_ps(_mm256_mul_ps(x, u), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static inline __m256 geglu8(__m256 x, __m256 u) {
     const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 t = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(GELU_A), x), x, one);
+    __m256 e = tl_exp8(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-GELU_2C), x), t));
+    return _mm256_div_ps(_mm256_mul_ps(x, u), _mm256_add_ps(one, e));
+}
+
+static void swiglu_avx2(const float *g, const float *u, float *o, int64_t n) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 x = _mm256_loadu_ps(g + i);
-        __m256 e = tl_exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
-        __m256 num = _mm256_mul_ps(x, _mm256_loadu_ps(u + i));
-        _mm256_storeu_ps(o + i, _mm256_div_ps(num, _mm256_add_ps(one, e)));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(o + i, swiglu8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) {
+        _Alignas(32) float gb[8] = {0}, ub[8] = {0};
+        memcpy(gb, g + i, sizeof(float) * (size_t)(n - i));
+        memcpy(ub, u + i, sizeof(float) * (size_t)(n - i));
+        _mm256_store_ps(gb, swiglu8(_mm256_load_ps(gb), _mm256_load_ps(ub)));
+        memcpy(o + i, gb, sizeof(float) * (size_t)(n - i));
     }
-    swiglu_ref(g + i, u + i, o + i, n - i);
 }
 
 static void geglu_avx2(const float *g, const float *u, float *o, int64_t n) {
-    const __m256 one = _mm256_set1_ps(1.0f), a = _mm256_set1_ps(GELU_A);
-    const __m256 mc = _mm256_set1_ps(-GELU_2C);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 x = _mm256_loadu_ps(g + i);
-        __m256 t = _mm256_fmadd_ps(_mm256_mul_ps(a, x), x, one);
-        __m256 e = tl_exp8(_mm256_mul_ps(_mm256_mul_ps(mc, x), t));
-        __m256 num = _mm256_mul_ps(x, _mm256_loadu_ps(u + i));
-        _mm256_storeu_ps(o + i, _mm256_div_ps(num, _mm256_add_ps(one, e)));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(o + i, geglu8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) {
+        _Alignas(32) float gb[8] = {0}, ub[8] = {0};
+        memcpy(gb, g + i, sizeof(float) * (size_t)(n - i));
+        memcpy(ub, u + i, sizeof(float) * (size_t)(n - i));
+        _mm256_store_ps(gb, geglu8(_mm256_load_ps(gb), _mm256_load_ps(ub)));
+        memcpy(o + i, gb, sizeof(float) * (size_t)(n - i));
     }
-    geglu_ref(g + i, u + i, o + i, n - i);
 }
 TL_AVX2_END
 #endif
