@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
+
 from trio_llm._kernels import ffi, lib
 
 Q = GGMLQuantizationType
@@ -108,10 +108,6 @@ def pools() -> Iterator[dict[str, object]]:
         "simd3": lib.tl_pool_new(3, 0),
         "scalar3": lib.tl_pool_new(3, 1),
     }
-    # pool.c's workers read the generation counter only once they run, so a pool_run issued
-    # before a fresh worker has started is missed by it and the caller waits forever. Give the
-    # workers time to start until pool.c is fixed.
-    time.sleep(0.05)
     yield made
     for p in made.values():
         lib.tl_pool_free(p)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
 from trio_llm._kernels import ffi, lib
 
 Q = GGMLQuantizationType
@@ -190,7 +191,6 @@ def main() -> None:
     modes = [("SIMD", 0)] + ([] if args.no_scalar else [("scalar", 1)])
     for name, flags in modes:
         pool = lib.tl_pool_new(args.threads, flags)
-        time.sleep(0.05)  # let the workers start (pool.c misses a run issued before they do)
         try:
             print(f"== {name} pool, {lib.tl_pool_threads(pool)} threads "
                   f"(features {lib.tl_pool_features(pool)}), "
