@@ -40,9 +40,9 @@ PROMPT_SHAPES = [
 ]
 # Gemma 3 270M's formats (--extra).
 EXTRA_SHAPES = [
-    (Q.Q4_K, 2048, 640, "Q4_K ffn"),
+    (Q.Q4_K, 640, 2048, "Q4_K ffn_down"),
     (Q.Q6_K, 640, 2048, "Q6_K ffn_down"),
-    (Q.Q5_0, 1024, 640, "Q5_0 attn"),
+    (Q.Q5_0, 2048, 640, "Q5_0 ffn_gate / up"),
     (Q.Q4_0, 1536, 576, "Q4_0"),
     (Q.F16, 576, 576, "F16"),
     (Q.F32, 576, 576, "F32"),
