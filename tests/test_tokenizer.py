@@ -410,7 +410,7 @@ def test_spm_stop_ids_hold_eos_and_end_of_turn(spm: Tokenizer) -> None:
 
 
 @EXAMPLES
-@given(text=st.text(st.characters(exclude_characters=SPACE)))
+@given(text=st.text(st.characters(exclude_characters=SPACE, exclude_categories=("Cs",))))
 def test_spm_round_trips_any_text(spm: Tokenizer, text: str) -> None:
     assert spm.decode(spm.encode(text, add_special=False)) == text
     assert spm.decode(spm.encode(text, parse_special=False), skip_special=True) == text
