@@ -25,6 +25,20 @@ def decode_speed(model: Model, n: int, start: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def parallel_speed(model: Model, n_seq: int, steps: int) -> float:
+    """Aggregate decode tok/s of n_seq sequences batched into one forward per step (after a
+    32-token prompt each), the work of shared/bench/llamacpp_parallel.py."""
+    prompt = list(range(1000, 1032))
+    for seq in range(n_seq):
+        model.net.forward(Batch.sequence(prompt, 0, seq))
+    forward = model.net.forward
+    t0 = time.perf_counter()
+    for k in range(steps):
+        forward(Batch.join([Batch.sequence([1500 + k], len(prompt) + k, seq)
+                            for seq in range(n_seq)]))
+    return n_seq * steps / (time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m trio_llm.bench", description=__doc__)
     parser.add_argument("model")
@@ -32,12 +46,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt", type=int, default=512)
     parser.add_argument("--gen", type=int, default=128)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--parallel", type=int, default=0,
+                        help="also measure N sequences decoded in one batch against 1")
     parser.add_argument("--bandwidth", type=float, default=0.0,
                         help="machine read bandwidth in GB/s, to print the fraction of it")
     args = parser.parse_args(argv)
 
     model = Model.load(args.model, n_ctx=args.prompt + args.gen + 16, n_threads=args.threads,
-                       max_batch=max(args.prompt, 1))
+                       max_batch=max(args.prompt, 1), n_slots=max(args.parallel, 1))
     gigabytes = model.weight_bytes / 1e9
     prompt = [1] + list(range(1000, 1000 + args.prompt - 1))
     print(f"model {args.model}: {gigabytes * 1e3:.1f} MB of weights read per token, "
@@ -62,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.bandwidth > 0:
         line += f"  ({tg * gigabytes / args.bandwidth:.0%} of {args.bandwidth:g} GB/s)"
     print(line)
+    if args.parallel > 1:
+        one = statistics.median(parallel_speed(model, 1, 96) for _ in range(args.reps))
+        many = statistics.median(parallel_speed(model, args.parallel, 96)
+                                 for _ in range(args.reps))
+        print(f"batched decode: 1 sequence {one:.1f} tok/s, {args.parallel} sequences "
+              f"{many:.1f} tok/s aggregate ({many / one:.2f}x)")
 
 
 if __name__ == "__main__":

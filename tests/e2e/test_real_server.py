@@ -124,11 +124,11 @@ async def test_streaming_is_token_by_token_and_disconnect_frees_the_slot(
     lines, hung_up = await read_lines(host, body, 2)
     assert all(not line["done"] for line in lines)
     runner = backend.scheduler.model(MODEL).runner
-    with trio.fail_after(0.1 + 0.5):       # 100 ms, plus one decode step already in flight
+    with trio.fail_after(1.0):
         while runner.table.free_slots != runner.n_slots:
             await trio.sleep(0.005)
     freed = trio.current_time() - hung_up
-    assert freed < 0.6
+    assert freed < 0.1       # the issue: the slot is free within 100 ms of the hang-up
     reply = (await client.post("/api/generate", json={**body, "stream": False,
                                                       "options": GREEDY})).json()
     assert reply["done"]
@@ -199,3 +199,30 @@ async def test_errors_then_a_request_succeeds(client: httpx.AsyncClient, body: d
     ok = await client.post("/api/generate", json={"model": MODEL, "prompt": "Hi",
                                                   "stream": False, "options": GREEDY})
     assert ok.status_code == 200
+
+
+async def cli(host: Host, *args: str) -> tuple[int, str]:
+    import os
+    import sys
+
+    env = {**os.environ, "OLLAMA_HOST": host.bind}
+    done = await trio.run_process([sys.executable, "-m", "trio_llm.cli", *args], env=env,
+                                  capture_stdout=True, capture_stderr=True, check=False)
+    return done.returncode, (done.stdout + done.stderr).decode()
+
+
+async def test_cli_ps_shows_the_loaded_model_and_stop_unloads_it(
+        live: tuple[Host, EngineBackend], client: httpx.AsyncClient) -> None:
+    await client.post("/api/generate", json={"model": MODEL})
+    code, out = await cli(live[0], "ps")
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert row.startswith(MODEL) and "100% CPU" in row and "minutes from now" in row
+    assert (await cli(live[0], "stop", MODEL))[0] == 0
+    assert await ps(client) == []
+
+
+async def test_cli_says_when_no_server_answers() -> None:
+    code, out = await cli(Host("http", "127.0.0.1", 9), "ps")
+    assert code == 1 and "could not connect to trio-llm server at http://127.0.0.1:9" in out

@@ -15,6 +15,31 @@ def serve(args: argparse.Namespace) -> int:
     return serve_main()
 
 
+def ps(args: argparse.Namespace) -> int:
+    """The loaded models, as `ollama ps` prints them."""
+    from trio_llm.cli.client import call
+    from trio_llm.nursery.ps import human_bytes, parse_rfc3339, processor_text, until_text
+
+    rows = [("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")]
+    for m in call("GET", "/api/ps")["models"]:
+        rows.append((m["name"], m["digest"][:12], human_bytes(m["size"]),
+                     processor_text(m["size"], m.get("size_vram", 0)),
+                     str(m.get("context_length", "")),
+                     until_text(parse_rfc3339(m["expires_at"]))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Unload a model now (keep_alive 0), as `ollama stop` does."""
+    from trio_llm.cli.client import call
+
+    call("POST", "/api/generate", {"model": args.model, "keep_alive": 0})
+    return 0
+
+
 def complete(args: argparse.Namespace) -> int:
     """Continue a prompt with a local GGUF model (the built-in SmolLM2 by default)."""
     from trio_llm.engine.generate import generate_tokens
@@ -47,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb")
     p = verbs.add_parser("serve", help="start the Ollama-compatible server (OLLAMA_HOST)")
     p.set_defaults(run=serve)
+    verbs.add_parser("ps", help="list running models").set_defaults(run=ps)
+    p = verbs.add_parser("stop", help="stop a running model")
+    p.add_argument("model")
+    p.set_defaults(run=stop)
     p = verbs.add_parser("complete", help="continue a prompt with a local GGUF model")
     p.add_argument("prompt")
     p.add_argument("--model", help="path to a .gguf file (default: the built-in SmolLM2)")
@@ -60,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
-    return args.run(args)
+    from trio_llm.cli.client import CLIError
+
+    try:
+        return args.run(args)
+    except CLIError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
