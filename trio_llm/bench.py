@@ -21,7 +21,7 @@ def decode_speed(model: Model, n: int, start: int) -> float:
     forward = model.net.forward
     t0 = time.perf_counter()
     for i in range(n):
-        forward(Batch.sequence([1500 + i], start + i))
+        forward(Batch.decode(1500 + i, start + i))
     return n / (time.perf_counter() - t0)
 
 
@@ -34,7 +34,7 @@ def parallel_speed(model: Model, n_seq: int, steps: int) -> float:
     forward = model.net.forward
     t0 = time.perf_counter()
     for k in range(steps):
-        forward(Batch.join([Batch.sequence([1500 + k], len(prompt) + k, seq)
+        forward(Batch.join([Batch.decode(1500 + k, len(prompt) + k, seq)
                             for seq in range(n_seq)]))
     return n_seq * steps / (time.perf_counter() - t0)
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{model.pool.n_threads} threads, SIMD {'on' if model.pool.simd else 'off'}")
     pp_runs, tg_runs, tgd_runs = [], [], []
     for rep in range(args.reps):
-        model.net.forward(Batch.sequence([1]))
+        model.net.forward(Batch.decode(1, 0))
         tg = decode_speed(model, args.gen, 1)
         t0 = time.perf_counter()
         model.net.forward(Batch.sequence(prompt))

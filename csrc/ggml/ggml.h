@@ -30,6 +30,17 @@ int tl_get_rows(int type, const void *table, int64_t row_len, int64_t n_rows,
    and BF16 weights with f32 activations. Uses the pool's threads and SIMD level. */
 int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
               const float *x, int64_t n_tok, float *y);
+
+/* The kernels tl_matmul may use. Each sums a row in its own order, so a token's result depends
+   on the path only, never on the other tokens: callers that need a token's bits to be the same
+   in any batch (continuous batching) pick the path by the token's role, not the batch size. */
+enum tl_matmul_path {
+    TL_PATH_AUTO = 0,      /* row dots for a few tokens, tiled kernels for more */
+    TL_PATH_ROW_DOTS = 1,  /* per-token dot products, one pass over the weights: decode */
+    TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts */
+};
+int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
+                   const float *x, int64_t n_tok, float *y, int path);
 /* @cdef-end */
 
 #endif

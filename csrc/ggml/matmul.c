@@ -25,11 +25,7 @@ typedef struct {
     int bytes;         /* bytes per weight block */
     int act;           /* enum tl_act_kind */
     int pack_kind;     /* tl_gemm_packed_avx2 kind; PACK_K: tl_gemm_packed_k_avx2; -1: none */
-    int decode_max;    /* with AVX2, up to this many tokens take the row dots. 0 everywhere:
-                          the row dots sum in another order than the tiled kernels, so a token's
-                          result would depend on how many tokens share its batch, and continuous
-                          batching must give a request the same tokens as running alone. The
-                          tiled path costs ~20% more on one token (29 vs 24 us, 576x576 Q4_1). */
+    int decode_max;    /* TL_PATH_AUTO: up to this many tokens take the row dots (measured) */
     tl_rowdot_fn ref;
     tl_rowdot_fn avx2;
 } mm_type;
@@ -41,19 +37,19 @@ typedef struct {
 #endif
 
 static const mm_type mm_types[] = {
-    {TL_F32, 1, 4, TL_ACT_F32, -1, 0, tl_dot_f32_ref, AVX2(tl_dot_f32_avx2)},
-    {TL_F16, 1, 2, TL_ACT_F32, -1, 0, tl_dot_f16_ref, AVX2(tl_dot_f16_avx2)},
-    {TL_BF16, 1, 2, TL_ACT_F32, -1, 0, tl_dot_bf16_ref, AVX2(tl_dot_bf16_avx2)},
-    {TL_Q4_0, TL_QK, sizeof(tl_block_q4_0), TL_ACT_Q8, 0, 0, tl_dot_q4_0_ref, AVX2(tl_dot_q4_0_avx2)},
-    {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, 0, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
-    {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, 0, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
-    {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, 0, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
-    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, 0, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
-    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, 0, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
-    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, 0, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
-    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, 0, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
-    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, PACK_K, 0, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
-    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, PACK_K, 0, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
+    {TL_F32, 1, 4, TL_ACT_F32, -1, 1, tl_dot_f32_ref, AVX2(tl_dot_f32_avx2)},
+    {TL_F16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_f16_ref, AVX2(tl_dot_f16_avx2)},
+    {TL_BF16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_bf16_ref, AVX2(tl_dot_bf16_avx2)},
+    {TL_Q4_0, TL_QK, sizeof(tl_block_q4_0), TL_ACT_Q8, 0, 2, tl_dot_q4_0_ref, AVX2(tl_dot_q4_0_avx2)},
+    {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, 2, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
+    {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, 2, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
+    {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, 2, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
+    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
+    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
+    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
+    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
+    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
+    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
 };
 
 static const mm_type *find_type(int wtype) {
@@ -237,8 +233,14 @@ static void generic_task(void *arg, int ith, int nth) {
 
 int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
               const float *x, int64_t n_tok, float *y) {
+    return tl_matmul_path(pool, wtype, w, n_out, n_in, x, n_tok, y, TL_PATH_AUTO);
+}
+
+int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
+                   const float *x, int64_t n_tok, float *y, int path) {
     const mm_type *ty = find_type(wtype);
     if (!ty) return TL_ERR_TYPE;
+    if (path < TL_PATH_AUTO || path > TL_PATH_TILED) return TL_ERR_ARG;
     if (!pool || n_out < 0 || n_in < 0 || n_tok < 0) return TL_ERR_ARG;
     if (n_in % ty->block != 0) return TL_ERR_SIZE;
     if (n_tok == 0 || n_out == 0) return TL_OK;
@@ -264,7 +266,8 @@ int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_
                                           : 0;
     int nth = tl_pool_threads(pool);
 
-    if (n_tok <= (j.simd ? ty->decode_max : SCALAR_DECODE_MAX_TOK)) {
+    int64_t row_dot_max = j.simd ? ty->decode_max : SCALAR_DECODE_MAX_TOK;
+    if (path == TL_PATH_ROW_DOTS || (path == TL_PATH_AUTO && n_tok <= row_dot_max)) {
         j.per_thread_bytes = round64((size_t)n_tok * j.act_bytes);
         if (j.per_thread_bytes) {
             j.per_thread = tl_pool_scratch(pool, j.per_thread_bytes * (size_t)nth);

@@ -118,6 +118,7 @@ class Llama:
         ]
         self.cache = KVCache(p.n_layer, n_slots, n_ctx, kv_dim, kv_type)
         self._make_buffers(q_dim, kv_dim)
+        self._n_decode = 0  # decode rows at the front of the chunk being run
 
     def _make_buffers(self, q_dim: int, kv_dim: int) -> None:
         p, n = self.params, self.max_batch
@@ -183,6 +184,7 @@ class Llama:
     def _hidden(self, batch: Batch, start: int, end: int, trace: Trace | None) -> None:
         """The transformer body over tokens [start, end) of the batch, leaving x in bufs['x']."""
         p, n, pool, b = self.params, end - start, self.pool.handle, self.ptrs
+        self._n_decode = min(max(batch.n_decode - start, 0), n)
         self.tokens[:n] = batch.tokens[start:end]
         self.positions[:n] = batch.positions[start:end]
         self.slots[:n] = batch.slots[start:end]
@@ -222,8 +224,16 @@ class Llama:
         check(st, "llama forward")
 
     def _matmul(self, w: Weight, src: str, n: int, dst: str) -> int:
-        return lib.tl_matmul(self.pool.handle, w.kind, w.data, w.n_out, w.n_in, self.ptrs[src], n,
-                             self.ptrs[dst])
+        """dst = src @ w.T over the chunk: decode rows by row dots, prompt rows tiled."""
+        pool, x, y, dec = self.pool.handle, self.ptrs[src], self.ptrs[dst], self._n_decode
+        st = 0
+        if dec:
+            st = lib.tl_matmul_path(pool, w.kind, w.data, w.n_out, w.n_in, x, dec, y,
+                                    lib.TL_PATH_ROW_DOTS)
+        if n > dec:
+            st |= lib.tl_matmul_path(pool, w.kind, w.data, w.n_out, w.n_in, x + dec * w.n_in,
+                                     n - dec, y + dec * w.n_out, lib.TL_PATH_TILED)
+        return st
 
     def _logits(self, hidden: np.ndarray) -> np.ndarray:
         """output_norm then the output matrix, for the few rows whose logits are wanted."""
@@ -233,8 +243,9 @@ class Llama:
         out = np.empty((m, p.vocab_size), np.float32)
         hp = ptr(hidden, "float *")
         st = lib.tl_rmsnorm(self.pool.handle, hp, self.output_norm, hp, m, p.dim, p.norm_eps)
-        st |= lib.tl_matmul(self.pool.handle, self.output.kind, self.output.data, p.vocab_size,
-                            p.dim, hp, m, ptr(out, "float *"))
+        st |= lib.tl_matmul_path(self.pool.handle, self.output.kind, self.output.data,
+                                 p.vocab_size, p.dim, hp, m, ptr(out, "float *"),
+                                 lib.TL_PATH_ROW_DOTS)  # a few rows, each the same way always
         if st:
             raise KernelError(f"llama output: status {st}")
         return out

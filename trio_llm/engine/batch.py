@@ -11,12 +11,17 @@ import numpy as np
 @dataclass
 class Batch:
     """Token t goes into KV slot slots[t] at position positions[t]; logits come back for the
-    token indices in `logits_for`, in that order."""
+    token indices in `logits_for`, in that order.
+
+    The first `n_decode` tokens are decode steps (one generated token of a sequence each); the
+    rest are prompt tokens. The two roles take different matmul kernels, and a token always takes
+    its role's kernel, so its result never depends on what else shares the batch."""
 
     tokens: np.ndarray        # int32 [n]
     positions: np.ndarray     # int32 [n]
     slots: np.ndarray         # int32 [n]
     logits_for: np.ndarray    # int32 [m], indices into tokens
+    n_decode: int = 0
 
     def __post_init__(self) -> None:
         self.tokens = np.ascontiguousarray(self.tokens, dtype=np.int32)
@@ -28,6 +33,8 @@ class Batch:
             raise ValueError("tokens, positions and slots must have the same length")
         if self.logits_for.size and (self.logits_for.min() < 0 or self.logits_for.max() >= n):
             raise ValueError("logits_for indexes a token outside the batch")
+        if not 0 <= self.n_decode <= n:
+            raise ValueError("n_decode outside the batch")
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -41,10 +48,23 @@ class Batch:
         return cls(np.asarray(tokens), np.arange(start, start + n), np.full(n, slot), wanted)
 
     @classmethod
+    def decode(cls, token: int, position: int, slot: int = 0) -> Batch:
+        """One decode step of one sequence: its newest token, whose logits come back."""
+        return cls(np.array([token]), np.array([position]), np.array([slot]), np.array([0]),
+                   n_decode=1)
+
+    @classmethod
     def join(cls, parts: Sequence[Batch]) -> Batch:
-        """Several batches as one (continuous batching); logits rows keep the parts' order."""
+        """Several batches as one (continuous batching); logits rows keep the parts' order.
+        Decode steps must come before any prompt tokens."""
         offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        n_decode = 0
+        for part in parts:
+            if part.n_decode and n_decode != int(offsets[parts.index(part)]):
+                raise ValueError("decode steps must lead the batch")
+            n_decode += part.n_decode
         return cls(np.concatenate([p.tokens for p in parts]),
                    np.concatenate([p.positions for p in parts]),
                    np.concatenate([p.slots for p in parts]),
-                   np.concatenate([p.logits_for + o for p, o in zip(parts, offsets, strict=True)]))
+                   np.concatenate([p.logits_for + o for p, o in zip(parts, offsets, strict=True)]),
+                   n_decode=n_decode)

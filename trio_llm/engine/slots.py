@@ -128,7 +128,7 @@ class SlotTable:
         budget = self.max_batch
         for seq in self.active:
             if seq.done is None and not seq.prefilling and seq.next_token is not None and budget:
-                parts.append(Batch.sequence([seq.next_token], seq.position, seq.slot))
+                parts.append(Batch.decode(seq.next_token, seq.position, seq.slot))
                 readers.append(seq)
                 fed.append((seq, 1))
                 budget -= 1
