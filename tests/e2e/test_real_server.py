@@ -226,3 +226,29 @@ async def test_cli_ps_shows_the_loaded_model_and_stop_unloads_it(
 async def test_cli_says_when_no_server_answers() -> None:
     code, out = await cli(Host("http", "127.0.0.1", 9), "ps")
     assert code == 1 and "could not connect to trio-llm server at http://127.0.0.1:9" in out
+
+
+FAQ_CURLS = [  # Ollama's FAQ examples, with our model's name
+    """curl http://localhost:11434/api/generate -d '{"model": "smollm2:135m"}'""",
+    """curl http://localhost:11434/api/chat -d '{"model": "smollm2:135m"}'""",
+    """curl http://localhost:11434/api/generate -d '{"model": "smollm2:135m", "keep_alive": -1}'""",
+    """curl http://localhost:11434/api/generate -d '{"model": "smollm2:135m", "keep_alive": 0}'""",
+    """curl http://localhost:11434/api/generate -d '{"model": "smollm2:135m", """
+    """"prompt": "Why is the sky blue?", "options": {"num_ctx": 4096}}'""",
+]
+
+
+async def test_the_faq_curl_examples_work_verbatim(live: tuple[Host, EngineBackend]) -> None:
+    host = live[0]
+    for line in FAQ_CURLS:
+        command = line.replace("localhost:11434", f"{host.host}:{host.port}")
+        done = await trio.run_process(["bash", "-c", command + " --silent --show-error"],
+                                      capture_stdout=True, check=True)
+        last = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        assert last["done"] is True, command
+        if '"keep_alive": 0' in line:
+            assert last["done_reason"] == "unload"
+        elif "prompt" not in line:
+            assert last["done_reason"] == "load"
+        else:
+            assert last["done_reason"] in ("stop", "length")
