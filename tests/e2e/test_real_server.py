@@ -201,13 +201,14 @@ async def test_errors_then_a_request_succeeds(client: httpx.AsyncClient, body: d
     assert ok.status_code == 200
 
 
-async def cli(host: Host, *args: str) -> tuple[int, str]:
+async def cli(host: Host, *args: str, stdin: bytes = b"") -> tuple[int, str]:
     import os
     import sys
 
     env = {**os.environ, "OLLAMA_HOST": host.bind}
     done = await trio.run_process([sys.executable, "-m", "trio_llm.cli", *args], env=env,
-                                  capture_stdout=True, capture_stderr=True, check=False)
+                                  stdin=stdin, capture_stdout=True, capture_stderr=True,
+                                  check=False)
     return done.returncode, (done.stdout + done.stderr).decode()
 
 
@@ -252,3 +253,25 @@ async def test_the_faq_curl_examples_work_verbatim(live: tuple[Host, EngineBacke
             assert last["done_reason"] == "load"
         else:
             assert last["done_reason"] in ("stop", "length")
+
+
+async def test_cli_list_cp_show_run_rm(live: tuple[Host, EngineBackend]) -> None:
+    host = live[0]
+    code, out = await cli(host, "list")
+    header, *rows = out.splitlines()
+    assert code == 0 and header.split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    assert any(r.startswith(MODEL) and "98 MB" in r and " ago" in r for r in rows)
+    assert (await cli(host, "cp", MODEL, "copy:1"))[0] == 0
+    code, out = await cli(host, "show", "copy:1")
+    assert code == 0 and "llama" in out and "Q4_1" in out and "completion" in out
+    code, out = await cli(host, "show", "copy:1", "--parameters")
+    assert code == 0 and "<|im_end|>" in out
+    code, out = await cli(host, "run", "copy:1", "Say yes.")
+    assert code == 0 and out.strip()
+    code, out = await cli(host, "run", "copy:1", stdin=b"Say no.")
+    assert code == 0 and out.strip()
+    assert (await cli(host, "rm", "copy:1"))[0] == 0
+    code, out = await cli(host, "show", "copy:1")
+    assert code == 1 and "not found" in out
+    code, out = await cli(host, "pull", "nothing-like-it")
+    assert code == 1 and "file does not exist" in out

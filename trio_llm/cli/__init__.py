@@ -1,4 +1,4 @@
-"""The `trio-llm` command. For now it runs the engine directly; the HTTP verbs come with the API."""
+"""The `trio-llm` command: `serve` runs the server; the other verbs are clients of its HTTP API."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from trio_llm import __version__
+from trio_llm.cli.verbs import add_verbs
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -13,31 +14,6 @@ def serve(args: argparse.Namespace) -> int:
     from trio_llm.server import main as serve_main
 
     return serve_main()
-
-
-def ps(args: argparse.Namespace) -> int:
-    """The loaded models, as `ollama ps` prints them."""
-    from trio_llm.cli.client import call
-    from trio_llm.nursery.ps import human_bytes, parse_rfc3339, processor_text, until_text
-
-    rows = [("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")]
-    for m in call("GET", "/api/ps")["models"]:
-        rows.append((m["name"], m["digest"][:12], human_bytes(m["size"]),
-                     processor_text(m["size"], m.get("size_vram", 0)),
-                     str(m.get("context_length", "")),
-                     until_text(parse_rfc3339(m["expires_at"]))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def stop(args: argparse.Namespace) -> int:
-    """Unload a model now (keep_alive 0), as `ollama stop` does."""
-    from trio_llm.cli.client import call
-
-    call("POST", "/api/generate", {"model": args.model, "keep_alive": 0})
-    return 0
 
 
 def complete(args: argparse.Namespace) -> int:
@@ -72,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb")
     p = verbs.add_parser("serve", help="start the Ollama-compatible server (OLLAMA_HOST)")
     p.set_defaults(run=serve)
-    verbs.add_parser("ps", help="list running models").set_defaults(run=ps)
-    p = verbs.add_parser("stop", help="stop a running model")
-    p.add_argument("model")
-    p.set_defaults(run=stop)
+    add_verbs(verbs)
     p = verbs.add_parser("complete", help="continue a prompt with a local GGUF model")
     p.add_argument("prompt")
     p.add_argument("--model", help="path to a .gguf file (default: the built-in SmolLM2)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from trio_llm import config
@@ -24,9 +25,15 @@ def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
+    with _open(request) as reply:
+        text = reply.read().decode()
+    return json.loads(text) if text.strip() else None
+
+
+def _open(request: urllib.request.Request) -> Any:
+    """urlopen, with the server's `error` or a connect hint as CLIError."""
     try:
-        with urllib.request.urlopen(request, timeout=600) as reply:
-            text = reply.read().decode()
+        return urllib.request.urlopen(request, timeout=600)
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read().decode()).get("error", exc.reason)
@@ -36,4 +43,25 @@ def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         raise CLIError(f"could not connect to trio-llm server at {base_url()}, "
                        "is it running?") from None
-    return json.loads(text) if text.strip() else None
+
+
+def stream(path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """POST and yield each NDJSON line as it arrives; a line with `error` raises CLIError."""
+    url = base_url() + path
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with _open(request) as reply:
+        for raw in reply:
+            if not raw.strip():
+                continue
+            item = json.loads(raw)
+            if "error" in item:
+                raise CLIError(f"Error: {item['error']}")
+            yield item
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, as Ollama's tables print."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
