@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Build one self-contained zipapp, trio-llm.pyz (CPython 3.11+ on this platform, the compiled C
+# kernels inside). Usage: scripts/zipapp.sh [OUTPUT]   then: python3 trio-llm.pyz serve
+# SHIV_ROOT picks where it extracts on first start (default ~/.shiv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${TRIO_LLM_VENV:-.venv}
+out=${1:-trio-llm.pyz}
+[ -x "$venv/bin/shiv" ] || "$venv/bin/python" -m pip install --quiet --disable-pip-version-check shiv
+"$venv/bin/shiv" --compile-pyc --console-script trio-llm --output-file "$out" --quiet .
+echo "built $out"
