@@ -9,14 +9,13 @@ rank of their merge rule (earlier in `tokenizer.ggml.merges` = merged first), as
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
 from collections.abc import Sequence
 from itertools import compress
 
 import regex
 
-from trio_llm.engine.vocab import TokenType
+from trio_llm.engine.vocab import TokenType, merge_pairs
 
 log = logging.getLogger(__name__)
 
@@ -195,36 +194,4 @@ def _merge_by_scan(symbols: list[str], ranks: dict[str, int]) -> list[str]:
 
 def _merge_by_heap(symbols: list[str], ranks: dict[str, int]) -> list[str]:
     """The same merges through a priority queue of (rank, position): for long pieces."""
-    n = len(symbols)
-    syms: list[str | None] = list(symbols)
-    nxt = list(range(1, n + 1))
-    nxt[-1] = -1
-    prv = list(range(-1, n - 1))
-    heap = []
-    for i in range(n - 1):
-        rank = ranks.get(symbols[i] + " " + symbols[i + 1])
-        if rank is not None:
-            heap.append((rank, i, symbols[i], symbols[i + 1]))
-    heapq.heapify(heap)
-    while heap:
-        _, i, left, right = heapq.heappop(heap)
-        j = nxt[i]
-        # Symbols only grow, so an entry is current exactly when both sides are unchanged.
-        if j < 0 or syms[i] != left or syms[j] != right:
-            continue
-        merged = left + right
-        syms[i] = merged
-        syms[j] = None
-        k = nxt[j]
-        nxt[i] = k
-        if k >= 0:
-            prv[k] = i
-            rank = ranks.get(merged + " " + syms[k])  # type: ignore[operator]
-            if rank is not None:
-                heapq.heappush(heap, (rank, i, merged, syms[k]))
-        p = prv[i]
-        if p >= 0:
-            rank = ranks.get(syms[p] + " " + merged)  # type: ignore[operator]
-            if rank is not None:
-                heapq.heappush(heap, (rank, p, syms[p], merged))
-    return [s for s in syms if s is not None]
+    return merge_pairs(symbols, lambda left, right: ranks.get(left + " " + right))

@@ -9,12 +9,11 @@ models. A character that is not a piece falls back to its UTF-8 bytes as <0xNN> 
 from __future__ import annotations
 
 import functools
-import heapq
 import re
 from collections.abc import Sequence
 from itertools import compress
 
-from trio_llm.engine.vocab import TokenType
+from trio_llm.engine.vocab import TokenType, merge_pairs
 
 SPACE = "\u2581"
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -119,42 +118,13 @@ class SentencePieceBPE:
 
     def _merge(self, symbols: list[str]) -> list[str]:
         """Merge adjacent symbols into the best-scoring pieces, highest score first."""
-        n = len(symbols)
-        if n < 2:
-            return symbols
-        ids = self._ids
-        scores = self._scores
-        syms: list[str | None] = list(symbols)
-        nxt = list(range(1, n + 1))
-        nxt[-1] = -1
-        prv = list(range(-1, n - 1))
-        heap: list[tuple[float, int, str, str]] = []
+        ids, scores = self._ids, self._scores
 
-        def offer(i: int, left: str, right: str) -> None:
+        def minus_score(left: str, right: str) -> float | None:
             found = ids.get(left + right)
-            if found is not None:
-                heapq.heappush(heap, (-scores[found], i, left, right))
+            return None if found is None else -scores[found]
 
-        for i in range(n - 1):
-            offer(i, symbols[i], symbols[i + 1])
-        while heap:
-            _, i, left, right = heapq.heappop(heap)
-            j = nxt[i]
-            # Symbols only grow, so an entry is current exactly when both sides are unchanged.
-            if j < 0 or syms[i] != left or syms[j] != right:
-                continue
-            merged = left + right
-            syms[i] = merged
-            syms[j] = None
-            k = nxt[j]
-            nxt[i] = k
-            if k >= 0:
-                prv[k] = i
-                offer(i, merged, syms[k])  # type: ignore[arg-type]
-            p = prv[i]
-            if p >= 0:
-                offer(p, syms[p], merged)  # type: ignore[arg-type]
-        return [s for s in syms if s is not None]
+        return merge_pairs(symbols, minus_score)
 
 
 def _pieces_with_word_start(pieces: list[str]) -> list[str]:

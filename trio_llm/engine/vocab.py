@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 
 
@@ -62,3 +63,43 @@ class WholeTokenMatcher:
                 at = pos = at + len(candidate)
         if pos < len(text):
             yield text[pos:], None
+
+
+def merge_pairs(symbols: list[str], priority: Callable[[str, str], float | None]) -> list[str]:
+    """Merge adjacent symbols, always the pair with the lowest `priority` first (ties: leftmost);
+    pairs whose priority is None never merge. A priority queue of (priority, position), so long
+    inputs stay O(n log n). Both BPE (merge rank) and SentencePiece (minus score) use it."""
+    n = len(symbols)
+    if n < 2:
+        return symbols
+    syms: list[str | None] = list(symbols)
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    prv = list(range(-1, n - 1))
+    heap: list[tuple[float, int, str, str]] = []
+
+    def offer(i: int, left: str, right: str) -> None:
+        rank = priority(left, right)
+        if rank is not None:
+            heapq.heappush(heap, (rank, i, left, right))
+
+    for i in range(n - 1):
+        offer(i, symbols[i], symbols[i + 1])
+    while heap:
+        _, i, left, right = heapq.heappop(heap)
+        j = nxt[i]
+        # Symbols only grow, so an entry is current exactly when both sides are unchanged.
+        if j < 0 or syms[i] != left or syms[j] != right:
+            continue
+        merged = left + right
+        syms[i] = merged
+        syms[j] = None
+        k = nxt[j]
+        nxt[i] = k
+        if k >= 0:
+            prv[k] = i
+            offer(i, merged, syms[k])  # type: ignore[arg-type]
+        p = prv[i]
+        if p >= 0:
+            offer(p, syms[p], merged)  # type: ignore[arg-type]
+    return [s for s in syms if s is not None]
