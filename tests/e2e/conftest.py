@@ -3,6 +3,8 @@ the HTTP server on a free loopback port."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -56,3 +58,15 @@ async def live(nursery: trio.Nursery, models_dir: Path) -> tuple[Host, EngineBac
 async def client(live: tuple[Host, EngineBackend]) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=live[0].url, timeout=60, verify=False) as http:
         yield http
+
+
+async def cli(host: Host, *args: str, stdin: bytes = b"", cwd: Path | None = None
+              ) -> tuple[int, str]:
+    """Run `python -m trio_llm.cli ARGS` against `host`; its exit code and its output."""
+    repo = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OLLAMA_HOST": host.bind, "PYTHONPATH": path}
+    done = await trio.run_process([sys.executable, "-m", "trio_llm.cli", *args], env=env,
+                                  stdin=stdin, capture_stdout=True, capture_stderr=True,
+                                  check=False, cwd=cwd)
+    return done.returncode, (done.stdout + done.stderr).decode()

@@ -13,7 +13,7 @@ import openai
 import pytest
 import trio
 
-from tests.e2e.conftest import MODEL, start
+from tests.e2e.conftest import MODEL, cli, start
 from trio_llm.config import Host
 from trio_llm.server import EngineBackend
 
@@ -199,17 +199,6 @@ async def test_errors_then_a_request_succeeds(client: httpx.AsyncClient, body: d
     ok = await client.post("/api/generate", json={"model": MODEL, "prompt": "Hi",
                                                   "stream": False, "options": GREEDY})
     assert ok.status_code == 200
-
-
-async def cli(host: Host, *args: str, stdin: bytes = b"") -> tuple[int, str]:
-    import os
-    import sys
-
-    env = {**os.environ, "OLLAMA_HOST": host.bind}
-    done = await trio.run_process([sys.executable, "-m", "trio_llm.cli", *args], env=env,
-                                  stdin=stdin, capture_stdout=True, capture_stderr=True,
-                                  check=False)
-    return done.returncode, (done.stdout + done.stderr).decode()
 
 
 async def test_cli_ps_shows_the_loaded_model_and_stop_unloads_it(

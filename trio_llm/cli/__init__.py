@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from trio_llm import __version__
+from trio_llm.cli.create import add_create
 from trio_llm.cli.verbs import add_verbs
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p = verbs.add_parser("serve", help="start the Ollama-compatible server (OLLAMA_HOST)")
     p.set_defaults(run=serve)
     add_verbs(verbs)
+    add_create(verbs)
     p = verbs.add_parser("complete", help="continue a prompt with a local GGUF model")
     p.add_argument("prompt")
     p.add_argument("--model", help="path to a .gguf file (default: the built-in SmolLM2)")
@@ -58,8 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(run=complete)
+    p = verbs.add_parser("help", help="help about any command")
+    p.add_argument("command", nargs="?")
     args = parser.parse_args(argv)
     if args.verb is None:
+        parser.print_help()
+        return 0
+    if args.verb == "help":
+        if args.command:
+            return main([args.command, "--help"])
         parser.print_help()
         return 0
     from trio_llm.cli.client import CLIError

