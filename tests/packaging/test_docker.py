@@ -167,4 +167,4 @@ def test_the_image_serves_a_mounted_store_on_its_published_port(
         assert reply["done"]
         assert reply["response"].startswith(" Paris"), reply["response"]
     finally:
-        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True)
