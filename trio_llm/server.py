@@ -54,14 +54,17 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 async def iterate_in_thread(make: Callable[[], Iterator[Mapping[str, Any]]]
                             ) -> AsyncIterator[Mapping[str, Any]]:
-    """Drive a blocking generator from a worker thread, one item per hop."""
+    """Drive a blocking generator from a worker thread, one item per hop. It is closed even
+    when the client has gone (the scope is cancelled), so its cleanup (temporary blobs, open
+    connections) runs now rather than whenever the garbage collector gets to it."""
     done = object()
     gen = await in_thread(make)
     try:
         while (item := await in_thread(next, gen, done)) is not done:
             yield item  # type: ignore[misc]
     finally:
-        await in_thread(gen.close)
+        with trio.CancelScope(shield=True):
+            await in_thread(gen.close)
 
 
 def chat_template(record: ModelRecord, gguf_template: str) -> str:
