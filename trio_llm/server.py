@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from trio_llm import config
+from trio_llm import config, registry
 from trio_llm.api.backend import (
     EmbedResult,
     GenerationChunk,
@@ -26,7 +26,7 @@ from trio_llm.api.backend import (
     RunningModel,
 )
 from trio_llm.api.serve import serve
-from trio_llm.errors import BadRequest, ContextOverflow
+from trio_llm.errors import ContextOverflow
 from trio_llm.gpu.devices import SystemDevices
 from trio_llm.nursery.engine_runner import (
     ContextTooLong,
@@ -54,14 +54,17 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 async def iterate_in_thread(make: Callable[[], Iterator[Mapping[str, Any]]]
                             ) -> AsyncIterator[Mapping[str, Any]]:
-    """Drive a blocking generator from a worker thread, one item per hop."""
+    """Drive a blocking generator from a worker thread, one item per hop. It is closed even
+    when the client has gone (the scope is cancelled), so its cleanup (temporary blobs, open
+    connections) runs now rather than whenever the garbage collector gets to it."""
     done = object()
     gen = await in_thread(make)
     try:
         while (item := await in_thread(next, gen, done)) is not done:
             yield item  # type: ignore[misc]
     finally:
-        await in_thread(gen.close)
+        with trio.CancelScope(shield=True):
+            await in_thread(gen.close)
 
 
 def chat_template(record: ModelRecord, gguf_template: str) -> str:
@@ -145,14 +148,10 @@ class EngineBackend:
         return iterate_in_thread(lambda: self.store.create(dict(request)))
 
     def pull(self, name: str, *, insecure: bool) -> AsyncIterator[Mapping[str, Any]]:
-        return iterate_in_thread(lambda: self.store.pull(name))
+        return iterate_in_thread(lambda: registry.pull(self.store, name, insecure=insecure))
 
     def push(self, name: str, *, insecure: bool) -> AsyncIterator[Mapping[str, Any]]:
-        async def refuse() -> AsyncIterator[Mapping[str, Any]]:
-            raise BadRequest("push is not supported yet: trio-llm has no registry client")
-            yield {}  # pragma: no cover - makes this an async generator
-
-        return refuse()
+        return iterate_in_thread(lambda: registry.push(self.store, name, insecure=insecure))
 
     # -- scheduler side ---------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:

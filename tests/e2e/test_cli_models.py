@@ -1,9 +1,11 @@
 """The model-building verbs of the real CLI against a live server: create from a Modelfile
 (from a model, and from a local F16 GGUF uploaded as a blob and quantized by the server),
-pull with its progress lines, push's clear refusal, help and --version."""
+pull with its progress lines, push's clear error when no registry listens, help and
+--version."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +98,18 @@ async def test_pull_prints_plain_progress_lines_when_not_on_a_terminal(
     assert "\r" not in out
 
 
-async def test_push_without_a_registry_client_fails_clearly(
+async def test_push_to_a_host_where_no_registry_listens_fails_clearly(
         live: tuple[Host, EngineBackend]) -> None:
-    code, out = await cli(live[0], "push", MODEL)
-    assert code == 1 and "push is not supported yet" in out
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{s.getsockname()[1]}"
+    name = f"{host}/library/nowhere:1"
+    assert (await cli(live[0], "cp", MODEL, name))[0] == 0
+    code, out = await cli(live[0], "push", name, "--insecure")
+    assert code == 1
+    assert (f"Error: connection refused by registry http://{host}: is a registry listening "
+            "there?") in out
+    assert (await cli(live[0], "rm", name))[0] == 0
 
 
 async def test_help_and_version(live: tuple[Host, EngineBackend]) -> None:

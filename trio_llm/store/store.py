@@ -245,8 +245,11 @@ class Store:
         finally:
             pins.release()
 
-    def write_manifest(self, name: ModelName, manifest: Manifest) -> None:
-        """Write `name`'s manifest, after checking every blob it names is in place."""
+    def write_manifest(self, name: ModelName, manifest: Manifest, raw: bytes | None = None
+                       ) -> None:
+        """Write `name`'s manifest, after checking every blob it names is in place; `raw` is
+        the document's exact bytes when they must be kept (a pulled manifest), else
+        `manifest.to_bytes()` is written."""
         with self._lock:
             for layer in (manifest.config, *manifest.layers):
                 try:
@@ -255,7 +258,7 @@ class Store:
                     raise CorruptStore(f"blob {layer.digest} is missing") from None
                 if size != layer.size:
                     raise CorruptStore(f"blob {layer.digest} has {size} bytes, not {layer.size}")
-            self.manifests.write(name, manifest.to_bytes())
+            self.manifests.write(name, manifest.to_bytes() if raw is None else raw)
 
     def copy(self, source: str, destination: str) -> ModelName:
         """Copy a model under another name (a byte copy of its manifest)."""
