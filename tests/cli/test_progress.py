@@ -30,6 +30,7 @@ class Terminal(io.StringIO):
 def test_labels_shorten_digests_as_ollama_prints_them() -> None:
     assert label({"status": f"pulling {DIGEST}", "digest": DIGEST}) == "pulling 1a2b3c4d5e6f"
     assert label({"status": "writing blob", "digest": DIGEST}) == "writing blob 1a2b3c4d5e6f"
+    assert label({"status": "pushing 1a2b3c4d5e6f", "digest": DIGEST}) == "pushing 1a2b3c4d5e6f"
     assert label({"status": "quantizing F16 model to Q4_K_M", "digest": "0" * 19}) == \
         "quantizing F16 model to Q4_K_M"
 

@@ -24,7 +24,9 @@ def label(item: Mapping[str, Any]) -> str:
     if not digest.startswith("sha256"):   # quantizing reports carry a placeholder digest
         return status
     short = digest.removeprefix("sha256:").removeprefix("sha256-")[:12]
-    return status.replace(digest, short) if digest in status else f"{status} {short}"
+    if digest in status:
+        return status.replace(digest, short)
+    return status if short in status else f"{status} {short}"
 
 
 class ProgressView:
