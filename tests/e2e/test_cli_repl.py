@@ -17,6 +17,7 @@ import pexpect
 import pytest
 
 import trio_llm
+from trio_llm.cli.repl import go_duration, stats_text
 
 MODEL = "smollm2:135m"
 ROOT = Path(trio_llm.__file__).resolve().parent.parent   # the trio_llm these tests import
@@ -105,6 +106,11 @@ def test_repl_answers_with_the_whole_history_options_and_multiline_input(
     assert multiline.strip()
 
     assert say(child, "/save repl-session:1").strip() == "Created new model 'repl-session:1'"
+    assert say(child, "/load nothing-like-it").strip() == "Error: model 'nothing-like-it' not found"
+    child.sendline("/load repl-session:1")                  # shows the saved conversation
+    for shown in ("Loading model 'repl-session:1'\r\n>>> What is the capital of France?\r\n",
+                  ">>> And of Italy?\r\n", ">>> Say the word\r\nblue.\r\n", ">>> "):
+        child.expect_exact(shown)
     child.sendline("/bye")
     child.expect(pexpect.EOF)
     child.close()
@@ -158,6 +164,11 @@ def test_commands_system_clear_help_and_ctrl_d(server: str, tmp_path: Path) -> N
     assert say(child, "/clear").strip() == "Cleared session context"
     assert say(child, "/frobnicate").strip() == "Unknown command '/frobnicate'. Type /? for help"
     assert "unknown parameter 'colour'" in say(child, "/set parameter colour red")
+    child.send("half a line")
+    child.expect_exact("half a line")                       # echoed: readline has it
+    child.sendintr()                                        # Ctrl-C drops a half-typed line
+    child.expect_exact(">>> ")
+    assert "Use Ctrl + d" not in child.before
     set_options(child, {**GREEDY, "num_predict": 4})
     answer = say(child, "Hello")
     assert "eval count:" in answer and "prompt eval rate:" in answer   # /set verbose
@@ -173,3 +184,20 @@ def test_run_pulls_a_missing_model_before_anything_else(server: str) -> None:
                            "Hi"], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 1 and "file does not exist" in done.stdout + done.stderr
+
+
+def test_durations_print_as_go_prints_a_time_duration() -> None:
+    assert [go_duration(ns) for ns in (0, 850, 12_500, 3_200_000, 1_500_000_000,
+                                       123_250_000_000, 3_600_000_000_000)] == [
+        "0s", "850ns", "12.5µs", "3.2ms", "1.5s", "2m3.25s", "1h0m0s"]
+
+
+def test_verbose_stats_list_the_final_chunks_counters_and_rates() -> None:
+    text = stats_text({"total_duration": 2_000_000_000, "load_duration": 5_000_000,
+                       "prompt_eval_count": 30, "prompt_eval_duration": 500_000_000,
+                       "eval_count": 1, "eval_duration": 250_000_000})
+    assert text.splitlines() == [
+        "total duration:       2s", "load duration:        5ms",
+        "prompt eval count:    30 token(s)", "prompt eval duration: 500ms",
+        "prompt eval rate:     60.00 tokens/s", "eval count:           1 token(s)",
+        "eval duration:        250ms", "eval rate:            4.00 tokens/s"]

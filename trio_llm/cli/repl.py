@@ -361,13 +361,12 @@ class Session:
 
     def clear(self, line: str, args: list[str]) -> None:
         self.messages = []
-        if self.readline is not None:
-            self.readline.clear_history()
         print("Cleared session context")
 
     def list_models(self, line: str, args: list[str]) -> None:
         from trio_llm.cli.verbs import list_models
         list_models(argparse.Namespace())
+        print()
 
 
 def show_saved_messages(info: dict[str, Any]) -> None:
@@ -423,7 +422,11 @@ def interactive(model: str, info: dict[str, Any] | None = None) -> int:
             pass
     try:
         session.load()
-        show_saved_messages(info or {})
+    except KeyboardInterrupt:
+        print()
+        return 130
+    show_saved_messages(info or {})
+    try:
         while True:
             try:
                 text = read_message(session)
@@ -432,17 +435,16 @@ def interactive(model: str, info: dict[str, Any] | None = None) -> int:
                 return 0
             if text is None or not text.strip():
                 continue
-            if text.startswith("/"):
-                if not session.command(text):
-                    return 0
-                continue
             try:
-                session.answer(text)
+                if text.startswith("/"):
+                    if not session.command(text):
+                        return 0
+                else:
+                    session.answer(text)
             except CLIError as exc:
                 print(f"{exc}\n")
-    except KeyboardInterrupt:
-        print()
-        return 130
+            except KeyboardInterrupt:      # a command (/load, /save ...) given up on
+                print()
     finally:
         if keep_history:
             try:
