@@ -183,7 +183,8 @@ def test_run_pulls_a_missing_model_before_anything_else(server: str) -> None:
     done = subprocess.run([sys.executable, "-m", "trio_llm.cli", "run", "nothing-like-it",
                            "Hi"], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60, check=False)
-    assert done.returncode == 1 and "file does not exist" in done.stdout + done.stderr
+    out = done.stdout + done.stderr       # the pull's error, not /api/show's 404
+    assert done.returncode == 1 and "file does not exist" in out and "not found" not in out
 
 
 def test_durations_print_as_go_prints_a_time_duration() -> None:
