@@ -93,7 +93,7 @@ def ensure_model(model: str) -> dict[str, Any]:
     info = model_info(model)
     if info is None:
         from trio_llm.cli.verbs import pull
-        pull(argparse.Namespace(model=model))
+        pull(argparse.Namespace(model=model, insecure=False))
         info = call("POST", "/api/show", {"model": model})
     return info
 
