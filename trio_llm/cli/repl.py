@@ -44,7 +44,7 @@ Start and end a message with \"\"\" to write it over several lines.
 HELP_SET = """\
   /set parameter <name> <value>   a model option for this session, e.g. num_ctx, temperature,
                                   seed, top_k, top_p, num_predict, repeat_penalty, stop
-                                  (each /set parameter stop adds one more stop string)
+                                  (/set parameter stop A B sets the stop strings)
   /set system <text>              the system message (\"\"\" for several lines)
   /set verbose                    print timings and token rates after each answer
   /set quiet                      stop printing them
@@ -275,7 +275,7 @@ class Session:
         try:
             if PARAMETER_TYPES.get(name) == STRINGS:
                 parsed = [parse_value(name, v) for v in values]
-                self.options[name] = [*self.options.get(name, []), *parsed]
+                self.options[name] = parsed   # `stop a b` sets the list, as Ollama does
             else:
                 self.options[name] = parse_value(name, values[0])
         except InvalidParameter as exc:
