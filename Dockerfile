@@ -18,8 +18,8 @@ COPY csrc csrc
 COPY trio_llm trio_llm
 # zig compiles for the building machine's CPU unless told otherwise; the image must run on any
 # CPU of its architecture (the AVX2 kernels are picked at run time), so build for the baseline.
-# `--build-arg CFLAGS=` gives a build tuned to this machine instead.
-ARG CFLAGS=-mcpu=baseline
+# `--build-arg TRIO_LLM_PORTABLE=0` gives a build tuned to this machine instead.
+ARG TRIO_LLM_PORTABLE=1
 RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps \
         --wheel-dir /wheels .
 

@@ -68,7 +68,13 @@ def choose_compiler() -> str:
 
 
 COMPILER = choose_compiler()
-print(f"trio-llm: building C kernels with {COMPILER}", file=sys.stderr)
+# zig compiles for the building machine's own CPU; TRIO_LLM_PORTABLE=1 (the zipapp, wheels to
+# ship) targets the baseline of the architecture instead. The AVX2 kernels are unaffected: they
+# are compiled for AVX2 in their own regions and chosen at run time from CPUID.
+PORTABLE = ["-mcpu=baseline"] if COMPILER.startswith("zig") and \
+    os.environ.get("TRIO_LLM_PORTABLE") == "1" else []
+print(f"trio-llm: building C kernels with {COMPILER}{' (portable)' if PORTABLE else ''}",
+      file=sys.stderr)
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_source())
@@ -77,7 +83,8 @@ ffibuilder.set_source(
     "\n".join(f'#include "{h}"' for h in HEADERS),
     sources=sorted(glob.glob("csrc/**/*.c", recursive=True, root_dir=ROOT)),
     include_dirs=["."],
-    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wno-unused-function", "-fno-math-errno"],
+    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wno-unused-function", "-fno-math-errno",
+                        *PORTABLE],
     extra_link_args=["-lpthread", "-lm"] + (["-s"] if COMPILER.startswith("zig") else []),
 )
 

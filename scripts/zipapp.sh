@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
 out=${1:-trio-llm.pyz}
 [ -x "$venv/bin/shiv" ] || "$venv/bin/python" -m pip install --quiet --disable-pip-version-check shiv
-"$venv/bin/shiv" --compile-pyc --console-script trio-llm --output-file "$out" --quiet .
+# Built for any CPU of this architecture, not just this one (see build_ext.py).
+TRIO_LLM_PORTABLE=1 "$venv/bin/shiv" --compile-pyc --console-script trio-llm --output-file "$out" --quiet .
 echo "built $out"
