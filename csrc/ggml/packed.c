@@ -14,7 +14,7 @@
 
 static int64_t rp_block_bytes(int wtype) {
     switch (wtype) {
-    case TL_Q4_0:
+    case TL_Q4_0: return (int64_t)sizeof(tl_rp_q40);
     case TL_Q4_1: return (int64_t)sizeof(tl_rp_q4);
     case TL_Q8_0: return (int64_t)sizeof(tl_rp_q8);
     default: return 0;
@@ -27,21 +27,23 @@ int64_t tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in) {
     return (n_out + TL_RP_ROWS - 1) / TL_RP_ROWS * (n_in / TL_QK) * bb;
 }
 
-static void pack_q4(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, tl_rp_q4 *out) {
-    size_t bytes = wtype == TL_Q4_1 ? sizeof(tl_block_q4_1) : sizeof(tl_block_q4_0);
+static void pack_q4(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out) {
+    int q41 = wtype == TL_Q4_1;
+    size_t bytes = q41 ? sizeof(tl_block_q4_1) : sizeof(tl_block_q4_0);
+    size_t out_bytes = q41 ? sizeof(tl_rp_q4) : sizeof(tl_rp_q40);
     size_t row_bytes = (size_t)nb * bytes;
-    size_t qs_at = wtype == TL_Q4_1 ? 4 : 2;
     int64_t ntiles = (n_out + TL_RP_ROWS - 1) / TL_RP_ROWS;
     for (int64_t i = 0; i < ntiles; i++)
         for (int64_t b = 0; b < nb; b++) {
-            tl_rp_q4 *p = &out[i * nb + b];
-            memset(p, 0, sizeof *p);
+            tl_rp_q4 p;
+            memset(&p, 0, sizeof p);
             for (int r = 0; r < TL_RP_ROWS && i * TL_RP_ROWS + r < n_out; r++) {
                 const uint8_t *blk = w + (size_t)(i * TL_RP_ROWS + r) * row_bytes + (size_t)b * bytes;
-                memcpy(&p->d[r], blk, 2);
-                memcpy(&p->m[r], wtype == TL_Q4_1 ? blk + 2 : blk, 2);
-                for (int g = 0; g < 4; g++) memcpy(p->q[g][r], blk + qs_at + 4 * g, 4);
+                memcpy(&p.d[r], blk, 2);
+                if (q41) memcpy(&p.m[r], blk + 2, 2);
+                for (int g = 0; g < 4; g++) memcpy(p.q[g][r], blk + (q41 ? 4 : 2) + 4 * g, 4);
             }
+            memcpy(out + (size_t)(i * nb + b) * out_bytes, &p, out_bytes);
         }
 }
 
@@ -84,10 +86,11 @@ static void store_rows(const float *acc, int64_t nr, float *y) {
 
 void tl_rp_tile_q4_ref(int wtype, const tl_rp_q4 *p, int64_t nb, const tl_act_q8 *act,
                        int64_t as, int64_t nt, float *y, int64_t ldy, int64_t nr) {
+    size_t step = wtype == TL_Q4_1 ? sizeof(tl_rp_q4) : sizeof(tl_rp_q40);
     for (int64_t t = 0; t < nt; t++) {
         float acc[TL_RP_ROWS] = {0};
         for (int64_t b = 0; b < nb; b++) {
-            const tl_rp_q4 *blk = &p[b];
+            const tl_rp_q4 *blk = (const tl_rp_q4 *)((const uint8_t *)p + (size_t)b * step);
             const tl_act_q8 *x = &act[t * as + b];
             for (int r = 0; r < TL_RP_ROWS; r++) {
                 int32_t isum = 0;

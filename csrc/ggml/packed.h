@@ -16,14 +16,20 @@
 
 #define TL_RP_ROWS 8
 
-/* Q4_0 / Q4_1: q[g][r] = bytes 4g..4g+3 of row r's nibble array, i.e. elements 4g..4g+3 in the
-   low nibbles and 16+4g..16+4g+3 in the high ones. m: Q4_1's min; Q4_0 stores d again there
-   (its offset -8 d is applied by the kernels, exactly). */
+/* Q4_1: q[g][r] = bytes 4g..4g+3 of row r's nibble array, i.e. elements 4g..4g+3 in the low
+   nibbles and 16+4g..16+4g+3 in the high ones; d and m: the rows' scales and mins. */
 typedef struct {
     uint8_t q[4][TL_RP_ROWS][4];
     tl_half d[TL_RP_ROWS];
     tl_half m[TL_RP_ROWS];
 } tl_rp_q4;
+
+/* Q4_0: the same without m (its offset -8 d is applied by the kernels, exactly). The kernels
+   read both through tl_rp_q4 pointers, stepping sizeof(tl_rp_q40) bytes and never touching m. */
+typedef struct {
+    uint8_t q[4][TL_RP_ROWS][4];
+    tl_half d[TL_RP_ROWS];
+} tl_rp_q40;
 
 /* Q8_0: q[c][r] = elements 4c..4c+3 of row r. */
 typedef struct {
@@ -31,10 +37,11 @@ typedef struct {
     tl_half d[TL_RP_ROWS];
 } tl_rp_q8;
 
-static_assert(sizeof(tl_rp_q4) == TL_RP_ROWS * 20, "a Q4 block keeps the GGML size");
+static_assert(sizeof(tl_rp_q4) == TL_RP_ROWS * 20, "a Q4_1 block keeps the GGML size");
+static_assert(sizeof(tl_rp_q40) == TL_RP_ROWS * 18, "a Q4_0 block keeps the GGML size");
 static_assert(sizeof(tl_rp_q8) == TL_RP_ROWS * 34, "a Q8 block keeps the GGML size");
 
-/* One tile (nb blocks) against nt (1..4) tokens of tl_act_q8 (token t at act + t * as); the
+/* One tile (nb blocks; Q4_0 tiles are tl_rp_q40 blocks behind the tl_rp_q4 pointer) against nt (1..4) tokens of tl_act_q8 (token t at act + t * as); the
    results go to y[t * ldy + r] for r < nr (<= 8). Each token's sum runs over the blocks in order
    with the same operations whatever nt is, so a token's bits never depend on its neighbours:
    acc = fma(float(isum_b), d_b * dx_b, acc), then, for Q4, acc = fma(m'_b, s_b, acc).

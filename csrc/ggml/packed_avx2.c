@@ -41,8 +41,9 @@ TL_INLINE void q4_tile(int q41, int NT, const tl_rp_q4 *p, int64_t nb, const tl_
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const size_t step = q41 ? sizeof(tl_rp_q4) : sizeof(tl_rp_q40);
     for (int64_t b = 0; b < nb; b++) {
-        const tl_rp_q4 *blk = p + b;
+        const tl_rp_q4 *blk = (const tl_rp_q4 *)((const uint8_t *)p + (size_t)b * step);
         _mm_prefetch((const char *)blk + TL_RP_PF, _MM_HINT_T0);
         _mm_prefetch((const char *)blk + TL_RP_PF + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)blk + TL_RP_PF + 128, _MM_HINT_T0);
