@@ -8,7 +8,8 @@
    scratch; a second multiplies. With AVX2, each thread packs a group of 8-row tiles of its rows
    (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
    runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
-   run the row dots for every token, a chunk of rows at a time. */
+   run the row dots for every token, a chunk of rows at a time.
+   TL_PATH_PACKED hands over to packed.c: decode rows against weights repacked at load time. */
 #include <stdlib.h>
 
 #include "dot.h"
