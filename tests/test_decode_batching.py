@@ -48,3 +48,11 @@ def test_decode_logits_do_not_change_when_a_prompt_shares_the_step(model: Model)
     got = step(model, [2, 0, 1], prompt=PROMPTS[3])
     for row, s in enumerate([2, 0, 1]):
         np.testing.assert_array_equal(got[row], alone[s])
+
+
+def test_repacked_copies_take_the_bytes_of_the_matrices_they_copy(model: Model) -> None:
+    """SmolLM2's matrices have whole tiles of 8 rows: the decode copy is exactly the GGML size
+    (everything but the norm vectors; the tied embedding counts once, as the output)."""
+    tensors = model.gguf.tensors.values()
+    matrices = sum(t.nbytes for t in tensors if len(t.shape) == 2)
+    assert model.net.packed_bytes == matrices

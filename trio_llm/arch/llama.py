@@ -146,6 +146,14 @@ class Llama:
     def kv_bytes(self) -> int:
         return self.cache.nbytes
 
+    @property
+    def packed_bytes(self) -> int:
+        """Memory held by the repacked decode copies of the weights (beyond the mmap)."""
+        mats = [self.output] + [getattr(layer, name) for layer in self.layers
+                                for name in ("attn_q", "attn_k", "attn_v", "attn_output",
+                                             "ffn_gate", "ffn_up", "ffn_down")]
+        return sum(w.packed_bytes for w in mats)
+
     def _check(self, batch: Batch) -> None:
         """Refuse a batch that would index outside the cache or the vocabulary."""
         if not len(batch):

@@ -24,6 +24,7 @@ class Weight:
     n_in: int
     data: Any  # cffi pointer into the mmap
     packed: Any = None  # the matrix repacked for TL_PATH_PACKED (freed with it), or None
+    packed_bytes: int = 0
 
     def repacked(self) -> Weight:
         """This weight with a repacked copy for decode, or itself if its format has none."""
@@ -33,7 +34,7 @@ class Weight:
         raw = lib.tl_repack_new(self.kind, self.data, self.n_out, self.n_in)
         if raw == ffi.NULL:
             raise MemoryError(f"cannot repack tensor {self.name!r} ({size} bytes)")
-        return replace(self, packed=ffi.gc(raw, lib.tl_repack_free, size=size))
+        return replace(self, packed=ffi.gc(raw, lib.tl_repack_free, size=size), packed_bytes=size)
 
 
 class WeightLoader:
