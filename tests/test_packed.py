@@ -14,7 +14,7 @@ from tests.test_matmul import make_weights, oracle, quantized_activations, rel_e
 from trio_llm._kernels import ffi, lib
 
 Q = GGMLQuantizationType
-PACKABLE = [Q.Q4_0, Q.Q4_1, Q.Q8_0]
+PACKABLE = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K]
 TL_OK, TL_ERR_TYPE, TL_ERR_SIZE = 0, 1, 2
 
 
@@ -44,14 +44,25 @@ def packed_matmul(pool: Any, qtype: Q, packed: Any, n_out: int, n_in: int,
     return y
 
 
+def block_of(qtype: Q) -> int:
+    return GGML_QUANT_SIZES[qtype][0]
+
+
+def row_length(qtype: Q, n_32_blocks: int) -> int:
+    """About n_32_blocks * 32 elements, whole blocks of the type."""
+    return max(1, n_32_blocks * 32 // block_of(qtype)) * block_of(qtype)
+
+
 @pytest.mark.parametrize("qtype", PACKABLE, ids=lambda q: q.name)
 def test_repacked_matrix_is_the_ggml_size_rounded_up_to_8_rows(qtype: Q) -> None:
+    """Q4_K keeps its scales unpacked to bytes: 4 bytes a row more per super-block."""
     block, size = GGML_QUANT_SIZES[qtype]
+    size += 4 if qtype == Q.Q4_K else 0
     assert lib.tl_repack_bytes(int(qtype), 37, 4 * block) == 40 * 4 * size
     assert lib.tl_repack_bytes(int(qtype), 48, 2 * block) == 48 * 2 * size
 
 
-@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q4_K, Q.Q6_K, Q.F16], ids=lambda q: q.name)
+@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q5_K, Q.Q6_K, Q.F16], ids=lambda q: q.name)
 def test_formats_without_a_repacked_layout_are_refused(
         pools: dict[str, Any], qtype: Q) -> None:
     n_in = 256
@@ -86,12 +97,13 @@ def test_packed_path_equals_the_product_with_quantized_activations(
     """Exact integer sums: with x replaced by its int8 quantization, float rounding only; and
     within the int8 noise of the float64 product of the true x."""
     rng = np.random.default_rng(100 * int(qtype) + n_tok)
-    n_in, n_out = 416, 37  # 13 blocks; a partial last tile of 5 rows
+    n_in, n_out = row_length(qtype, 13), 37  # a partial last tile of 5 rows
     w = make_weights(qtype, n_out, n_in, rng)
     x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
     spiky = x.copy()
     spiky[:, ::37] *= 40.0  # outliers, as in real residual streams
-    ref_q = quantized_activations(spiky, 32) @ dequantize(w, qtype).astype(np.float64).T
+    w64 = dequantize(w, qtype).astype(np.float64)
+    ref_q = quantized_activations(spiky, block_of(qtype)) @ w64.T
     packed = repack(qtype, w, n_out, n_in)
     for name in ("simd2", "scalar2"):
         assert rel_err(packed_matmul(pools[name], qtype, packed, n_out, n_in, spiky), ref_q) < 1e-5
@@ -102,7 +114,8 @@ def test_packed_path_equals_the_product_with_quantized_activations(
 @pytest.mark.parametrize("qtype", PACKABLE, ids=lambda q: q.name)
 def test_simd_and_scalar_twins_give_identical_bits(pools: dict[str, Any], qtype: Q) -> None:
     rng = np.random.default_rng(int(qtype))
-    for n_out, n_in, n_tok in ((37, 416, 1), (64, 64, 4), (133, 576, 6), (3, 32, 2)):
+    for n_out, n_blocks, n_tok in ((37, 13, 1), (64, 2, 4), (133, 18, 6), (3, 1, 2)):
+        n_in = row_length(qtype, n_blocks)
         w = make_weights(qtype, n_out, n_in, rng)
         x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
         packed = repack(qtype, w, n_out, n_in)

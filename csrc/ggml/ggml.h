@@ -38,7 +38,7 @@ enum tl_matmul_path {
     TL_PATH_AUTO = 0,      /* row dots for a few tokens, tiled kernels for more */
     TL_PATH_ROW_DOTS = 1,  /* per-token dot products, one pass over the weights: decode */
     TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts */
-    TL_PATH_PACKED = 3,    /* w repacked by tl_repack_new (Q4_0, Q4_1, Q8_0): decode, any count */
+    TL_PATH_PACKED = 3,    /* w repacked by tl_repack_new (Q4_0/Q4_1/Q8_0/Q4_K): decode */
 };
 int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                    const float *x, int64_t n_tok, float *y, int path);

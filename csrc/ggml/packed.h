@@ -37,6 +37,19 @@ typedef struct {
     tl_half d[TL_RP_ROWS];
 } tl_rp_q8;
 
+/* Q4_K, one super-block of 256 per block: q[g][r] = bytes 4g..4g+3 of row r's qs (group g lies
+   in 64-element part g / 8: low nibbles in sub-block 2 (g / 8), high ones in the next); the six-bit
+   scales and mins unpacked to bytes, per sub-block s and row r; d and dmin per row. 148 bytes a
+   row against GGML's 144: the unpacked scales save the kernels a shuffle per sub-block. */
+typedef struct {
+    uint8_t q[32][TL_RP_ROWS][4];
+    uint8_t sc[8][TL_RP_ROWS];
+    uint8_t mn[8][TL_RP_ROWS];
+    tl_half d[TL_RP_ROWS];
+    tl_half dmin[TL_RP_ROWS];
+} tl_rp_q4k;
+
+static_assert(sizeof(tl_rp_q4k) == TL_RP_ROWS * 148, "a Q4_K block: GGML's 144 + 4 bytes a row");
 static_assert(sizeof(tl_rp_q4) == TL_RP_ROWS * 20, "a Q4_1 block keeps the GGML size");
 static_assert(sizeof(tl_rp_q40) == TL_RP_ROWS * 18, "a Q4_0 block keeps the GGML size");
 static_assert(sizeof(tl_rp_q8) == TL_RP_ROWS * 34, "a Q8 block keeps the GGML size");
@@ -50,7 +63,13 @@ void tl_rp_tile_q4_ref(int wtype, const tl_rp_q4 *p, int64_t nb, const tl_act_q8
                        int64_t as, int64_t nt, float *y, int64_t ldy, int64_t nr);
 void tl_rp_tile_q8_ref(const tl_rp_q8 *p, int64_t nb, const tl_act_q8 *act, int64_t as,
                        int64_t nt, float *y, int64_t ldy, int64_t nr);
+/* Q4_K against Q8_K activations: isum = sum_s sc_s * dot_s (exact), msum = sum_s mn_s * bsum_s;
+   acc = fma(float(isum), d * dx, acc), then acc = fma(-float(msum), dmin * dx, acc). */
+void tl_rp_tile_q4k_ref(const tl_rp_q4k *p, int64_t nb, const tl_block_q8_K *act, int64_t as,
+                        int64_t nt, float *y, int64_t ldy, int64_t nr);
 #if TL_HAVE_X86
+void tl_rp_tile_q4k_avx2(const tl_rp_q4k *p, int64_t nb, const tl_block_q8_K *act, int64_t as,
+                         int64_t nt, float *y, int64_t ldy, int64_t nr);
 void tl_rp_tile_q4_avx2(int wtype, const tl_rp_q4 *p, int64_t nb, const tl_act_q8 *act,
                         int64_t as, int64_t nt, float *y, int64_t ldy, int64_t nr);
 void tl_rp_tile_q8_avx2(const tl_rp_q8 *p, int64_t nb, const tl_act_q8 *act, int64_t as,
