@@ -127,7 +127,7 @@ TL_INLINE void q4k_tile(int NT, const tl_rp_q4k *p, int64_t nb, const tl_block_q
     for (int64_t b = 0; b < nb; b++) {
         const tl_rp_q4k *blk = p + b;
         for (int k = 0; k < 19; k++)
-            _mm_prefetch((const char *)blk + 4 * TL_RP_PF + 64 * k, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + TL_RP_PF + 64 * k, _MM_HINT_T0);
         const tl_block_q8_K *x[4];
         for (int t = 0; t < NT; t++) x[t] = act + t * as + b;
         __m256i isum[4], msum[4];
