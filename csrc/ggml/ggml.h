@@ -38,9 +38,22 @@ enum tl_matmul_path {
     TL_PATH_AUTO = 0,      /* row dots for a few tokens, tiled kernels for more */
     TL_PATH_ROW_DOTS = 1,  /* per-token dot products, one pass over the weights: decode */
     TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts */
+    TL_PATH_PACKED = 3,    /* w repacked by tl_repack_new (Q4_0/Q4_1/Q8_0/Q4_K): decode */
 };
 int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                    const float *x, int64_t n_tok, float *y, int path);
+
+/* Weights repacked once (at load) for TL_PATH_PACKED: 8 rows interleaved per block, about the
+   bytes of the GGML rows (the same for Q4_0/Q4_1/Q8_0, +3% for Q4_K), so decode reads each weight
+   once per step for all of its tokens and a token's bits do not depend on how many others share
+   the step. w of tl_matmul_path(..., TL_PATH_PACKED) must come from tl_repack_new with the same
+   wtype, n_out and n_in.
+   tl_repack_bytes: size of the repacked matrix, 0 if wtype cannot be repacked (or bad sizes).
+   tl_repack_new: a 64-byte aligned copy in the repacked layout, NULL if unsupported or out of
+   memory; free it with tl_repack_free. */
+int64_t tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in);
+void *tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in);
+void tl_repack_free(void *packed);
 /* @cdef-end */
 
 #endif

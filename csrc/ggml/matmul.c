@@ -8,11 +8,13 @@
    scratch; a second multiplies. With AVX2, each thread packs a group of 8-row tiles of its rows
    (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
    runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
-   run the row dots for every token, a chunk of rows at a time. */
+   run the row dots for every token, a chunk of rows at a time.
+   TL_PATH_PACKED hands over to packed.c: decode rows against weights repacked at load time. */
 #include <stdlib.h>
 
 #include "dot.h"
 #include "ggml.h"
+#include "packed.h"
 
 #define SCALAR_DECODE_MAX_TOK 3  /* scalar pools: row dots with per-thread quantization */
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
@@ -238,6 +240,7 @@ int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_
 
 int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                    const float *x, int64_t n_tok, float *y, int path) {
+    if (path == TL_PATH_PACKED) return tl_matmul_packed(pool, wtype, w, n_out, n_in, x, n_tok, y);
     const mm_type *ty = find_type(wtype);
     if (!ty) return TL_ERR_TYPE;
     if (path < TL_PATH_AUTO || path > TL_PATH_TILED) return TL_ERR_ARG;

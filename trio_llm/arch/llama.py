@@ -98,21 +98,25 @@ class Llama:
         load = WeightLoader(gguf)
         self._loader = load
         q_dim, kv_dim = p.n_head * p.head_dim, p.n_kv_head * p.head_dim
+
+        def mat(name: str, n_in: int, n_out: int) -> Weight:
+            return load.get(name, n_in, n_out).repacked()
+
         self.token_embd = load.get("token_embd.weight", p.dim, p.vocab_size)
         self.output_norm = load.floats("output_norm.weight", p.dim)
-        self.output = (load.get("output.weight", p.dim, p.vocab_size)
-                       if load.has("output.weight") else self.token_embd)
+        self.output = (mat("output.weight", p.dim, p.vocab_size)
+                       if load.has("output.weight") else self.token_embd.repacked())
         self.layers = [
             LlamaLayer(
                 attn_norm=load.floats(f"blk.{i}.attn_norm.weight", p.dim),
-                attn_q=load.get(f"blk.{i}.attn_q.weight", p.dim, q_dim),
-                attn_k=load.get(f"blk.{i}.attn_k.weight", p.dim, kv_dim),
-                attn_v=load.get(f"blk.{i}.attn_v.weight", p.dim, kv_dim),
-                attn_output=load.get(f"blk.{i}.attn_output.weight", q_dim, p.dim),
+                attn_q=mat(f"blk.{i}.attn_q.weight", p.dim, q_dim),
+                attn_k=mat(f"blk.{i}.attn_k.weight", p.dim, kv_dim),
+                attn_v=mat(f"blk.{i}.attn_v.weight", p.dim, kv_dim),
+                attn_output=mat(f"blk.{i}.attn_output.weight", q_dim, p.dim),
                 ffn_norm=load.floats(f"blk.{i}.ffn_norm.weight", p.dim),
-                ffn_gate=load.get(f"blk.{i}.ffn_gate.weight", p.dim, p.ffn_dim),
-                ffn_up=load.get(f"blk.{i}.ffn_up.weight", p.dim, p.ffn_dim),
-                ffn_down=load.get(f"blk.{i}.ffn_down.weight", p.ffn_dim, p.dim),
+                ffn_gate=mat(f"blk.{i}.ffn_gate.weight", p.dim, p.ffn_dim),
+                ffn_up=mat(f"blk.{i}.ffn_up.weight", p.dim, p.ffn_dim),
+                ffn_down=mat(f"blk.{i}.ffn_down.weight", p.ffn_dim, p.dim),
             )
             for i in range(p.n_layer)
         ]
@@ -141,6 +145,14 @@ class Llama:
     @property
     def kv_bytes(self) -> int:
         return self.cache.nbytes
+
+    @property
+    def packed_bytes(self) -> int:
+        """Memory held by the repacked decode copies of the weights (beyond the mmap)."""
+        mats = [self.output] + [getattr(layer, name) for layer in self.layers
+                                for name in ("attn_q", "attn_k", "attn_v", "attn_output",
+                                             "ffn_gate", "ffn_up", "ffn_down")]
+        return sum(w.packed_bytes for w in mats)
 
     def _check(self, batch: Batch) -> None:
         """Refuse a batch that would index outside the cache or the vocabulary."""
@@ -223,13 +235,22 @@ class Llama:
                 trace("layer_out", i, self.bufs["x"][:n])
         check(st, "llama forward")
 
+    def _decode_rows(self, w: Weight, x: Any, n: int, y: Any) -> int:
+        """y = x @ w.T for decode rows (and logits rows): the repacked weights when the format
+        has them, else the row dots. Either way each row is computed alone, the same way
+        whatever the batch, so a sequence's bits never depend on its neighbours."""
+        if w.packed is not None:
+            return lib.tl_matmul_path(self.pool.handle, w.kind, w.packed, w.n_out, w.n_in, x, n,
+                                      y, lib.TL_PATH_PACKED)
+        return lib.tl_matmul_path(self.pool.handle, w.kind, w.data, w.n_out, w.n_in, x, n, y,
+                                  lib.TL_PATH_ROW_DOTS)
+
     def _matmul(self, w: Weight, src: str, n: int, dst: str) -> int:
-        """dst = src @ w.T over the chunk: decode rows by row dots, prompt rows tiled."""
+        """dst = src @ w.T over the chunk: decode rows by _decode_rows, prompt rows tiled."""
         pool, x, y, dec = self.pool.handle, self.ptrs[src], self.ptrs[dst], self._n_decode
         st = 0
         if dec:
-            st = lib.tl_matmul_path(pool, w.kind, w.data, w.n_out, w.n_in, x, dec, y,
-                                    lib.TL_PATH_ROW_DOTS)
+            st = self._decode_rows(w, x, dec, y)
         if n > dec:
             st |= lib.tl_matmul_path(pool, w.kind, w.data, w.n_out, w.n_in, x + dec * w.n_in,
                                      n - dec, y + dec * w.n_out, lib.TL_PATH_TILED)
@@ -243,9 +264,7 @@ class Llama:
         out = np.empty((m, p.vocab_size), np.float32)
         hp = ptr(hidden, "float *")
         st = lib.tl_rmsnorm(self.pool.handle, hp, self.output_norm, hp, m, p.dim, p.norm_eps)
-        st |= lib.tl_matmul_path(self.pool.handle, self.output.kind, self.output.data,
-                                 p.vocab_size, p.dim, hp, m, ptr(out, "float *"),
-                                 lib.TL_PATH_ROW_DOTS)  # a few rows, each the same way always
+        st |= self._decode_rows(self.output, hp, m, ptr(out, "float *"))  # each row alone
         if st:
             raise KernelError(f"llama output: status {st}")
         return out

@@ -1,11 +1,12 @@
-"""Weight tensors as C pointers into the mmapped GGUF file (never copied)."""
+"""Weight tensors as C pointers into the mmapped GGUF file, plus, for the decode path, a copy
+repacked once at load time into the layout of TL_PATH_PACKED (where the format has one)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from trio_llm._kernels import ffi
+from trio_llm._kernels import ffi, lib
 from trio_llm.engine.gguf_file import GGUFFile
 
 
@@ -22,6 +23,18 @@ class Weight:
     n_out: int
     n_in: int
     data: Any  # cffi pointer into the mmap
+    packed: Any = None  # the matrix repacked for TL_PATH_PACKED (freed with it), or None
+    packed_bytes: int = 0
+
+    def repacked(self) -> Weight:
+        """This weight with a repacked copy for decode, or itself if its format has none."""
+        size = lib.tl_repack_bytes(self.kind, self.n_out, self.n_in)
+        if size <= 0:
+            return self
+        raw = lib.tl_repack_new(self.kind, self.data, self.n_out, self.n_in)
+        if raw == ffi.NULL:
+            raise MemoryError(f"cannot repack tensor {self.name!r} ({size} bytes)")
+        return replace(self, packed=ffi.gc(raw, lib.tl_repack_free, size=size), packed_bytes=size)
 
 
 class WeightLoader:

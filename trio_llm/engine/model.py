@@ -40,7 +40,8 @@ class Model:
         """Bytes of weights one decode step reads (every tensor except the embedding lookup)."""
         total = sum(t.nbytes for t in self.gguf.tensors.values())
         embd = self.gguf.tensors["token_embd.weight"].nbytes
-        return total if self.net.output is self.net.token_embd else total - embd
+        tied = self.net.output.name == self.net.token_embd.name  # read for the logits too
+        return total if tied else total - embd
 
     def close(self) -> None:
         self.pool.close()

@@ -1,0 +1,145 @@
+"""TL_PATH_PACKED: decode rows against weights repacked at load time (csrc/ggml/packed.c)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
+
+from tests.test_matmul import make_weights, oracle, quantized_activations, rel_err
+from trio_llm._kernels import ffi, lib
+
+Q = GGMLQuantizationType
+PACKABLE = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K]
+TL_OK, TL_ERR_TYPE, TL_ERR_SIZE = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def pools() -> Iterator[dict[str, Any]]:
+    made = {"simd2": lib.tl_pool_new(2, 0), "simd3": lib.tl_pool_new(3, 0),
+            "simd1": lib.tl_pool_new(1, 0), "scalar2": lib.tl_pool_new(2, 1)}
+    yield made
+    for p in made.values():
+        lib.tl_pool_free(p)
+
+
+def repack(qtype: Q, w: np.ndarray, n_out: int, n_in: int) -> Any:
+    raw = lib.tl_repack_new(int(qtype), ffi.from_buffer(w), n_out, n_in)
+    assert raw != ffi.NULL
+    return ffi.gc(raw, lib.tl_repack_free)
+
+
+def packed_matmul(pool: Any, qtype: Q, packed: Any, n_out: int, n_in: int,
+                  x: np.ndarray) -> np.ndarray:
+    y = np.full((x.shape[0], n_out), np.nan, dtype=np.float32)
+    status = lib.tl_matmul_path(pool, int(qtype), packed, n_out, n_in,
+                                ffi.cast("float *", ffi.from_buffer(x)), x.shape[0],
+                                ffi.cast("float *", ffi.from_buffer(y, require_writable=True)),
+                                lib.TL_PATH_PACKED)
+    assert status == TL_OK
+    return y
+
+
+def block_of(qtype: Q) -> int:
+    return GGML_QUANT_SIZES[qtype][0]
+
+
+def row_length(qtype: Q, n_32_blocks: int) -> int:
+    """About n_32_blocks * 32 elements, whole blocks of the type."""
+    return max(1, n_32_blocks * 32 // block_of(qtype)) * block_of(qtype)
+
+
+@pytest.mark.parametrize("qtype", PACKABLE, ids=lambda q: q.name)
+def test_repacked_matrix_is_the_ggml_size_rounded_up_to_8_rows(qtype: Q) -> None:
+    """Q4_K keeps its scales unpacked to bytes: 4 bytes a row more per super-block."""
+    block, size = GGML_QUANT_SIZES[qtype]
+    size += 4 if qtype == Q.Q4_K else 0
+    assert lib.tl_repack_bytes(int(qtype), 37, 4 * block) == 40 * 4 * size
+    assert lib.tl_repack_bytes(int(qtype), 48, 2 * block) == 48 * 2 * size
+
+
+@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q5_K, Q.Q6_K, Q.F16], ids=lambda q: q.name)
+def test_formats_without_a_repacked_layout_are_refused(
+        pools: dict[str, Any], qtype: Q) -> None:
+    n_in = 256
+    w = make_weights(qtype, 8, n_in, np.random.default_rng(0))
+    assert lib.tl_repack_bytes(int(qtype), 8, n_in) == 0
+    assert lib.tl_repack_new(int(qtype), ffi.from_buffer(w), 8, n_in) == ffi.NULL
+    x = np.zeros((1, n_in), np.float32)
+    y = np.zeros((1, 8), np.float32)
+    status = lib.tl_matmul_path(pools["simd2"], int(qtype), ffi.from_buffer(w), 8, n_in,
+                                ffi.cast("float *", ffi.from_buffer(x)), 1,
+                                ffi.cast("float *", ffi.from_buffer(y, require_writable=True)),
+                                lib.TL_PATH_PACKED)
+    assert status == TL_ERR_TYPE
+
+
+def test_row_length_not_whole_blocks_is_a_size_error(pools: dict[str, Any]) -> None:
+    assert lib.tl_repack_bytes(int(Q.Q4_1), 8, 48) == 0
+    x = np.zeros((1, 48), np.float32)
+    y = np.zeros((1, 8), np.float32)
+    w = np.zeros(512, np.uint8)
+    status = lib.tl_matmul_path(pools["simd2"], int(Q.Q4_1), ffi.from_buffer(w), 8, 48,
+                                ffi.cast("float *", ffi.from_buffer(x)), 1,
+                                ffi.cast("float *", ffi.from_buffer(y, require_writable=True)),
+                                lib.TL_PATH_PACKED)
+    assert status == TL_ERR_SIZE
+
+
+@pytest.mark.parametrize("qtype", PACKABLE, ids=lambda q: q.name)
+@pytest.mark.parametrize("n_tok", [1, 2, 3, 4, 5, 9])
+def test_packed_path_equals_the_product_with_quantized_activations(
+        pools: dict[str, Any], qtype: Q, n_tok: int) -> None:
+    """Exact integer sums: with x replaced by its int8 quantization, float rounding only; and
+    within the int8 noise of the float64 product of the true x."""
+    rng = np.random.default_rng(100 * int(qtype) + n_tok)
+    n_in, n_out = row_length(qtype, 13), 37  # a partial last tile of 5 rows
+    w = make_weights(qtype, n_out, n_in, rng)
+    x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
+    spiky = x.copy()
+    spiky[:, ::37] *= 40.0  # outliers, as in real residual streams
+    w64 = dequantize(w, qtype).astype(np.float64)
+    ref_q = quantized_activations(spiky, block_of(qtype)) @ w64.T
+    packed = repack(qtype, w, n_out, n_in)
+    for name in ("simd2", "scalar2"):
+        assert rel_err(packed_matmul(pools[name], qtype, packed, n_out, n_in, spiky), ref_q) < 1e-5
+        assert rel_err(packed_matmul(pools[name], qtype, packed, n_out, n_in, x),
+                       oracle(qtype, w, x)) < 1e-2
+
+
+@pytest.mark.parametrize("qtype", PACKABLE, ids=lambda q: q.name)
+def test_simd_and_scalar_twins_give_identical_bits(pools: dict[str, Any], qtype: Q) -> None:
+    rng = np.random.default_rng(int(qtype))
+    for n_out, n_blocks, n_tok in ((37, 13, 1), (64, 2, 4), (133, 18, 6), (3, 1, 2)):
+        n_in = row_length(qtype, n_blocks)
+        w = make_weights(qtype, n_out, n_in, rng)
+        x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
+        packed = repack(qtype, w, n_out, n_in)
+        want = packed_matmul(pools["scalar2"], qtype, packed, n_out, n_in, x)
+        for name in ("simd1", "simd2", "simd3"):
+            np.testing.assert_array_equal(packed_matmul(pools[name], qtype, packed, n_out, n_in,
+                                                        x), want)
+
+
+@pytest.mark.parametrize("qtype", PACKABLE, ids=lambda q: q.name)
+@pytest.mark.parametrize("pool_name", ["simd2", "scalar2"])
+def test_a_token_gets_the_same_bits_in_any_batch_and_position(
+        pools: dict[str, Any], qtype: Q, pool_name: str) -> None:
+    """Continuous batching: a decode row's result must not depend on its neighbours."""
+    rng = np.random.default_rng(11)
+    n_out, n_in = 75, 256
+    w = make_weights(qtype, n_out, n_in, rng)
+    packed = repack(qtype, w, n_out, n_in)
+    others = rng.standard_normal((8, n_in), dtype=np.float32)
+    mine = rng.standard_normal((1, n_in), dtype=np.float32)
+    pool = pools[pool_name]
+    alone = packed_matmul(pool, qtype, packed, n_out, n_in, mine)[0]
+    for size in range(2, 10):
+        for at in {0, size // 2, size - 1}:
+            x = np.insert(others[: size - 1], at, mine[0], axis=0)
+            y = packed_matmul(pool, qtype, packed, n_out, n_in, x)
+            np.testing.assert_array_equal(y[at], alone)
