@@ -127,7 +127,7 @@ class EngineRunner:
 
     @property
     def memory(self) -> int:
-        return self.model.weight_bytes + self.model.net.kv_bytes
+        return self.model.weight_bytes + self.model.net.packed_bytes + self.model.net.kv_bytes
 
     async def run(self) -> None:
         """Plan, forward + sample in a worker thread, deliver tokens; until cancelled."""
