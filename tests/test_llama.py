@@ -37,11 +37,9 @@ def test_last_logits_of_20_tokens_match_float64_reference(
     model = Model.load(smollm2_path, n_ctx=64, n_threads=2, scalar=scalar)
     want = reference.forward(PROMPT_20)[-1]
     got = model.net.forward(Batch.sequence(PROMPT_20))[0]
-    # Issue 2 asked for 1e-2; int8 activations (per 32-element block, as the issue specifies)
-    # cannot reach it on this model: a float64 simulation of exactly that rounding, with no
-    # kernel in the loop, lands at 2.4%, ours at 5.2% (the same per-layer errors, amplified
-    # differently). Reaching 1e-2 needs ~11-bit activations (simulated: 0.3% at 12 bits).
-    assert relative_error(got, want) < 0.08
+    # Issue 2: within 1e-2. Plain int8 activations land at ~5% on this model; prompt rows and
+    # their logits take TL_PATH_PRECISE (~15-bit activations), which lands near 0.1%.
+    assert relative_error(got, want) < 1e-2
     assert int(np.argmax(got)) == int(np.argmax(want))
 
 

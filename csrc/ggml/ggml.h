@@ -38,6 +38,10 @@ enum tl_matmul_path {
     TL_PATH_AUTO = 0,      /* row dots for a few tokens, tiled kernels for more */
     TL_PATH_ROW_DOTS = 1,  /* per-token dot products, one pass over the weights: decode */
     TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts */
+    /* Flag, OR'ed into any of the above: quantized weights see ~15-bit activations instead of
+       int8 (x ~ hi + lo, each int8 per block; two products through the same kernels, added),
+       at up to twice the arithmetic. No effect on float weights. */
+    TL_PATH_PRECISE = 16,
 };
 int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                    const float *x, int64_t n_tok, float *y, int path);

@@ -67,7 +67,10 @@ typedef struct {
     int64_t n_out, n_in, n_tok;
     const float *x;
     float *y;
-    size_t act_bytes;      /* one token's activations in the type's encoding */
+    size_t act_bytes;      /* one token's activations in the type's encoding (one part) */
+    int parts;             /* 1, or 2 for TL_PATH_PRECISE: hi then lo, act_bytes apart */
+    size_t tok_bytes;      /* parts * act_bytes: a token's activations */
+    float *ylo;            /* parts == 2: the lo parts' products, [n_tok][n_out], then added */
     uint8_t *act;          /* prompt: all tokens' activations */
     uint8_t *per_thread;   /* thread i's area: per_thread + i * per_thread_bytes */
     size_t per_thread_bytes;
@@ -83,11 +86,26 @@ static void split_rows(int64_t n, int64_t unit, int ith, int nth, int64_t *s, in
     *e = b * unit < n ? b * unit : n;
 }
 
-/* Quantize tokens [t0, t1) of x into dst (act_bytes apart). */
+/* Quantize tokens [t0, t1) of x into dst (tok_bytes apart). */
 static void quantize_tokens(const mm_job *j, int64_t t0, int64_t t1, uint8_t *dst) {
     for (int64_t t = t0; t < t1; t++) {
         const float *xt = j->x + t * j->n_in;
-        void *out = dst + (size_t)(t - t0) * j->act_bytes;
+        void *out = dst + (size_t)(t - t0) * j->tok_bytes;
+        if (j->parts == 2) {
+            void *lo = (uint8_t *)out + j->act_bytes;
+            if (j->ty->act == TL_ACT_Q8) {
+#if TL_HAVE_X86
+                if (j->simd) { tl_act_quant_q8x2_avx2(xt, out, lo, j->n_in); continue; }
+#endif
+                tl_act_quant_q8x2_ref(xt, out, lo, j->n_in);
+            } else {
+#if TL_HAVE_X86
+                if (j->simd) { tl_act_quant_q8kx2_avx2(xt, out, lo, j->n_in); continue; }
+#endif
+                tl_act_quant_q8kx2_ref(xt, out, lo, j->n_in);
+            }
+            continue;
+        }
         if (j->ty->act == TL_ACT_Q8) {
 #if TL_HAVE_X86
             if (j->simd) { tl_act_quant_q8_avx2(xt, out, j->n_in); continue; }
@@ -104,18 +122,33 @@ static void quantize_tokens(const mm_job *j, int64_t t0, int64_t t1, uint8_t *ds
 
 static tl_rowdot_fn dot_of(const mm_job *j) { return j->simd ? j->ty->avx2 : j->ty->ref; }
 
+/* y[t][r0, r1) += ylo[t][r0, r1) for tokens [t0, t1): the lo parts of TL_PATH_PRECISE. */
+static void add_lo(const mm_job *j, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+        float *y = j->y + t * j->n_out;
+        const float *lo = j->ylo + t * j->n_out;
+        for (int64_t r = r0; r < r1; r++) y[r] += lo[r];
+    }
+}
+
 /* Rows [r0, r1) for all tokens with the row dots, a chunk of rows at a time so that the chunk
-   stays in L1 while the tokens go by. act: token t's activations at act + t * stride. */
+   stays in L1 while the tokens (and their parts) go by. act: token t's activations at
+   act + t * stride, its lo part (parts == 2) act_bytes further. */
 static void dot_rows(const mm_job *j, int64_t r0, int64_t r1, const uint8_t *act, size_t stride) {
     tl_rowdot_fn dot = dot_of(j);
-    int64_t chunk = j->n_tok == 1 ? r1 - r0 : (int64_t)(DOT_CHUNK_BYTES / j->row_bytes);
+    int64_t chunk = j->n_tok * j->parts == 1 ? r1 - r0 : (int64_t)(DOT_CHUNK_BYTES / j->row_bytes);
     if (chunk < 1) chunk = 1;
     for (int64_t r = r0; r < r1; r += chunk) {
         int64_t nr = r1 - r < chunk ? r1 - r : chunk;
-        for (int64_t t = 0; t < j->n_tok; t++)
+        for (int64_t t = 0; t < j->n_tok; t++) {
             dot(j->w + r * j->row_bytes, j->row_bytes, nr, act + t * stride, j->n_in,
                 j->y + t * j->n_out + r);
+            if (j->parts == 2)
+                dot(j->w + r * j->row_bytes, j->row_bytes, nr, act + t * stride + j->act_bytes,
+                    j->n_in, j->ylo + t * j->n_out + r);
+        }
     }
+    if (j->parts == 2) add_lo(j, r0, r1, 0, j->n_tok);
 }
 
 static void decode_task(void *arg, int ith, int nth) {
@@ -129,14 +162,14 @@ static void decode_task(void *arg, int ith, int nth) {
     }
     uint8_t *mine = j->per_thread + (size_t)ith * j->per_thread_bytes;
     quantize_tokens(j, 0, j->n_tok, mine);
-    dot_rows(j, r0, r1, mine, j->act_bytes);
+    dot_rows(j, r0, r1, mine, j->tok_bytes);
 }
 
 static void quantize_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     long t0, t1;
     tl_split((long)j->n_tok, ith, nth, &t0, &t1);
-    quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->act_bytes);
+    quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->tok_bytes);
 }
 
 /* Split the (rows x tokens) product: by rows when there are enough row units for every thread,
@@ -180,7 +213,8 @@ static void packed_task(void *arg, int ith, int nth) {
     int64_t group = pack_group_tiles(ty, j->n_in) * TL_PK_ROWS;
     uint8_t *pk = j->per_thread + (size_t)ith * j->per_thread_bytes;
     size_t tile_bytes = packed_tile_bytes(ty, j->n_in);
-    const uint8_t *act = j->act + (size_t)t0 * j->act_bytes;
+    const uint8_t *act = j->act + (size_t)t0 * j->tok_bytes;
+    int64_t act_stride = nb * j->parts;  /* in blocks (tl_act_q8 or tl_block_q8_K) */
     for (int64_t r = r0; r < r1; r += group) {
         int64_t nr = r1 - r < group ? r1 - r : group;
         int64_t ntiles = (nr + TL_PK_ROWS - 1) / TL_PK_ROWS;
@@ -195,13 +229,18 @@ static void packed_task(void *arg, int ith, int nth) {
                 tl_pack_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
                                   (tl_pack_blk *)(pk + i * tile_bytes));
         }
-        float *y = j->y + t0 * j->n_out + r;
-        if (ty->pack_kind == PACK_K)
-            tl_gemm_packed_k_avx2(ty->wtype, (const tl_pack_kblk *)pk, ntiles, nb,
-                                  (const tl_block_q8_K *)act, nb, t1 - t0, y, j->n_out, nr);
-        else
-            tl_gemm_packed_avx2(ty->pack_kind, (const tl_pack_blk *)pk, ntiles, nb,
-                                (const tl_act_q8 *)act, nb, t1 - t0, y, j->n_out, nr);
+        for (int p = 0; p < j->parts; p++) {  /* the lo part reuses the packed group */
+            float *y = (p ? j->ylo : j->y) + t0 * j->n_out + r;
+            const uint8_t *a = act + (size_t)p * j->act_bytes;
+            if (ty->pack_kind == PACK_K)
+                tl_gemm_packed_k_avx2(ty->wtype, (const tl_pack_kblk *)pk, ntiles, nb,
+                                      (const tl_block_q8_K *)a, act_stride, t1 - t0, y, j->n_out,
+                                      nr);
+            else
+                tl_gemm_packed_avx2(ty->pack_kind, (const tl_pack_blk *)pk, ntiles, nb,
+                                    (const tl_act_q8 *)a, act_stride, t1 - t0, y, j->n_out, nr);
+        }
+        if (j->parts == 2) add_lo(j, r, r + nr, t0, t1);
     }
 }
 
@@ -228,7 +267,7 @@ static void generic_task(void *arg, int ith, int nth) {
     if (j->ty->act == TL_ACT_F32)
         dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float));
     else
-        dot_rows(j, r0, r1, j->act, j->act_bytes);
+        dot_rows(j, r0, r1, j->act, j->tok_bytes);
 }
 
 int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
@@ -240,6 +279,8 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
                    const float *x, int64_t n_tok, float *y, int path) {
     const mm_type *ty = find_type(wtype);
     if (!ty) return TL_ERR_TYPE;
+    int precise = (path & TL_PATH_PRECISE) != 0;
+    path &= ~TL_PATH_PRECISE;
     if (path < TL_PATH_AUTO || path > TL_PATH_TILED) return TL_ERR_ARG;
     if (!pool || n_out < 0 || n_in < 0 || n_tok < 0) return TL_ERR_ARG;
     if (n_in % ty->block != 0) return TL_ERR_SIZE;
@@ -264,14 +305,19 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
     j.act_bytes = ty->act == TL_ACT_Q8    ? (size_t)(n_in / TL_QK) * sizeof(tl_act_q8)
                   : ty->act == TL_ACT_Q8K ? (size_t)(n_in / TL_QK_K) * sizeof(tl_block_q8_K)
                                           : 0;
+    j.parts = precise && ty->act != TL_ACT_F32 ? 2 : 1;
+    j.tok_bytes = (size_t)j.parts * j.act_bytes;
+    size_t ylo_bytes = j.parts == 2 ? round64((size_t)(n_tok * n_out) * sizeof(float)) : 0;
     int nth = tl_pool_threads(pool);
 
     int64_t row_dot_max = j.simd ? ty->decode_max : SCALAR_DECODE_MAX_TOK;
     if (path == TL_PATH_ROW_DOTS || (path == TL_PATH_AUTO && n_tok <= row_dot_max)) {
-        j.per_thread_bytes = round64((size_t)n_tok * j.act_bytes);
+        j.per_thread_bytes = round64((size_t)n_tok * j.tok_bytes);
         if (j.per_thread_bytes) {
-            j.per_thread = tl_pool_scratch(pool, j.per_thread_bytes * (size_t)nth);
-            if (!j.per_thread) return TL_ERR_MEMORY;
+            uint8_t *scratch = tl_pool_scratch(pool, ylo_bytes + j.per_thread_bytes * (size_t)nth);
+            if (!scratch) return TL_ERR_MEMORY;
+            j.ylo = (float *)scratch;
+            j.per_thread = scratch + ylo_bytes;
         }
         tl_pool_run(pool, decode_task, &j);
         return TL_OK;
@@ -286,13 +332,14 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
         compute = float_task;
     }
 #endif
-    size_t act_total = round64((size_t)n_tok * j.act_bytes);
-    size_t total = act_total + j.per_thread_bytes * (size_t)nth;
+    size_t act_total = round64((size_t)n_tok * j.tok_bytes);
+    size_t total = act_total + ylo_bytes + j.per_thread_bytes * (size_t)nth;
     if (total) {
         uint8_t *scratch = tl_pool_scratch(pool, total);
         if (!scratch) return TL_ERR_MEMORY;
         j.act = scratch;
-        j.per_thread = scratch + act_total;
+        j.ylo = (float *)(scratch + act_total);
+        j.per_thread = scratch + act_total + ylo_bytes;
     }
     if (ty->act != TL_ACT_F32) tl_pool_run(pool, quantize_task, &j);
     tl_pool_run(pool, compute, &j);
