@@ -8,7 +8,11 @@
    scratch; a second multiplies. With AVX2, each thread packs a group of 8-row tiles of its rows
    (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
    runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
-   run the row dots for every token, a chunk of rows at a time. */
+   run the row dots for every token, a chunk of rows at a time.
+   TL_PATH_PRECISE (a flag on either path): each token's activations are quantized in two parts,
+   hi and the residual lo (act_quant.c), stored side by side; every kernel above runs once per
+   part (the lo part reusing the packed tiles), the lo products go to scratch and are added to
+   y by the same thread, so a token's bits still depend only on its path and flag. */
 #include <stdlib.h>
 
 #include "dot.h"
