@@ -79,6 +79,20 @@ def test_a_batch_of_two_prompts_equals_each_alone(model: Model) -> None:
     np.testing.assert_allclose(both[len(a):], alone_b, rtol=0, atol=1e-3)
 
 
+def test_a_decode_step_batched_with_a_prompt_keeps_both_results_bit_for_bit(
+        model: Model) -> None:
+    """Decode rows (int8) and prompt rows (precise) take their own paths, logits included."""
+    tok = model.tokenizer
+    a, b = tok.encode("The capital of France is"), tok.encode("def fibonacci(n):")
+    model.net.forward(Batch.sequence(a, slot=0))
+    step_alone = model.net.forward(Batch.decode(a[-1], len(a), slot=0))
+    prompt_alone = model.net.forward(Batch.sequence(b, slot=1, all_logits=True))
+    both = model.net.forward(Batch.join([Batch.decode(a[-1], len(a), slot=0),
+                                         Batch.sequence(b, slot=1, all_logits=True)]))
+    assert np.array_equal(both[:1], step_alone)
+    assert np.array_equal(both[1:], prompt_alone)
+
+
 def test_batches_larger_than_max_batch_are_split(smollm2_path: Path) -> None:
     small = Model.load(smollm2_path, n_ctx=64, n_threads=2, max_batch=7)
     big = Model.load(smollm2_path, n_ctx=64, n_threads=2)

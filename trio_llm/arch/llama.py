@@ -22,6 +22,16 @@ from trio_llm.engine.kv_cache import KVCache
 
 Trace = Callable[[str, int, np.ndarray], None]
 
+# Matmul path by a token's role (tl_matmul_path): a token always takes its role's path, so its
+# bits never depend on what shares the batch. Decode rows: row dots with int8 activations, for
+# speed. Prompt rows (and their logits): TL_PATH_PRECISE, ~15-bit activations at about twice the
+# arithmetic, so that a prompt's logits stay within 1e-2 of a float64 forward pass (issue 2;
+# int8 activations alone drift to ~5% on SmolLM2 over its 30 layers).
+DECODE_PATH = lib.TL_PATH_ROW_DOTS
+PROMPT_PATH = lib.TL_PATH_TILED | lib.TL_PATH_PRECISE
+DECODE_LOGITS_PATH = lib.TL_PATH_ROW_DOTS
+PROMPT_LOGITS_PATH = lib.TL_PATH_ROW_DOTS | lib.TL_PATH_PRECISE  # a few rows, each alike
+
 
 @dataclass(frozen=True)
 class LlamaParams:
@@ -224,32 +234,29 @@ class Llama:
         check(st, "llama forward")
 
     def _matmul(self, w: Weight, src: str, n: int, dst: str) -> int:
-        """dst = src @ w.T over the chunk: decode rows by row dots with int8 activations (speed),
-        prompt rows tiled with ~15-bit activations (TL_PATH_PRECISE: the prompt's logits stay
-        within 1e-2 of a float64 forward pass; int8 alone drifts to ~5% over 30 layers)."""
+        """dst = src @ w.T over the chunk: decode rows by DECODE_PATH, prompt rows by
+        PROMPT_PATH."""
         pool, x, y, dec = self.pool.handle, self.ptrs[src], self.ptrs[dst], self._n_decode
         st = 0
         if dec:
             st = lib.tl_matmul_path(pool, w.kind, w.data, w.n_out, w.n_in, x, dec, y,
-                                    lib.TL_PATH_ROW_DOTS)
+                                    DECODE_PATH)
         if n > dec:
             st |= lib.tl_matmul_path(pool, w.kind, w.data, w.n_out, w.n_in, x + dec * w.n_in,
-                                     n - dec, y + dec * w.n_out,
-                                     lib.TL_PATH_TILED | lib.TL_PATH_PRECISE)
+                                     n - dec, y + dec * w.n_out, PROMPT_PATH)
         return st
 
     def _logits(self, hidden: np.ndarray, decode: np.ndarray) -> np.ndarray:
-        """output_norm then the output matrix, for the few rows whose logits are wanted. Row
-        dots (each row the same way always); decode rows (mask `decode`) with int8
-        activations, prompt rows precise, like the rest of their forward pass."""
+        """output_norm then the output matrix, for the few rows whose logits are wanted: rows
+        marked in `decode` by DECODE_LOGITS_PATH, the others by PROMPT_LOGITS_PATH."""
         p = self.params
         hidden = np.ascontiguousarray(hidden, np.float32)
         m = hidden.shape[0]
         out = np.empty((m, p.vocab_size), np.float32)
         hp = ptr(hidden, "float *")
         st = lib.tl_rmsnorm(self.pool.handle, hp, self.output_norm, hp, m, p.dim, p.norm_eps)
-        for rows, path in ((np.nonzero(decode)[0], lib.TL_PATH_ROW_DOTS),
-                           (np.nonzero(~decode)[0], lib.TL_PATH_ROW_DOTS | lib.TL_PATH_PRECISE)):
+        for rows, path in ((np.nonzero(decode)[0], DECODE_LOGITS_PATH),
+                           (np.nonzero(~decode)[0], PROMPT_LOGITS_PATH)):
             if not rows.size:
                 continue
             part = hidden if rows.size == m else np.ascontiguousarray(hidden[rows])
