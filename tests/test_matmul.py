@@ -15,7 +15,7 @@ from trio_llm._kernels import ffi, lib
 Q = GGMLQuantizationType
 
 # tl_status codes (csrc/tl_common.h; the enum is not part of the cffi declarations).
-TL_OK, TL_ERR_TYPE, TL_ERR_SIZE = 0, 1, 2
+TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4
 
 # Byte offsets of the f16 scale fields (d, m / dmin) inside one block of each format.
 SCALE_OFFSETS: dict[Q, tuple[int, ...]] = {
@@ -262,3 +262,134 @@ def test_real_smollm2_weights_match_float64_product(
     assert rel_err(y_simd, ref) < TOL_INT8
     assert rel_err(y_scalar, ref) < TOL_INT8
     assert rel_err(y_simd, y_scalar.astype(np.float64)) < TOL_SIMD_VS_SCALAR["int8"]
+
+
+# TL_PATH_PRECISE: activations as hi + lo, two int8 encodings (lo: the residual x - hi).
+PATHS = {"auto": 0, "row_dots": 1, "tiled": 2}
+TOL_PRECISE = 2e-4  # ~15-bit activations: about 1/250 of the int8 paths' error
+
+
+def matmul_path(pool: object, qtype: Q, wbytes: np.ndarray, n_out: int, n_in: int,
+                x: np.ndarray, path: int) -> np.ndarray:
+    """Run tl_matmul_path and return y; asserts it succeeded."""
+    n_tok = x.shape[0]
+    y = np.full((n_tok, n_out), np.nan, dtype=np.float32)
+    status = lib.tl_matmul_path(pool, int(qtype), ffi.from_buffer(wbytes), n_out, n_in,
+                                ffi.cast("float *", ffi.from_buffer(x)), n_tok,
+                                ffi.cast("float *", ffi.from_buffer(y, require_writable=True)),
+                                path)
+    assert status == TL_OK
+    return y
+
+
+def two_part_activations(x: np.ndarray, block: int) -> np.ndarray:
+    """x as the precise paths see it: hi = the int8 encoding, plus lo = that of x - hi, where
+    x - hi is computed in float32 with the product d * q rounded first (as the C code does)."""
+    xb = x.astype(np.float32).reshape(x.shape[0], -1, block)
+
+    def encode(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        amax = np.abs(v).max(axis=-1, keepdims=True)
+        d = (amax / np.float32(127.0)).astype(np.float32)
+        with np.errstate(divide="ignore"):
+            inv = np.where(amax > 0, np.float32(127.0) / amax, np.float32(0.0)).astype(np.float32)
+        return d, np.clip(np.rint(v * inv), -127, 127).astype(np.float32)
+
+    d1, q1 = encode(xb)
+    d2, q2 = encode((xb - d1 * q1).astype(np.float32))
+    both = d1.astype(np.float64) * q1 + d2.astype(np.float64) * q2
+    return both.reshape(x.shape)
+
+
+@pytest.mark.parametrize("qtype", QUANT_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("path", ["row_dots", "tiled"])
+def test_precise_path_is_far_closer_to_float64_than_int8(
+    pools: dict[str, object], qtype: Q, path: str
+) -> None:
+    """Outliers included (as in real residual streams); SIMD and scalar pools alike."""
+    rng = np.random.default_rng(3000 + int(qtype))
+    n_in, n_out = n_in_for(qtype), 133
+    w = make_weights(qtype, n_out, n_in, rng)
+    x = rng.standard_normal((17, n_in), dtype=np.float32)
+    x[:, ::37] *= 40.0
+    ref = oracle(qtype, w, x)
+    plain = rel_err(matmul_path(pools["simd2"], qtype, w, n_out, n_in, x, PATHS[path]), ref)
+    for name in ("simd2", "scalar2"):
+        y = matmul_path(pools[name], qtype, w, n_out, n_in, x, PATHS[path] | lib.TL_PATH_PRECISE)
+        err = rel_err(y, ref)
+        assert err < TOL_PRECISE
+        assert err < plain / 50
+
+
+@pytest.mark.parametrize("qtype", QUANT_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("n_tok", [1, 3, 17])
+def test_precise_paths_equal_the_product_with_two_part_activations(
+    pools: dict[str, object], qtype: Q, n_tok: int
+) -> None:
+    """Exact up to float rounding: the lo part's scales and block sums are right too."""
+    rng = np.random.default_rng(4000 * int(qtype) + n_tok)
+    n_in, n_out = n_in_for(qtype), 45
+    w = make_weights(qtype, n_out, n_in, rng)
+    x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
+    x[:, ::29] *= 30.0
+    xq = two_part_activations(x, 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 32)
+    ref = xq @ dequantize(w, qtype).astype(np.float64).T
+    for name in ("simd2", "scalar2", "simd3", "scalar3"):
+        for path in PATHS.values():
+            y = matmul_path(pools[name], qtype, w, n_out, n_in, x, path | lib.TL_PATH_PRECISE)
+            assert rel_err(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("qtype", QUANT_TYPES, ids=lambda q: q.name)
+def test_precise_simd_paths_match_their_scalar_twins(pools: dict[str, object], qtype: Q) -> None:
+    rng = np.random.default_rng(5000 + int(qtype))
+    n_in = n_in_for(qtype)
+    for n_out, n_tok in ((37, 1), (450, 5), (133, 40)):
+        w = make_weights(qtype, n_out, n_in, rng)
+        x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
+        for path in PATHS.values():
+            p = path | lib.TL_PATH_PRECISE
+            y_simd = matmul_path(pools["simd2"], qtype, w, n_out, n_in, x, p)
+            y_scalar = matmul_path(pools["scalar2"], qtype, w, n_out, n_in, x, p)
+            assert rel_err(y_simd, y_scalar.astype(np.float64)) < 1e-5
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q5_1, Q.Q4_K, Q.Q6_K], ids=lambda q: q.name)
+@pytest.mark.parametrize("path", ["row_dots", "tiled"])
+@pytest.mark.parametrize("pool_name", ["simd2", "scalar2", "simd3"])
+def test_a_precise_token_has_the_same_bits_alone_or_in_a_batch(
+    pools: dict[str, object], qtype: Q, path: str, pool_name: str
+) -> None:
+    rng = np.random.default_rng(6000 + int(qtype))
+    n_in, n_out = n_in_for(qtype), 96
+    w = make_weights(qtype, n_out, n_in, rng)
+    x = rng.standard_normal((13, n_in), dtype=np.float32)
+    p = PATHS[path] | lib.TL_PATH_PRECISE
+    batch = matmul_path(pools[pool_name], qtype, w, n_out, n_in, x, p)
+    for t in (0, 6, 12):
+        alone = matmul_path(pools[pool_name], qtype, w, n_out, n_in, x[t : t + 1].copy(), p)
+        assert np.array_equal(alone[0], batch[t])
+
+
+@pytest.mark.parametrize("qtype", FLOAT_TYPES, ids=lambda q: q.name)
+def test_precise_flag_leaves_float_weights_unchanged(pools: dict[str, object], qtype: Q) -> None:
+    rng = np.random.default_rng(8)
+    w = make_weights(qtype, 21, 64, rng)
+    x = rng.standard_normal((9, 64), dtype=np.float32)
+    for path in PATHS.values():
+        plain = matmul_path(pools["simd2"], qtype, w, 21, 64, x, path)
+        precise = matmul_path(pools["simd2"], qtype, w, 21, 64, x, path | lib.TL_PATH_PRECISE)
+        assert np.array_equal(plain, precise)
+
+
+def test_unknown_path_with_the_precise_flag_is_an_argument_error(
+    pools: dict[str, object]
+) -> None:
+    x = np.zeros((1, 32), dtype=np.float32)
+    y = np.zeros((1, 1), dtype=np.float32)
+    w = make_weights(Q.Q4_1, 1, 32, np.random.default_rng(0))
+    for bad in (3 | lib.TL_PATH_PRECISE, -1, 8):
+        status = lib.tl_matmul_path(pools["simd2"], int(Q.Q4_1), ffi.from_buffer(w), 1, 32,
+                                    ffi.cast("float *", ffi.from_buffer(x)), 1,
+                                    ffi.cast("float *", ffi.from_buffer(y, require_writable=True)),
+                                    bad)
+        assert status == TL_ERR_ARG

@@ -1,5 +1,9 @@
 /* Activation quantization for the integer matmul paths: f32 rows to int8 blocks with a scale.
-   Scalar and AVX2 versions produce identical bytes (same scale, round half to even). */
+   Scalar and AVX2 versions produce identical bytes (same scale, round half to even).
+
+   The x2 variants are for TL_PATH_PRECISE: x ~ hi + lo, where hi is the plain int8 encoding and
+   lo the int8 encoding (own scale per block) of the residual x - hi. |residual| <= hi's d / 2, so
+   lo's step is about 1/254 of hi's: roughly 15-bit activations out of the same int8 kernels. */
 #include <math.h>
 
 #include "dot.h"
@@ -23,45 +27,74 @@ static inline void block_scale(float amax, float *d, float *id) {
     *id = amax > 0.0f ? 127.0f / amax : 0.0f;
 }
 
-void tl_act_quant_q8_ref(const float *x, tl_act_q8 *out, int64_t n) {
-    for (int64_t b = 0; b < n / TL_QK; b++) {
-        const float *xb = x + b * TL_QK;
-        float amax = 0.0f;
-        for (int i = 0; i < TL_QK; i++) {
-            float a = fabsf(xb[i]);
-            amax = a > amax ? a : amax;
-        }
-        float d, id;
-        block_scale(amax, &d, &id);
+static void q8_block_ref(const float *xb, tl_act_q8 *out) {
+    float amax = 0.0f;
+    for (int i = 0; i < TL_QK; i++) {
+        float a = fabsf(xb[i]);
+        amax = a > amax ? a : amax;
+    }
+    float d, id;
+    block_scale(amax, &d, &id);
+    int sum = 0;
+    for (int i = 0; i < TL_QK; i++) {
+        out->qs[i] = quant_one(xb[i] * id);
+        sum += out->qs[i];
+    }
+    out->d = d;
+    out->s = d * (float)sum;
+}
+
+static void q8k_block_ref(const float *xb, tl_block_q8_K *out) {
+    float amax = 0.0f;
+    for (int i = 0; i < TL_QK_K; i++) {
+        float a = fabsf(xb[i]);
+        amax = a > amax ? a : amax;
+    }
+    float d, id;
+    block_scale(amax, &d, &id);
+    for (int g = 0; g < TL_QK_K / 16; g++) {
         int sum = 0;
-        for (int i = 0; i < TL_QK; i++) {
-            out[b].qs[i] = quant_one(xb[i] * id);
-            sum += out[b].qs[i];
+        for (int i = 16 * g; i < 16 * g + 16; i++) {
+            out->qs[i] = quant_one(xb[i] * id);
+            sum += out->qs[i];
         }
-        out[b].d = d;
-        out[b].s = d * (float)sum;
+        out->bsums[g] = (int16_t)sum;
+    }
+    out->d = d;
+}
+
+/* r[i] = x[i] - d * q[i]: what the int8 encoding missed. Product and difference are separate
+   statements so that no compiler fuses them (the AVX2 twin rounds the product too). */
+static void residual_ref(const float *x, float d, const int8_t *q, int n, float *r) {
+    for (int i = 0; i < n; i++) {
+        float p = d * (float)q[i];
+        r[i] = x[i] - p;
     }
 }
 
+void tl_act_quant_q8_ref(const float *x, tl_act_q8 *out, int64_t n) {
+    for (int64_t b = 0; b < n / TL_QK; b++) q8_block_ref(x + b * TL_QK, &out[b]);
+}
+
 void tl_act_quant_q8k_ref(const float *x, tl_block_q8_K *out, int64_t n) {
+    for (int64_t b = 0; b < n / TL_QK_K; b++) q8k_block_ref(x + b * TL_QK_K, &out[b]);
+}
+
+void tl_act_quant_q8x2_ref(const float *x, tl_act_q8 *hi, tl_act_q8 *lo, int64_t n) {
+    float r[TL_QK];
+    for (int64_t b = 0; b < n / TL_QK; b++) {
+        q8_block_ref(x + b * TL_QK, &hi[b]);
+        residual_ref(x + b * TL_QK, hi[b].d, hi[b].qs, TL_QK, r);
+        q8_block_ref(r, &lo[b]);
+    }
+}
+
+void tl_act_quant_q8kx2_ref(const float *x, tl_block_q8_K *hi, tl_block_q8_K *lo, int64_t n) {
+    float r[TL_QK_K];
     for (int64_t b = 0; b < n / TL_QK_K; b++) {
-        const float *xb = x + b * TL_QK_K;
-        float amax = 0.0f;
-        for (int i = 0; i < TL_QK_K; i++) {
-            float a = fabsf(xb[i]);
-            amax = a > amax ? a : amax;
-        }
-        float d, id;
-        block_scale(amax, &d, &id);
-        for (int g = 0; g < TL_QK_K / 16; g++) {
-            int sum = 0;
-            for (int i = 16 * g; i < 16 * g + 16; i++) {
-                out[b].qs[i] = quant_one(xb[i] * id);
-                sum += out[b].qs[i];
-            }
-            out[b].bsums[g] = (int16_t)sum;
-        }
-        out[b].d = d;
+        q8k_block_ref(x + b * TL_QK_K, &hi[b]);
+        residual_ref(x + b * TL_QK_K, hi[b].d, hi[b].qs, TL_QK_K, r);
+        q8k_block_ref(r, &lo[b]);
     }
 }
 
@@ -106,31 +139,60 @@ static inline void quant32(const float *x, __m256 id, int8_t *q, int sums[2]) {
     _mm256_storeu_si256((__m256i *)q, p);
 }
 
-void tl_act_quant_q8_avx2(const float *x, tl_act_q8 *out, int64_t n) {
-    for (int64_t b = 0; b < n / TL_QK; b++) {
-        const float *xb = x + b * TL_QK;
-        float d, id;
-        block_scale(amax_avx2(xb, TL_QK), &d, &id);
+static inline void q8_block_avx2(const float *xb, tl_act_q8 *out) {
+    float d, id;
+    block_scale(amax_avx2(xb, TL_QK), &d, &id);
+    int sums[2];
+    quant32(xb, _mm256_set1_ps(id), out->qs, sums);
+    out->d = d;
+    out->s = d * (float)(sums[0] + sums[1]);
+}
+
+static inline void q8k_block_avx2(const float *xb, tl_block_q8_K *out) {
+    float d, id;
+    block_scale(amax_avx2(xb, TL_QK_K), &d, &id);
+    __m256 vid = _mm256_set1_ps(id);
+    for (int k = 0; k < TL_QK_K / 32; k++) {
         int sums[2];
-        quant32(xb, _mm256_set1_ps(id), out[b].qs, sums);
-        out[b].d = d;
-        out[b].s = d * (float)(sums[0] + sums[1]);
+        quant32(xb + 32 * k, vid, out->qs + 32 * k, sums);
+        out->bsums[2 * k] = (int16_t)sums[0];
+        out->bsums[2 * k + 1] = (int16_t)sums[1];
+    }
+    out->d = d;
+}
+
+/* r = x - d * q over n (a multiple of 8) elements, product rounded before the difference. */
+static inline void residual_avx2(const float *x, float d, const int8_t *q, int n, float *r) {
+    __m256 vd = _mm256_set1_ps(d);
+    for (int i = 0; i < n; i += 8) {
+        __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i))));
+        _mm256_storeu_ps(r + i, _mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_mul_ps(vd, qf)));
     }
 }
 
+void tl_act_quant_q8_avx2(const float *x, tl_act_q8 *out, int64_t n) {
+    for (int64_t b = 0; b < n / TL_QK; b++) q8_block_avx2(x + b * TL_QK, &out[b]);
+}
+
 void tl_act_quant_q8k_avx2(const float *x, tl_block_q8_K *out, int64_t n) {
+    for (int64_t b = 0; b < n / TL_QK_K; b++) q8k_block_avx2(x + b * TL_QK_K, &out[b]);
+}
+
+void tl_act_quant_q8x2_avx2(const float *x, tl_act_q8 *hi, tl_act_q8 *lo, int64_t n) {
+    float r[TL_QK];
+    for (int64_t b = 0; b < n / TL_QK; b++) {
+        q8_block_avx2(x + b * TL_QK, &hi[b]);
+        residual_avx2(x + b * TL_QK, hi[b].d, hi[b].qs, TL_QK, r);
+        q8_block_avx2(r, &lo[b]);
+    }
+}
+
+void tl_act_quant_q8kx2_avx2(const float *x, tl_block_q8_K *hi, tl_block_q8_K *lo, int64_t n) {
+    float r[TL_QK_K];
     for (int64_t b = 0; b < n / TL_QK_K; b++) {
-        const float *xb = x + b * TL_QK_K;
-        float d, id;
-        block_scale(amax_avx2(xb, TL_QK_K), &d, &id);
-        __m256 vid = _mm256_set1_ps(id);
-        for (int k = 0; k < TL_QK_K / 32; k++) {
-            int sums[2];
-            quant32(xb + 32 * k, vid, out[b].qs + 32 * k, sums);
-            out[b].bsums[2 * k] = (int16_t)sums[0];
-            out[b].bsums[2 * k + 1] = (int16_t)sums[1];
-        }
-        out[b].d = d;
+        q8k_block_avx2(x + b * TL_QK_K, &hi[b]);
+        residual_avx2(x + b * TL_QK_K, hi[b].d, hi[b].qs, TL_QK_K, r);
+        q8k_block_avx2(r, &lo[b]);
     }
 }
 

@@ -31,6 +31,9 @@ typedef void (*tl_rowdot_fn)(const void *w, size_t row_bytes, int64_t nr, const 
 /* Activation quantization, n a multiple of the block (32 or 256). */
 void tl_act_quant_q8_ref(const float *x, tl_act_q8 *out, int64_t n);
 void tl_act_quant_q8k_ref(const float *x, tl_block_q8_K *out, int64_t n);
+/* Two-part encoding x ~ hi + lo (lo encodes the residual x - hi), for TL_PATH_PRECISE. */
+void tl_act_quant_q8x2_ref(const float *x, tl_act_q8 *hi, tl_act_q8 *lo, int64_t n);
+void tl_act_quant_q8kx2_ref(const float *x, tl_block_q8_K *hi, tl_block_q8_K *lo, int64_t n);
 
 /* Scalar reference dots (dot_ref.c, dot_ref_k.c). */
 void tl_dot_f32_ref(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out);
@@ -77,6 +80,8 @@ static_assert(sizeof(tl_pack_kblk) % 64 == 0, "packed blocks keep 64-byte alignm
 #if TL_HAVE_X86
 void tl_act_quant_q8_avx2(const float *x, tl_act_q8 *out, int64_t n);
 void tl_act_quant_q8k_avx2(const float *x, tl_block_q8_K *out, int64_t n);
+void tl_act_quant_q8x2_avx2(const float *x, tl_act_q8 *hi, tl_act_q8 *lo, int64_t n);
+void tl_act_quant_q8kx2_avx2(const float *x, tl_block_q8_K *hi, tl_block_q8_K *lo, int64_t n);
 
 void tl_dot_f32_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out);
 void tl_dot_f16_avx2(const void *w, size_t rb, int64_t nr, const void *a, int64_t n, float *out);

@@ -32,13 +32,18 @@ int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_
               const float *x, int64_t n_tok, float *y);
 
 /* The kernels tl_matmul may use. Each sums a row in its own order, so a token's result depends
-   on the path only, never on the other tokens: callers that need a token's bits to be the same
-   in any batch (continuous batching) pick the path by the token's role, not the batch size. */
+   on the path (and TL_PATH_PRECISE) only, never on the other tokens: callers that need a token's
+   bits to be the same in any batch (continuous batching) pick the path by the token's role, not
+   the batch size. */
 enum tl_matmul_path {
     TL_PATH_AUTO = 0,      /* row dots for a few tokens, tiled kernels for more */
     TL_PATH_ROW_DOTS = 1,  /* per-token dot products, one pass over the weights: decode */
     TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts */
     TL_PATH_PACKED = 3,    /* w repacked by tl_repack_new (Q4_0/Q4_1/Q8_0/Q4_K): decode */
+    /* Flag, OR'ed into AUTO, ROW_DOTS or TILED (not PACKED): quantized weights see ~15-bit activations instead of
+       int8 (x ~ hi + lo, each int8 per block; two products through the same kernels, added),
+       at up to twice the arithmetic. No effect on float weights. */
+    TL_PATH_PRECISE = 16,
 };
 int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                    const float *x, int64_t n_tok, float *y, int path);

@@ -9,7 +9,11 @@
    (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
    runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
    run the row dots for every token, a chunk of rows at a time.
-   TL_PATH_PACKED hands over to packed.c: decode rows against weights repacked at load time. */
+   TL_PATH_PACKED hands over to packed.c: decode rows against weights repacked at load time.
+   TL_PATH_PRECISE (a flag on the row-dot or tiled path): each token's activations are quantized in two parts,
+   hi and the residual lo (act_quant.c), stored side by side; every kernel above runs once per
+   part (the lo part reusing the packed tiles), the lo products go to a small per-thread buffer
+   and are added to y at once, so a token's bits still depend only on its path and flag. */
 #include <stdlib.h>
 
 #include "dot.h"
@@ -20,6 +24,7 @@
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
 #define PACK_K 9                      /* pack_kind of the K formats */
+#define LO_TOK_CHUNK 32               /* TL_PATH_PRECISE, tiled: tokens per hi/lo/add round */
 
 typedef struct {
     int wtype;
@@ -69,7 +74,10 @@ typedef struct {
     int64_t n_out, n_in, n_tok;
     const float *x;
     float *y;
-    size_t act_bytes;      /* one token's activations in the type's encoding */
+    size_t act_bytes;      /* one token's activations in the type's encoding (one part) */
+    int parts;             /* 1, or 2 for TL_PATH_PRECISE: hi then lo, act_bytes apart */
+    size_t tok_bytes;      /* parts * act_bytes: a token's activations */
+    size_t lo_offset;      /* parts == 2: where in a thread's area its lo products go */
     uint8_t *act;          /* prompt: all tokens' activations */
     uint8_t *per_thread;   /* thread i's area: per_thread + i * per_thread_bytes */
     size_t per_thread_bytes;
@@ -85,11 +93,26 @@ static void split_rows(int64_t n, int64_t unit, int ith, int nth, int64_t *s, in
     *e = b * unit < n ? b * unit : n;
 }
 
-/* Quantize tokens [t0, t1) of x into dst (act_bytes apart). */
+/* Quantize tokens [t0, t1) of x into dst (tok_bytes apart). */
 static void quantize_tokens(const mm_job *j, int64_t t0, int64_t t1, uint8_t *dst) {
     for (int64_t t = t0; t < t1; t++) {
         const float *xt = j->x + t * j->n_in;
-        void *out = dst + (size_t)(t - t0) * j->act_bytes;
+        void *out = dst + (size_t)(t - t0) * j->tok_bytes;
+        if (j->parts == 2) {
+            void *lo = (uint8_t *)out + j->act_bytes;
+            if (j->ty->act == TL_ACT_Q8) {
+#if TL_HAVE_X86
+                if (j->simd) { tl_act_quant_q8x2_avx2(xt, out, lo, j->n_in); continue; }
+#endif
+                tl_act_quant_q8x2_ref(xt, out, lo, j->n_in);
+            } else {
+#if TL_HAVE_X86
+                if (j->simd) { tl_act_quant_q8kx2_avx2(xt, out, lo, j->n_in); continue; }
+#endif
+                tl_act_quant_q8kx2_ref(xt, out, lo, j->n_in);
+            }
+            continue;
+        }
         if (j->ty->act == TL_ACT_Q8) {
 #if TL_HAVE_X86
             if (j->simd) { tl_act_quant_q8_avx2(xt, out, j->n_in); continue; }
@@ -106,17 +129,31 @@ static void quantize_tokens(const mm_job *j, int64_t t0, int64_t t1, uint8_t *ds
 
 static tl_rowdot_fn dot_of(const mm_job *j) { return j->simd ? j->ty->avx2 : j->ty->ref; }
 
+/* Rows per chunk of the row dots when several activation rows go by. */
+static int64_t dot_chunk_rows(const mm_job *j) {
+    int64_t chunk = (int64_t)(DOT_CHUNK_BYTES / j->row_bytes);
+    return chunk < 1 ? 1 : chunk;
+}
+
 /* Rows [r0, r1) for all tokens with the row dots, a chunk of rows at a time so that the chunk
-   stays in L1 while the tokens go by. act: token t's activations at act + t * stride. */
-static void dot_rows(const mm_job *j, int64_t r0, int64_t r1, const uint8_t *act, size_t stride) {
+   stays in L1 while the tokens (and their parts) go by. act: token t's activations at
+   act + t * stride, its lo part (parts == 2) act_bytes further; the lo products go to lo
+   (dot_chunk_rows floats, the thread's own) and are added to y at once. */
+static void dot_rows(const mm_job *j, int64_t r0, int64_t r1, const uint8_t *act, size_t stride,
+                     float *lo) {
     tl_rowdot_fn dot = dot_of(j);
-    int64_t chunk = j->n_tok == 1 ? r1 - r0 : (int64_t)(DOT_CHUNK_BYTES / j->row_bytes);
-    if (chunk < 1) chunk = 1;
+    int64_t chunk = j->n_tok * j->parts == 1 ? r1 - r0 : dot_chunk_rows(j);
     for (int64_t r = r0; r < r1; r += chunk) {
         int64_t nr = r1 - r < chunk ? r1 - r : chunk;
-        for (int64_t t = 0; t < j->n_tok; t++)
-            dot(j->w + r * j->row_bytes, j->row_bytes, nr, act + t * stride, j->n_in,
-                j->y + t * j->n_out + r);
+        for (int64_t t = 0; t < j->n_tok; t++) {
+            float *y = j->y + t * j->n_out + r;
+            dot(j->w + r * j->row_bytes, j->row_bytes, nr, act + t * stride, j->n_in, y);
+            if (j->parts == 2) {
+                dot(j->w + r * j->row_bytes, j->row_bytes, nr, act + t * stride + j->act_bytes,
+                    j->n_in, lo);
+                for (int64_t i = 0; i < nr; i++) y[i] += lo[i];
+            }
+        }
     }
 }
 
@@ -126,19 +163,19 @@ static void decode_task(void *arg, int ith, int nth) {
     split_rows(j->n_out, 8, ith, nth, &r0, &r1);
     if (r0 >= r1) return;
     if (j->ty->act == TL_ACT_F32) {
-        dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float));
+        dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float), NULL);
         return;
     }
     uint8_t *mine = j->per_thread + (size_t)ith * j->per_thread_bytes;
     quantize_tokens(j, 0, j->n_tok, mine);
-    dot_rows(j, r0, r1, mine, j->act_bytes);
+    dot_rows(j, r0, r1, mine, j->tok_bytes, (float *)(mine + j->lo_offset));
 }
 
 static void quantize_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     long t0, t1;
     tl_split((long)j->n_tok, ith, nth, &t0, &t1);
-    quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->act_bytes);
+    quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->tok_bytes);
 }
 
 /* Split the (rows x tokens) product: by rows when there are enough row units for every thread,
@@ -182,7 +219,8 @@ static void packed_task(void *arg, int ith, int nth) {
     int64_t group = pack_group_tiles(ty, j->n_in) * TL_PK_ROWS;
     uint8_t *pk = j->per_thread + (size_t)ith * j->per_thread_bytes;
     size_t tile_bytes = packed_tile_bytes(ty, j->n_in);
-    const uint8_t *act = j->act + (size_t)t0 * j->act_bytes;
+    const uint8_t *act = j->act + (size_t)t0 * j->tok_bytes;
+    int64_t act_stride = nb * j->parts;  /* in blocks (tl_act_q8 or tl_block_q8_K) */
     for (int64_t r = r0; r < r1; r += group) {
         int64_t nr = r1 - r < group ? r1 - r : group;
         int64_t ntiles = (nr + TL_PK_ROWS - 1) / TL_PK_ROWS;
@@ -197,13 +235,29 @@ static void packed_task(void *arg, int ith, int nth) {
                 tl_pack_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
                                   (tl_pack_blk *)(pk + i * tile_bytes));
         }
-        float *y = j->y + t0 * j->n_out + r;
-        if (ty->pack_kind == PACK_K)
-            tl_gemm_packed_k_avx2(ty->wtype, (const tl_pack_kblk *)pk, ntiles, nb,
-                                  (const tl_block_q8_K *)act, nb, t1 - t0, y, j->n_out, nr);
-        else
-            tl_gemm_packed_avx2(ty->pack_kind, (const tl_pack_blk *)pk, ntiles, nb,
-                                (const tl_act_q8 *)act, nb, t1 - t0, y, j->n_out, nr);
+        /* parts == 2: a few tokens at a time, hi into y, lo (reusing the packed group) into
+           the thread's lo area [tokens][nr], then added while both are in cache. */
+        int64_t tc = j->parts == 2 ? LO_TOK_CHUNK : t1 - t0;
+        for (int64_t t = t0; t < t1; t += tc) {
+            int64_t nt = t1 - t < tc ? t1 - t : tc;
+            const uint8_t *a = act + (size_t)(t - t0) * j->tok_bytes;
+            float *y = j->y + t * j->n_out + r;
+            float *lo = (float *)(pk + j->lo_offset);
+            for (int p = 0; p < j->parts; p++) {
+                const uint8_t *ap = a + (size_t)p * j->act_bytes;
+                float *yp = p ? lo : y;
+                int64_t ldy = p ? nr : j->n_out;
+                if (ty->pack_kind == PACK_K)
+                    tl_gemm_packed_k_avx2(ty->wtype, (const tl_pack_kblk *)pk, ntiles, nb,
+                                          (const tl_block_q8_K *)ap, act_stride, nt, yp, ldy, nr);
+                else
+                    tl_gemm_packed_avx2(ty->pack_kind, (const tl_pack_blk *)pk, ntiles, nb,
+                                        (const tl_act_q8 *)ap, act_stride, nt, yp, ldy, nr);
+            }
+            if (j->parts == 2)
+                for (int64_t k = 0; k < nt; k++)
+                    for (int64_t i = 0; i < nr; i++) y[k * j->n_out + i] += lo[k * nr + i];
+        }
     }
 }
 
@@ -228,9 +282,10 @@ static void generic_task(void *arg, int ith, int nth) {
     split_rows(j->n_out, 8, ith, nth, &r0, &r1);
     if (r0 >= r1) return;
     if (j->ty->act == TL_ACT_F32)
-        dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float));
+        dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float), NULL);
     else
-        dot_rows(j, r0, r1, j->act, j->act_bytes);
+        dot_rows(j, r0, r1, j->act, j->tok_bytes,
+                 (float *)(j->per_thread + (size_t)ith * j->per_thread_bytes + j->lo_offset));
 }
 
 int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
@@ -243,6 +298,8 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
     if (path == TL_PATH_PACKED) return tl_matmul_packed(pool, wtype, w, n_out, n_in, x, n_tok, y);
     const mm_type *ty = find_type(wtype);
     if (!ty) return TL_ERR_TYPE;
+    int precise = (path & TL_PATH_PRECISE) != 0;
+    path &= ~TL_PATH_PRECISE;
     if (path < TL_PATH_AUTO || path > TL_PATH_TILED) return TL_ERR_ARG;
     if (!pool || n_out < 0 || n_in < 0 || n_tok < 0) return TL_ERR_ARG;
     if (n_in % ty->block != 0) return TL_ERR_SIZE;
@@ -267,11 +324,16 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
     j.act_bytes = ty->act == TL_ACT_Q8    ? (size_t)(n_in / TL_QK) * sizeof(tl_act_q8)
                   : ty->act == TL_ACT_Q8K ? (size_t)(n_in / TL_QK_K) * sizeof(tl_block_q8_K)
                                           : 0;
+    j.parts = precise && ty->act != TL_ACT_F32 ? 2 : 1;
+    j.tok_bytes = (size_t)j.parts * j.act_bytes;
+    /* parts == 2: each thread's area ends with room for its lo products (dot_rows' chunk) */
+    size_t lo_bytes = j.parts == 2 ? round64((size_t)dot_chunk_rows(&j) * sizeof(float)) : 0;
     int nth = tl_pool_threads(pool);
 
     int64_t row_dot_max = j.simd ? ty->decode_max : SCALAR_DECODE_MAX_TOK;
     if (path == TL_PATH_ROW_DOTS || (path == TL_PATH_AUTO && n_tok <= row_dot_max)) {
-        j.per_thread_bytes = round64((size_t)n_tok * j.act_bytes);
+        j.lo_offset = round64((size_t)n_tok * j.tok_bytes);
+        j.per_thread_bytes = j.lo_offset + lo_bytes;
         if (j.per_thread_bytes) {
             j.per_thread = tl_pool_scratch(pool, j.per_thread_bytes * (size_t)nth);
             if (!j.per_thread) return TL_ERR_MEMORY;
@@ -284,12 +346,17 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
 #if TL_HAVE_X86
     if (j.simd && ty->pack_kind >= 0) {
         compute = packed_task;
-        j.per_thread_bytes = round64((size_t)pack_group_tiles(ty, n_in) * packed_tile_bytes(ty, n_in));
+        j.lo_offset = round64((size_t)pack_group_tiles(ty, n_in) * packed_tile_bytes(ty, n_in));
+        if (j.parts == 2)
+            lo_bytes = round64((size_t)(LO_TOK_CHUNK * pack_group_tiles(ty, n_in) * TL_PK_ROWS) *
+                               sizeof(float));
+        j.per_thread_bytes = j.lo_offset + lo_bytes;
     } else if (j.simd && ty->act == TL_ACT_F32) {
         compute = float_task;
     }
 #endif
-    size_t act_total = round64((size_t)n_tok * j.act_bytes);
+    if (compute == generic_task) j.per_thread_bytes = lo_bytes;  /* lo_offset 0 */
+    size_t act_total = round64((size_t)n_tok * j.tok_bytes);
     size_t total = act_total + j.per_thread_bytes * (size_t)nth;
     if (total) {
         uint8_t *scratch = tl_pool_scratch(pool, total);

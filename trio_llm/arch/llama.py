@@ -22,6 +22,16 @@ from trio_llm.engine.kv_cache import KVCache
 
 Trace = Callable[[str, int, np.ndarray], None]
 
+# Matmul path by a token's role (tl_matmul_path): a token always takes its role's path, so its
+# bits never depend on what shares the batch. Decode rows (and their logits): int8 activations
+# against the weights repacked at load (TL_PATH_PACKED), or row dots where a format has no
+# repacked layout (Llama._decode_rows), for speed. Prompt rows (and their logits):
+# TL_PATH_PRECISE, ~15-bit activations at about twice the arithmetic, so that a prompt's logits
+# stay within 1e-2 of a float64 forward pass (issue 2; int8 activations alone drift to ~5% on
+# SmolLM2 over its 30 layers).
+PROMPT_PATH = lib.TL_PATH_TILED | lib.TL_PATH_PRECISE
+PROMPT_LOGITS_PATH = lib.TL_PATH_ROW_DOTS | lib.TL_PATH_PRECISE  # a few rows, each alike
+
 
 @dataclass(frozen=True)
 class LlamaParams:
@@ -176,7 +186,7 @@ class Llama:
             rows = np.nonzero((batch.logits_for >= start) & (batch.logits_for < end))[0]
             if rows.size:
                 hidden = self.bufs["x"][batch.logits_for[rows] - start]
-                logits[rows] = self._logits(hidden)
+                logits[rows] = self._logits(hidden, batch.logits_for[rows] < batch.n_decode)
         return logits
 
     def hidden_states(self, tokens: list[int], slot: int = 0) -> np.ndarray:
@@ -246,25 +256,40 @@ class Llama:
                                   lib.TL_PATH_ROW_DOTS)
 
     def _matmul(self, w: Weight, src: str, n: int, dst: str) -> int:
-        """dst = src @ w.T over the chunk: decode rows by _decode_rows, prompt rows tiled."""
+        """dst = src @ w.T over the chunk: decode rows by _decode_rows, prompt rows by
+        PROMPT_PATH."""
         pool, x, y, dec = self.pool.handle, self.ptrs[src], self.ptrs[dst], self._n_decode
         st = 0
         if dec:
             st = self._decode_rows(w, x, dec, y)
         if n > dec:
             st |= lib.tl_matmul_path(pool, w.kind, w.data, w.n_out, w.n_in, x + dec * w.n_in,
-                                     n - dec, y + dec * w.n_out, lib.TL_PATH_TILED)
+                                     n - dec, y + dec * w.n_out, PROMPT_PATH)
         return st
 
-    def _logits(self, hidden: np.ndarray) -> np.ndarray:
-        """output_norm then the output matrix, for the few rows whose logits are wanted."""
+    def _logits(self, hidden: np.ndarray, decode: np.ndarray) -> np.ndarray:
+        """output_norm then the output matrix, for the few rows whose logits are wanted: rows
+        marked in `decode` by _decode_rows, the others by PROMPT_LOGITS_PATH."""
         p = self.params
         hidden = np.ascontiguousarray(hidden, np.float32)
         m = hidden.shape[0]
         out = np.empty((m, p.vocab_size), np.float32)
         hp = ptr(hidden, "float *")
         st = lib.tl_rmsnorm(self.pool.handle, hp, self.output_norm, hp, m, p.dim, p.norm_eps)
-        st |= self._decode_rows(self.output, hp, m, ptr(out, "float *"))  # each row alone
+        for rows, decoding in ((np.nonzero(decode)[0], True), (np.nonzero(~decode)[0], False)):
+            if not rows.size:
+                continue
+            part = hidden if rows.size == m else np.ascontiguousarray(hidden[rows])
+            got = out if rows.size == m else np.empty((rows.size, p.vocab_size), np.float32)
+            if decoding:
+                st |= self._decode_rows(self.output, ptr(part, "float *"), rows.size,
+                                        ptr(got, "float *"))
+            else:
+                st |= lib.tl_matmul_path(self.pool.handle, self.output.kind, self.output.data,
+                                         p.vocab_size, p.dim, ptr(part, "float *"), rows.size,
+                                         ptr(got, "float *"), PROMPT_LOGITS_PATH)
+            if rows.size != m:
+                out[rows] = got
         if st:
             raise KernelError(f"llama output: status {st}")
         return out
