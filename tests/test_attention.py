@@ -84,7 +84,7 @@ def filled_cache(n_slots: int, n_ctx: int, n_kv_head: int, head_dim: int, seed: 
     slot = np.repeat(np.arange(n_slots, dtype=np.int32), n_ctx)
     pos = np.tile(np.arange(n_ctx, dtype=np.int32), n_slots)
     rc = lib.tl_kv_store(TL_F16, vptr(k), vptr(v), n_ctx, kv_dim, fptr(k32), fptr(v32),
-                         n_slots * n_ctx, iptr(slot), iptr(pos))
+                         n_slots * n_ctx, iptr(slot), iptr(pos), 0)
     assert rc == TL_OK
     return Cache(n_slots, n_ctx, n_kv_head, head_dim, k, v, k32, v32)
 
@@ -180,13 +180,13 @@ def test_kv_store_rounds_to_nearest_even_f16_bit_for_bit() -> None:
     with np.errstate(over="ignore"):
         k16, v16 = vals.astype(np.float16), (-vals).astype(np.float16)
     assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(kk), fptr(vv), 1,
-                           iptr(slot), iptr(pos)) == TL_OK
+                           iptr(slot), iptr(pos), 0) == TL_OK
     assert np.array_equal(k[0, 2].view(np.uint16), k16.view(np.uint16))
     assert np.array_equal(v[0, 2].view(np.uint16), v16.view(np.uint16))
     assert not k[0, [0, 1, 3]].any() and not v[0, [0, 1, 3]].any()
     nan = np.full((1, kv_dim), np.nan, np.float32)
     assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(nan), fptr(nan), 1,
-                           iptr(slot), iptr(pos)) == TL_OK
+                           iptr(slot), iptr(pos), 0) == TL_OK
     assert np.isnan(k[0, 2]).all() and np.isnan(v[0, 2]).all()
 
 
@@ -199,7 +199,7 @@ def test_kv_store_places_each_token_at_its_slot_and_position() -> None:
     kk = (np.arange(4 * kv_dim, dtype=np.float32).reshape(4, kv_dim) + 1)
     vv = -kk
     assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), n_ctx, kv_dim, fptr(kk), fptr(vv), 4,
-                           iptr(slot), iptr(pos)) == TL_OK
+                           iptr(slot), iptr(pos), 0) == TL_OK
     expect_k = np.zeros_like(k)
     expect_k[slot, pos] = kk
     assert np.array_equal(k, expect_k)
@@ -216,7 +216,7 @@ def test_kv_store_rejects_out_of_range_tokens_and_writes_nothing(bad_slot: int,
     pos = np.array([1, bad_pos], np.int32)
     ones = np.ones((2, kv_dim), np.float32)
     assert lib.tl_kv_store(TL_F16, vptr(k), vptr(v), n_ctx, kv_dim, fptr(ones), fptr(ones), 2,
-                           iptr(slot), iptr(pos)) == TL_ERR_ARG
+                           iptr(slot), iptr(pos), 0) == TL_ERR_ARG
     assert not k.any() and not v.any()
 
 
@@ -225,7 +225,7 @@ def test_kv_store_rejects_unsupported_cache_types() -> None:
     x = np.ones((1, 32), np.float32)
     z = np.zeros(1, np.int32)
     assert lib.tl_kv_store(TL_Q8_0, vptr(k), vptr(k), 4, 32, fptr(x), fptr(x), 1, iptr(z),
-                           iptr(z)) == TL_ERR_TYPE
+                           iptr(z), 0) == TL_ERR_TYPE
     assert not k.any()
 
 

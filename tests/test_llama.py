@@ -52,7 +52,7 @@ def test_decoding_token_by_token_matches_one_batch(model: Model) -> None:
 
 def test_greedy_continues_the_capital_of_france_with_paris(model: Model) -> None:
     text = generate_text(model, "The capital of France is", Sampler(SamplerOptions(temperature=0),
-                         model.net.params.vocab_size), max_tokens=4)
+                         model.net.vocab_size), max_tokens=4)
     assert text.startswith(" Paris")
 
 
@@ -60,7 +60,7 @@ def test_the_same_seed_gives_the_same_text(model: Model) -> None:
     def sample(seed: int) -> str:
         options = SamplerOptions(temperature=1.0, top_k=0, top_p=1.0, seed=seed)
         return generate_text(model, "Once upon a time", Sampler(options,
-                             model.net.params.vocab_size), max_tokens=24)
+                             model.net.vocab_size), max_tokens=24)
 
     first, second, other = sample(1234), sample(1234), sample(99)
     assert first == second

@@ -135,7 +135,7 @@ def test_rope_matches_float64_at_positions_up_to_32k(
     pos[0] = 32767
     ref = rope_ref(x, pos, n_rot, base, 1.0, neox)
     assert lib.tl_rope(pool, fptr(x), n_tok, n_heads, head_dim, n_rot, iptr(pos), base, 1.0,
-                       int(neox)) == TL_OK
+                       int(neox), ffi.NULL) == TL_OK
     for t in range(n_tok):
         assert max_rel(x[t], ref[t]) < REL_TOL
     assert np.array_equal(x[..., n_rot:], ref[..., n_rot:].astype(np.float32))
@@ -147,7 +147,8 @@ def test_rope_applies_freq_scale_and_leaves_position_zero_unchanged(pool: Any) -
     pos = np.array([0, 5000], np.int32)
     ref = rope_ref(x, pos, 64, 10000.0, 0.25, False)
     before = x.copy()
-    assert lib.tl_rope(pool, fptr(x), 2, 2, 64, 64, iptr(pos), 10000.0, 0.25, 0) == TL_OK
+    assert lib.tl_rope(pool, fptr(x), 2, 2, 64, 64, iptr(pos), 10000.0, 0.25, 0,
+                       ffi.NULL) == TL_OK
     assert np.array_equal(x[0], before[0])
     assert max_rel(x[1], ref[1]) < REL_TOL
 
@@ -155,9 +156,9 @@ def test_rope_applies_freq_scale_and_leaves_position_zero_unchanged(pool: Any) -
 def test_rope_rejects_odd_or_oversized_n_rot(pool: Any) -> None:
     x = np.zeros((1, 1, 64), np.float32)
     pos = np.zeros(1, np.int32)
-    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 63, iptr(pos), 1e4, 1.0, 0) == TL_ERR_ARG
-    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 66, iptr(pos), 1e4, 1.0, 0) == TL_ERR_ARG
-    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 64, iptr(pos), 0.0, 1.0, 0) == TL_ERR_ARG
+    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 63, iptr(pos), 1e4, 1.0, 0, ffi.NULL) == TL_ERR_ARG
+    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 66, iptr(pos), 1e4, 1.0, 0, ffi.NULL) == TL_ERR_ARG
+    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 64, iptr(pos), 0.0, 1.0, 0, ffi.NULL) == TL_ERR_ARG
 
 
 # ---------------------------------------------------------------- gated activations
@@ -321,13 +322,13 @@ def test_rope_row_is_bit_identical_alone_in_a_batch_and_on_any_thread_count(
     for pool in pools_1_2_3:
         x = x0.copy()
         assert lib.tl_rope(pool, fptr(x), N_ROWS, n_heads, head_dim, n_rot, iptr(pos), 1e4, 1.0,
-                           int(neox)) == TL_OK
+                           int(neox), ffi.NULL) == TL_OK
         batch_out.append(x)
         alone = x0[ALONE].copy()
         for k, r in enumerate(ALONE):
             xr, pr = alone[k].copy(), pos[r:r + 1].copy()
             assert lib.tl_rope(pool, fptr(xr), 1, n_heads, head_dim, n_rot, iptr(pr), 1e4, 1.0,
-                               int(neox)) == TL_OK
+                               int(neox), ffi.NULL) == TL_OK
             alone[k] = xr
         alone_out.append(alone)
     assert_rows_match_alone(batch_out, alone_out)

@@ -41,7 +41,7 @@ class Layer:
         pos = np.arange(n_ctx, dtype=np.int32)
         rc = lib.tl_kv_store(TL_F16, ptr("void *", self.k), ptr("void *", self.v), n_ctx, kv_dim,
                              ptr("float *", kk), ptr("float *", vv), n_ctx, ptr("int32_t *", slot),
-                             ptr("int32_t *", pos))
+                             ptr("int32_t *", pos), 0)
         assert rc == 0
 
     def timer(self, pool: Any, pos: np.ndarray, seconds: float = 0.3) -> tuple[float, float]:

@@ -51,6 +51,11 @@ class Unsupported(BadRequest):
     """The model lacks a capability the request needs (tools, insert, thinking, embedding...)."""
 
 
+class ModelFileError(BadRequest):
+    """A model file we cannot run: an unsupported architecture or tokenizer, missing tensors,
+    or hyper-parameters that do not fit its tensors (said at create time and again at load)."""
+
+
 class ContextOverflow(BadRequest):
     """Input longer than the context allows and truncation is off."""
 

@@ -31,7 +31,7 @@
 
 typedef struct {
     const uint16_t *k, *v;
-    int64_t n_ctx, kv_dim;
+    int64_t n_cache, kv_dim; /* rows per slot; position p is row p mod n_cache */
     const float *q;
     float *out;
     const int32_t *slot, *pos;
@@ -239,17 +239,26 @@ static void run_chunk(const attn_job *J, int64_t t, int64_t kh, int64_t c, const
     const int hd = J->head_dim;
     int64_t p0 = first_pos(J, t) + c * CHUNK, p1 = p0 + CHUNK;
     if (p1 > (int64_t)J->pos[t] + 1) p1 = (int64_t)J->pos[t] + 1;
-    int64_t row0 = ((int64_t)J->slot[t] * J->n_ctx + p0) * J->kv_dim + kh * hd;
-    const uint16_t *kb = J->k + row0, *vb = J->v + row0;
     for (int64_t i = 0; i < (int64_t)gs * hd; i++) acc[i] = 0.0f;
     for (int g = 0; g < gs; g++) {
         m[g] = -INFINITY;
         l[g] = 0.0f;
     }
+    /* Rows [p0, p1) mod n_cache: one run, or two where a ring wraps (the same two for the same
+       positions in any batch). */
+    const int64_t slot_row = (int64_t)J->slot[t] * J->n_cache;
+    while (p0 < p1) {
+        int64_t r = p0 % J->n_cache, n = p1 - p0;
+        if (n > J->n_cache - r) n = J->n_cache - r;
+        int64_t row0 = (slot_row + r) * J->kv_dim + kh * hd;
+        const uint16_t *kb = J->k + row0, *vb = J->v + row0;
 #if TL_HAVE_X86
-    if (J->avx2) { range_avx2(qs, kb, vb, J->kv_dim, p1 - p0, hd, gs, m, l, acc); return; }
+        if (J->avx2) range_avx2(qs, kb, vb, J->kv_dim, n, hd, gs, m, l, acc);
+        else
 #endif
-    range_ref(qs, kb, vb, J->kv_dim, p1 - p0, hd, gs, m, l, acc, kr, vr);
+            range_ref(qs, kb, vb, J->kv_dim, n, hd, gs, m, l, acc, kr, vr);
+        p0 += n;
+    }
 }
 
 /* Unit u: a whole (token, KV head) with its chunks folded in order, or (split) one chunk of one,
@@ -342,11 +351,11 @@ static void merge_partials(const attn_job *J) {
 /* ---------------------------------------------------------------- entry point */
 
 int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_cache,
-                 int64_t n_ctx, const float *q, int64_t n_tok, const int32_t *slot,
+                 int64_t n_cache, const float *q, int64_t n_tok, const int32_t *slot,
                  const int32_t *pos, int n_head, int n_kv_head, int head_dim, float scale,
                  int window, float *out) {
-    if (!pool || n_ctx <= 0 || n_tok < 0 || n_head <= 0 || n_kv_head <= 0 || head_dim <= 0 ||
-        n_head % n_kv_head != 0 || window < 0 || !isfinite(scale))
+    if (!pool || n_cache <= 0 || n_tok < 0 || n_head <= 0 || n_kv_head <= 0 || head_dim <= 0 ||
+        n_head % n_kv_head != 0 || window < 0 || window > n_cache || !isfinite(scale))
         return TL_ERR_ARG;
     int64_t kv_dim = (int64_t)n_kv_head * head_dim;
     int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
@@ -355,7 +364,7 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
     if (!k_cache || !v_cache || !q || !slot || !pos || !out) return TL_ERR_ARG;
     int64_t lmax = 0, lsum = 0;
     for (int64_t t = 0; t < n_tok; t++) {
-        if (slot[t] < 0 || pos[t] < 0 || pos[t] >= n_ctx) return TL_ERR_ARG;
+        if (slot[t] < 0 || pos[t] < 0 || (window == 0 && pos[t] >= n_cache)) return TL_ERR_ARG;
         int64_t len = pos[t] + 1;
         if (window > 0 && len > window) len = window;
         if (len > lmax) lmax = len;
@@ -365,7 +374,7 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
     attn_job J;
     J.k = k_cache;
     J.v = v_cache;
-    J.n_ctx = n_ctx;
+    J.n_cache = n_cache;
     J.kv_dim = kv_dim;
     J.q = q;
     J.out = out;

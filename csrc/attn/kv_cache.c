@@ -1,5 +1,7 @@
-/* KV cache storage: one layer's keys (or values) are [n_slots][n_ctx] rows of kv_dim elements of
-   the cache type, so a row of a block type (Q8_0, Q4_0 later) is a whole number of blocks. */
+/* KV cache storage: one layer's keys (or values) are [n_slots][n_cache] rows of kv_dim elements of
+   the cache type, so a row of a block type (Q8_0, Q4_0 later) is a whole number of blocks. A layer
+   with a sliding window may keep fewer rows than the context (a ring: position p in row
+   p mod n_cache). */
 #include <stdint.h>
 
 #include "../tl_common.h"
@@ -14,13 +16,13 @@ int64_t tl_kv_row_bytes(int kv_type, int64_t kv_dim) {
 }
 
 /* Returns the byte count, or a negated tl_status (-TL_ERR_TYPE, -TL_ERR_ARG, -TL_ERR_SIZE). */
-int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_ctx, int64_t kv_dim) {
+int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim) {
     int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
     if (row < 0) return row;
-    if (n_slots < 0 || n_ctx < 0) return -TL_ERR_ARG;
-    if (n_slots == 0 || n_ctx == 0) return 0;
-    if (n_ctx > INT64_MAX / row / n_slots) return -TL_ERR_SIZE;
-    return n_slots * n_ctx * row;
+    if (n_slots < 0 || n_cache < 0) return -TL_ERR_ARG;
+    if (n_slots == 0 || n_cache == 0) return 0;
+    if (n_cache > INT64_MAX / row / n_slots) return -TL_ERR_SIZE;
+    return n_slots * n_cache * row;
 }
 
 static void store_row_f16(uint16_t *dst, const float *src, int64_t n) {
@@ -29,18 +31,18 @@ static void store_row_f16(uint16_t *dst, const float *src, int64_t n) {
 
 /* Every (slot, pos) is checked before anything is written: a bad token leaves the cache as it was.
    Slots are not bounded here (the header carries no n_slots): the caller owns that bound. */
-int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_ctx, int64_t kv_dim,
+int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int64_t kv_dim,
                 const float *k, const float *v, int64_t n_tok, const int32_t *slot,
-                const int32_t *pos) {
+                const int32_t *pos, int window) {
     int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
     if (row < 0) return (int)-row;
-    if (n_ctx <= 0 || n_tok < 0) return TL_ERR_ARG;
+    if (n_cache <= 0 || n_tok < 0 || window < 0 || window > n_cache) return TL_ERR_ARG;
     if (n_tok == 0) return TL_OK;
     if (!k_cache || !v_cache || !k || !v || !slot || !pos) return TL_ERR_ARG;
     for (int64_t t = 0; t < n_tok; t++)
-        if (slot[t] < 0 || pos[t] < 0 || pos[t] >= n_ctx) return TL_ERR_ARG;
+        if (slot[t] < 0 || pos[t] < 0 || (window == 0 && pos[t] >= n_cache)) return TL_ERR_ARG;
     for (int64_t t = 0; t < n_tok; t++) {
-        int64_t r = (int64_t)slot[t] * n_ctx + pos[t];
+        int64_t r = (int64_t)slot[t] * n_cache + pos[t] % n_cache;
         store_row_f16((uint16_t *)((char *)k_cache + r * row), k + t * kv_dim, kv_dim);
         store_row_f16((uint16_t *)((char *)v_cache + r * row), v + t * kv_dim, kv_dim);
     }

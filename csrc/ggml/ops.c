@@ -1,5 +1,6 @@
-/* Element-wise and row-wise transformer ops (rmsnorm, rope, swiglu, geglu, add, scale): a scalar
-   reference kernel for each, an AVX2 twin, and the split of the work over the thread pool.
+/* Element-wise and row-wise transformer ops: rmsnorm, rope, swiglu and geglu with a scalar
+   reference kernel and an AVX2 twin each; layernorm, gelu, add, scale, softcap and bias rows as
+   plain loops (encoder-only or a few floats per step); the split of the work over the pool.
 
    Batch invariance: each kernel gives an element the same bits whatever its offset in the
    buffer, the number of rows and the thread count. Row ops (rmsnorm, rope) treat every row alike
@@ -101,6 +102,50 @@ int tl_rmsnorm(tl_pool *pool, const float *x, const float *w, float *y, int64_t 
     rmsnorm_job J = {x, w, y, n_rows, n, eps, pool_avx2(pool)};
     if (n_rows >= 2 && n_rows * n >= PAR_MIN_ELEMS) tl_pool_run(pool, rmsnorm_rows, &J);
     else rmsnorm_rows(&J, 0, 1);
+    return TL_OK;
+}
+
+/* ---------------------------------------------------------------- layernorm */
+
+/* Mean and variance in double (two passes over a row that stays in L1), then one float scale:
+   used by encoder models (BERT), where it runs once per layer over short rows. */
+static void layernorm_row(const float *x, const float *w, const float *b, float *y, int64_t n,
+                          float eps) {
+    double sum = 0.0, ss = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += x[i];
+    double mean = sum / (double)n;
+    for (int64_t i = 0; i < n; i++) ss += ((double)x[i] - mean) * ((double)x[i] - mean);
+    float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps)), mf = (float)mean;
+    for (int64_t i = 0; i < n; i++) {
+        float v = (x[i] - mf) * r;
+        if (w) v *= w[i];
+        if (b) v += b[i];
+        y[i] = v;
+    }
+}
+
+typedef struct {
+    const float *x, *w, *b;
+    float *y;
+    int64_t n_rows, n;
+    float eps;
+} layernorm_job;
+
+static void layernorm_rows(void *arg, int ith, int nth) {
+    const layernorm_job *J = arg;
+    long r0, r1;
+    tl_split((long)J->n_rows, ith, nth, &r0, &r1);
+    for (long r = r0; r < r1; r++) layernorm_row(J->x + r * J->n, J->w, J->b, J->y + r * J->n, J->n, J->eps);
+}
+
+int tl_layernorm(tl_pool *pool, const float *x, const float *w, const float *b, float *y,
+                 int64_t n_rows, int64_t n, float eps) {
+    if (!pool || n_rows < 0 || n <= 0 || !(eps >= 0.0f)) return TL_ERR_ARG;
+    if (n_rows == 0) return TL_OK;
+    if (!x || !y) return TL_ERR_ARG;
+    layernorm_job J = {x, w, b, y, n_rows, n, eps};
+    if (n_rows >= 2 && n_rows * n >= PAR_MIN_ELEMS) tl_pool_run(pool, layernorm_rows, &J);
+    else layernorm_rows(&J, 0, 1);
     return TL_OK;
 }
 
@@ -217,12 +262,16 @@ static void rope_tokens(void *arg, int ith, int nth) {
 }
 
 int tl_rope(tl_pool *pool, float *x, int64_t n_tok, int n_heads, int head_dim, int n_rot,
-            const int32_t *pos, float base, float freq_scale, int neox) {
+            const int32_t *pos, float base, float freq_scale, int neox, const float *factors) {
     if (!pool || n_tok < 0 || n_heads <= 0 || head_dim <= 0 || n_rot < 0 || n_rot % 2 != 0 ||
-        n_rot > head_dim || n_rot > 2 * ROPE_MAX_PAIRS || !(base > 0.0f) || !isfinite(freq_scale))
+        n_rot > head_dim || n_rot > 2 * ROPE_MAX_PAIRS || !(base > 0.0f) || !isfinite(base) ||
+        !isfinite(freq_scale))
         return TL_ERR_ARG;
     if (n_tok == 0 || n_rot == 0) return TL_OK;
     if (!x || !pos) return TL_ERR_ARG;
+    if (factors)
+        for (int i = 0; i < n_rot / 2; i++)
+            if (!(factors[i] > 0.0f) || !isfinite(factors[i])) return TL_ERR_ARG;
     rope_job J;
     J.x = x;
     J.n_tok = n_tok;
@@ -236,7 +285,7 @@ int tl_rope(tl_pool *pool, float *x, int64_t n_tok, int n_heads, int head_dim, i
     /* base^(-2i/n_rot) as powers of one ratio: 512 products drift by < 1e-13, and one pow per
        call instead of one per pair keeps a decode-step rope near a microsecond. */
     double ratio = pow((double)base, -2.0 / n_rot), f = 1.0;
-    for (int i = 0; i < n_rot / 2; i++, f *= ratio) J.inv_freq[i] = f;
+    for (int i = 0; i < n_rot / 2; i++, f *= ratio) J.inv_freq[i] = factors ? f / factors[i] : f;
     if (n_tok >= 2 && n_tok * n_heads * n_rot >= PAR_MIN_ELEMS / 4) tl_pool_run(pool, rope_tokens, &J);
     else rope_tokens(&J, 0, 1);
     return TL_OK;
@@ -352,6 +401,25 @@ int tl_geglu(tl_pool *pool, const float *gate, const float *up, float *out, int6
     return gated_run(pool, gate, up, out, n, geglu_ref, GEGLU_AVX2);
 }
 
+/* Exact GELU, x Phi(x) = 0.5 x erfc(-x / sqrt 2) (erfc keeps the digits for negative x), one
+   element at a time; for encoder feed-forwards, which run once per input, not per decode step. */
+static void gelu_part(void *arg, int ith, int nth) {
+    const gated_job *J = arg;
+    long s, e;
+    tl_split((long)J->n, ith, nth, &s, &e);
+    for (long i = s; i < e; i++) J->o[i] = 0.5f * J->g[i] * erfcf(-J->g[i] * 0.70710678118654752f);
+}
+
+int tl_gelu(tl_pool *pool, const float *x, float *out, int64_t n) {
+    if (!pool || n < 0) return TL_ERR_ARG;
+    if (n == 0) return TL_OK;
+    if (!x || !out) return TL_ERR_ARG;
+    gated_job J = {x, NULL, out, n, NULL};
+    if (n >= PAR_MIN_ELEMS) tl_pool_run(pool, gelu_part, &J);
+    else gelu_part(&J, 0, 1);
+    return TL_OK;
+}
+
 /* ---------------------------------------------------------------- add, scale */
 
 /* Plain loops: the compiler vectorises them at the baseline ISA, and they have no pool to ask
@@ -364,4 +432,17 @@ void tl_add(float *y, const float *x, int64_t n) {
 void tl_scale(float *y, float s, int64_t n) {
     if (!y) return;
     for (int64_t i = 0; i < n; i++) y[i] *= s;
+}
+
+int tl_softcap(float *y, float cap, int64_t n) {
+    if (!y || n < 0 || !(cap > 0.0f) || !isfinite(cap)) return TL_ERR_ARG;
+    float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++) y[i] = cap * tanhf(y[i] * inv);
+    return TL_OK;
+}
+
+void tl_add_rows(float *y, const float *b, int64_t n_rows, int64_t n) {
+    if (!y || !b) return;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) y[r * n + i] += b[i];
 }

@@ -223,11 +223,10 @@ def _matmul_works() -> bool:
 
 
 def last_logits(path: Path) -> np.ndarray:
-    from trio_llm.arch.llama import Llama
     from trio_llm.engine.batch import Batch
-    from trio_llm.engine.kernels import Pool
-    net = Llama(read_gguf(path), Pool(2), n_ctx=64)
-    return np.array(net.forward(Batch.sequence(PROMPT))[0], dtype=np.float64)
+    from trio_llm.engine.model import Model
+    model = Model.load(path, n_ctx=64, n_threads=2)
+    return np.array(model.net.forward(Batch.sequence(PROMPT))[0], dtype=np.float64)
 
 
 @pytest.mark.skipif(not _matmul_works(), reason="tl_matmul is still the weak placeholder")

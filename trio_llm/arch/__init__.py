@@ -1,20 +1,36 @@
-"""Model architectures, one module each; this registry maps `general.architecture` to a class."""
+"""Model architectures, one module each, and the registry from `general.architecture` to them.
+
+Each module is an `Architecture` (arch/runtime.py): it reads its hyper-parameters, names its
+tensors and writes its forward pass; the shared runtime does the rest. Adding an architecture is
+its module, its test and one line here.
+"""
 
 from __future__ import annotations
 
-from trio_llm.arch.llama import Llama
+from types import ModuleType
+from typing import cast
 
-ARCHITECTURES = {"llama": Llama}
+from trio_llm.arch import llama
+from trio_llm.arch.runtime import Architecture
+from trio_llm.errors import ModelFileError
+
+ARCHITECTURES: dict[str, ModuleType] = {
+    "llama": llama,
+}
 
 
-class UnsupportedArchitecture(ValueError):
+class UnsupportedArchitecture(ModelFileError):
     """The GGUF's general.architecture has no implementation here."""
 
 
-def architecture_for(name: str) -> type[Llama]:
+def supported() -> list[str]:
+    return sorted(ARCHITECTURES)
+
+
+def architecture_for(name: str) -> Architecture:
     try:
-        return ARCHITECTURES[name]
+        return cast(Architecture, ARCHITECTURES[name])
     except KeyError:
         raise UnsupportedArchitecture(
-            f"unsupported model architecture {name!r} (supported: {', '.join(ARCHITECTURES)})"
+            f"unsupported model architecture {name!r} (supported: {', '.join(supported())})"
         ) from None

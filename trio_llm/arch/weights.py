@@ -8,10 +8,11 @@ from typing import Any
 
 from trio_llm._kernels import ffi, lib
 from trio_llm.engine.gguf_file import GGUFFile
+from trio_llm.errors import ModelFileError
 
 
-class MissingTensor(ValueError):
-    """The file lacks a tensor its architecture needs, or has it with the wrong shape."""
+class MissingTensor(ModelFileError):
+    """The file lacks a tensor its architecture needs, or has it with the wrong shape or type."""
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,25 @@ class WeightLoader:
         return name in self.gguf.tensors
 
     def get(self, name: str, *shape: int) -> Weight:
-        """The tensor `name`, checked against the expected GGML-order shape."""
+        """The tensor `name`, checked against the expected GGML-order shape and for a type the
+        kernels can multiply."""
         info = self.gguf.tensors.get(name)
         if info is None:
             raise MissingTensor(f"model file lacks tensor {name!r}")
         if shape and tuple(info.shape) != shape:
-            raise MissingTensor(f"tensor {name!r} has shape {info.shape}, expected {shape}")
+            raise MissingTensor(f"tensor {name!r} has shape {tuple(info.shape)}, expected {shape}")
+        if lib.tl_row_bytes(int(info.type), info.row_length) <= 0:
+            raise MissingTensor(f"tensor {name!r} has type {info.type.name}, which trio-llm "
+                                "cannot compute with")
         return Weight(name, int(info.type), info.n_rows, info.row_length, self._base + info.offset)
 
     def floats(self, name: str, n: int) -> Any:
-        """An F32 vector (norm weights) as a float pointer."""
+        """An F32 vector (norm weights, biases) as a float pointer."""
         w = self.get(name, n)
-        if w.kind != 0:
+        if w.kind != lib.TL_F32:
             raise MissingTensor(f"tensor {name!r} must be F32")
         return ffi.cast("float *", w.data)
+
+    def optional_floats(self, name: str, n: int) -> Any:
+        """floats(name, n), or NULL when the file has no such tensor."""
+        return self.floats(name, n) if self.has(name) else ffi.NULL

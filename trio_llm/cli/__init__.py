@@ -26,7 +26,7 @@ def complete(args: argparse.Namespace) -> int:
 
     model = Model.load(args.model or fetch(), n_ctx=args.num_ctx, n_threads=args.threads)
     options = SamplerOptions(temperature=args.temperature, seed=args.seed)
-    sampler = Sampler(options, model.net.params.vocab_size)
+    sampler = Sampler(options, model.net.vocab_size)
     tokenizer = model.tokenizer
     ids = tokenizer.encode(args.prompt)
     pending = b""

@@ -1,34 +1,82 @@
-"""The KV cache: per layer, keys and values for n_slots sequences of up to n_ctx positions."""
+"""The KV cache: per layer, keys and values for n_slots sequences, in the layout the kernels read.
+
+A layer attends either to every earlier position (its cache holds the whole context) or to a
+sliding window of the last `window` positions; such a layer keeps only the window plus one
+call's tokens, as a ring (position p in row p mod n_cache), so a long context costs the local
+layers of gemma3 or mistral nothing more. `kv_cache_bytes` is the one function that says how
+much memory that is: the allocation below and the scheduler's estimate both read it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from trio_llm._kernels import lib
 from trio_llm.engine.kernels import KernelError, ptr
+from trio_llm.engine.ops import KVLayer
 
-KV_TYPES = {"f16": 1}  # GGML type ids; q8_0 and q4_0 arrive with flash-attention work
+KV_TYPES = {"f16": lib.TL_F16}  # GGML type ids; q8_0 and q4_0 arrive with the quantized cache
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """What one layer caches per position: kv_dim = KV heads x head size for K (and for V), and
+    the sliding window it attends to (0: every earlier position)."""
+
+    kv_dim: int
+    window: int = 0
+
+
+def cache_rows(layout: KVLayout, n_ctx: int, max_batch: int) -> tuple[int, int]:
+    """(rows per slot, effective window) of a layer. A window layer keeps window + max_batch - 1
+    rows: the rows a call's tokens may still attend to after that call has stored its own."""
+    window = layout.window if 0 < layout.window < n_ctx else 0
+    if window and window + max_batch - 1 < n_ctx:
+        return window + max_batch - 1, window
+    return n_ctx, window
+
+
+def _row_bytes(kind: int, n_slots: int, rows: int, kv_dim: int) -> int:
+    nbytes = lib.tl_kv_bytes(kind, n_slots, rows, kv_dim)
+    if nbytes < 0:
+        raise KernelError(f"KV cache of {n_slots} x {rows} x {kv_dim}: invalid size")
+    return int(nbytes)
+
+
+def kv_cache_bytes(layouts: Sequence[KVLayout], n_slots: int, n_ctx: int, max_batch: int,
+                   kv_type: str = "f16") -> int:
+    """Bytes of the whole cache (keys and values of every layer)."""
+    kind = _kind(kv_type)
+    return sum(2 * _row_bytes(kind, n_slots, cache_rows(lay, n_ctx, max_batch)[0], lay.kv_dim)
+               for lay in layouts)
+
+
+def _kind(kv_type: str) -> int:
+    if kv_type not in KV_TYPES:
+        raise ValueError(f"unsupported KV cache type {kv_type!r}")
+    return int(KV_TYPES[kv_type])
 
 
 class KVCache:
-    """Owns the cache memory; hands out per-layer C pointers made once at construction."""
+    """Owns the cache memory; hands out one KVLayer (pointers made once) per layer."""
 
-    def __init__(self, n_layer: int, n_slots: int, n_ctx: int, kv_dim: int,
+    def __init__(self, layouts: Sequence[KVLayout], n_slots: int, n_ctx: int, max_batch: int,
                  kv_type: str = "f16") -> None:
-        if kv_type not in KV_TYPES:
-            raise ValueError(f"unsupported KV cache type {kv_type!r}")
-        self.n_layer, self.n_slots, self.n_ctx, self.kv_dim = n_layer, n_slots, n_ctx, kv_dim
-        self.kind = KV_TYPES[kv_type]
-        nbytes = lib.tl_kv_bytes(self.kind, n_slots, n_ctx, kv_dim)
-        if nbytes < 0:
-            raise KernelError("KV cache: invalid size")
-        self.keys = [np.zeros(nbytes, dtype=np.uint8) for _ in range(n_layer)]
-        self.values = [np.zeros(nbytes, dtype=np.uint8) for _ in range(n_layer)]
-        self.key_ptrs: list[Any] = [ptr(a) for a in self.keys]
-        self.value_ptrs: list[Any] = [ptr(a) for a in self.values]
+        self.n_slots, self.n_ctx = n_slots, n_ctx
+        self.kind = _kind(kv_type)
+        self._arrays: list[np.ndarray] = []
+        self.layers: list[KVLayer] = []
+        for layout in layouts:
+            rows, window = cache_rows(layout, n_ctx, max_batch)
+            nbytes = _row_bytes(self.kind, n_slots, rows, layout.kv_dim)
+            keys, values = np.zeros(nbytes, np.uint8), np.zeros(nbytes, np.uint8)
+            self._arrays += [keys, values]
+            self.layers.append(KVLayer(self.kind, ptr(keys), ptr(values), rows, layout.kv_dim,
+                                       window))
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.n_layer * self.keys[0].nbytes
+        return sum(a.nbytes for a in self._arrays)

@@ -1,4 +1,4 @@
-"""A loaded model: the GGUF file, its architecture's forward pass, tokenizer and thread pool."""
+"""A loaded model: the GGUF file, its architecture's network, tokenizer and compute backend."""
 
 from __future__ import annotations
 
@@ -6,10 +6,23 @@ import os
 from dataclasses import dataclass
 
 from trio_llm.arch import architecture_for
-from trio_llm.arch.llama import Llama
+from trio_llm.arch.runtime import Network
+from trio_llm.arch.weights import WeightLoader
 from trio_llm.engine.gguf_file import GGUFFile, read_gguf
 from trio_llm.engine.kernels import Pool
+from trio_llm.engine.ops import CpuOps
 from trio_llm.engine.tokenizer import Tokenizer
+
+
+def check_model_file(gguf: GGUFFile) -> frozenset[str]:
+    """Every check loading makes, without loading: a supported architecture whose
+    hyper-parameters fit its tensors (names, shapes, types) and a tokenizer we implement.
+    Raises ModelFileError (a 400) naming the first problem; returns the capabilities."""
+    arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
+    params = arch.read_params(gguf)
+    arch.load_weights(WeightLoader(gguf), params)  # views into the mmap only
+    Tokenizer.from_metadata(gguf.metadata)
+    return arch.CAPABILITIES
 
 
 @dataclass
@@ -17,31 +30,42 @@ class Model:
     """Everything needed to turn tokens into logits for up to n_slots sequences at once."""
 
     gguf: GGUFFile
-    net: Llama
+    net: Network
     tokenizer: Tokenizer
-    pool: Pool
+    ops: CpuOps
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], n_ctx: int = 4096, n_slots: int = 1,
-             n_threads: int = 0, max_batch: int = 512, scalar: bool = False) -> Model:
+             n_threads: int = 0, max_batch: int = 512, scalar: bool = False,
+             kv_type: str = "f16") -> Model:
         gguf = read_gguf(path)
         try:
             arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
-            pool = Pool(n_threads, scalar=scalar)
-            net = arch(gguf, pool, n_ctx=n_ctx, n_slots=n_slots, max_batch=max_batch)
             tokenizer = Tokenizer.from_metadata(gguf.metadata)
+            ops = CpuOps(Pool(n_threads, scalar=scalar))
+            net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots, max_batch=max_batch,
+                          kv_type=kv_type)
         except BaseException:
             gguf.close()
             raise
-        return cls(gguf, net, tokenizer, pool)
+        return cls(gguf, net, tokenizer, ops)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.net.arch.CAPABILITIES
+
+    @property
+    def pool(self) -> Pool:
+        return self.ops.pool
 
     @property
     def weight_bytes(self) -> int:
         """Bytes of weights one decode step reads (every tensor except the embedding lookup)."""
         total = sum(t.nbytes for t in self.gguf.tensors.values())
         embd = self.gguf.tensors["token_embd.weight"].nbytes
-        tied = self.net.output.name == self.net.token_embd.name  # read for the logits too
+        output = self.net.output
+        tied = output is not None and output.name == self.net.token_embd.name
         return total if tied else total - embd
 
     def close(self) -> None:
-        self.pool.close()
+        self.ops.close()

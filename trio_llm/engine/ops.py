@@ -1,0 +1,177 @@
+"""The operations a forward pass is made of, on one compute backend: today the CPU's C kernels.
+
+Architectures never call `tl_*` themselves: the shared runtime (`trio_llm.arch.runtime`) calls
+an `Ops` object, so a second backend (a CUDA build of the same operations) can sit beside
+`CpuOps` without touching any architecture. Every call checks its kernel's status on its own
+and raises KernelError naming the operation; nothing is OR'ed together and checked later.
+Buffers and pointers are made once per model: a cffi pointer costs more than many kernel calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Protocol
+
+import numpy as np
+
+from trio_llm._kernels import ffi, lib
+from trio_llm.engine.kernels import KernelError, Pool, ptr
+
+NULL = ffi.NULL
+
+
+class KernelStatus(IntEnum):
+    """tl_status (csrc/tl_common.h): what a kernel returns."""
+
+    OK = lib.TL_OK
+    TYPE = lib.TL_ERR_TYPE
+    SIZE = lib.TL_ERR_SIZE
+    MEMORY = lib.TL_ERR_MEMORY
+    ARG = lib.TL_ERR_ARG
+
+
+_REASONS = {
+    KernelStatus.TYPE: "unsupported tensor type",
+    KernelStatus.SIZE: "length is not a whole number of blocks, or out of range",
+    KernelStatus.MEMORY: "out of memory",
+    KernelStatus.ARG: "invalid argument",
+}
+
+
+class MatmulPath(IntEnum):
+    """tl_matmul_path's kernels (csrc/ggml/ggml.h); PRECISE is a flag on ROW_DOTS and TILED."""
+
+    ROW_DOTS = lib.TL_PATH_ROW_DOTS
+    TILED = lib.TL_PATH_TILED
+    PACKED = lib.TL_PATH_PACKED
+    PRECISE_ROW_DOTS = lib.TL_PATH_ROW_DOTS | lib.TL_PATH_PRECISE
+    PRECISE_TILED = lib.TL_PATH_TILED | lib.TL_PATH_PRECISE
+
+
+def _checked(status: int, what: str) -> None:
+    if status != KernelStatus.OK:
+        try:
+            reason = _REASONS[KernelStatus(status)]
+        except ValueError:
+            reason = f"status {status}"
+        raise KernelError(f"{what}: {reason}")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """Scratch activations, [rows][width] float32, with a pointer to row 0 made once."""
+
+    array: np.ndarray
+    ptr: Any
+    width: int
+
+    def row(self, i: int) -> Any:
+        """A pointer to row i."""
+        return self.ptr + i * self.width
+
+
+@dataclass(frozen=True)
+class KVLayer:
+    """One layer's KV cache: keys and values, [n_slots][n_cache][kv_dim] of `kind` each.
+
+    window > 0: the layer attends to the last `window` positions only and may keep fewer rows
+    than the context (a ring, position p in row p mod n_cache)."""
+
+    kind: int
+    keys: Any
+    values: Any
+    n_cache: int
+    kv_dim: int
+    window: int
+
+
+class Ops(Protocol):
+    """The kernel operations of a forward pass. Pointers are the backend's own (host pointers
+    for the CPU); rows are tokens; widths are floats per token."""
+
+    def buffer(self, rows: int, width: int) -> Buffer: ...
+    def embed(self, table: Any, ids: Any, n: int, out: Any) -> None: ...
+    def rmsnorm(self, x: Any, w: Any, y: Any, rows: int, width: int, eps: float) -> None: ...
+    def layernorm(self, x: Any, w: Any, b: Any, y: Any, rows: int, width: int,
+                  eps: float) -> None: ...
+    def matmul(self, w: Any, x: Any, n: int, y: Any, path: MatmulPath) -> None: ...
+    def rope(self, x: Any, n: int, heads: int, head_dim: int, n_rot: int, pos: Any,
+             base: float, freq_scale: float, neox: bool, factors: Any) -> None: ...
+    def kv_store(self, layer: KVLayer, k: Any, v: Any, n: int, slots: Any, pos: Any) -> None: ...
+    def attention(self, layer: KVLayer, q: Any, n: int, slots: Any, pos: Any, n_head: int,
+                  n_kv_head: int, head_dim: int, scale: float, out: Any) -> None: ...
+    def swiglu(self, gate: Any, up: Any, out: Any, n: int) -> None: ...
+    def geglu(self, gate: Any, up: Any, out: Any, n: int) -> None: ...
+    def gelu(self, x: Any, out: Any, n: int) -> None: ...
+    def add(self, y: Any, x: Any, n: int) -> None: ...
+    def add_rows(self, y: Any, b: Any, rows: int, width: int) -> None: ...
+    def scale(self, y: Any, s: float, n: int) -> None: ...
+    def softcap(self, y: Any, cap: float, n: int) -> None: ...
+
+
+class CpuOps:
+    """Ops on the CPU: the cffi kernels over host memory, on one persistent thread pool."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self._handle = pool.handle
+
+    def buffer(self, rows: int, width: int) -> Buffer:
+        array = np.zeros((rows, width), np.float32)
+        return Buffer(array, ptr(array, "float *"), width)
+
+    def embed(self, table: Any, ids: Any, n: int, out: Any) -> None:
+        _checked(lib.tl_get_rows(table.kind, table.data, table.n_in, table.n_out, ids, n, out),
+                 "embedding lookup")
+
+    def rmsnorm(self, x: Any, w: Any, y: Any, rows: int, width: int, eps: float) -> None:
+        _checked(lib.tl_rmsnorm(self._handle, x, w, y, rows, width, eps), "rmsnorm")
+
+    def layernorm(self, x: Any, w: Any, b: Any, y: Any, rows: int, width: int,
+                  eps: float) -> None:
+        _checked(lib.tl_layernorm(self._handle, x, w, b, y, rows, width, eps), "layernorm")
+
+    def matmul(self, w: Any, x: Any, n: int, y: Any, path: MatmulPath) -> None:
+        data = w.packed if path == MatmulPath.PACKED else w.data
+        _checked(lib.tl_matmul_path(self._handle, w.kind, data, w.n_out, w.n_in, x, n, y, path),
+                 f"matmul {w.name}")
+
+    def rope(self, x: Any, n: int, heads: int, head_dim: int, n_rot: int, pos: Any,
+             base: float, freq_scale: float, neox: bool, factors: Any) -> None:
+        _checked(lib.tl_rope(self._handle, x, n, heads, head_dim, n_rot, pos, base, freq_scale,
+                             neox, factors), "rope")
+
+    def kv_store(self, layer: KVLayer, k: Any, v: Any, n: int, slots: Any, pos: Any) -> None:
+        _checked(lib.tl_kv_store(layer.kind, layer.keys, layer.values, layer.n_cache,
+                                 layer.kv_dim, k, v, n, slots, pos, layer.window), "KV store")
+
+    def attention(self, layer: KVLayer, q: Any, n: int, slots: Any, pos: Any, n_head: int,
+                  n_kv_head: int, head_dim: int, scale: float, out: Any) -> None:
+        _checked(lib.tl_attention(self._handle, layer.kind, layer.keys, layer.values,
+                                  layer.n_cache, q, n, slots, pos, n_head, n_kv_head, head_dim,
+                                  scale, layer.window, out), "attention")
+
+    def swiglu(self, gate: Any, up: Any, out: Any, n: int) -> None:
+        _checked(lib.tl_swiglu(self._handle, gate, up, out, n), "swiglu")
+
+    def geglu(self, gate: Any, up: Any, out: Any, n: int) -> None:
+        _checked(lib.tl_geglu(self._handle, gate, up, out, n), "geglu")
+
+    def gelu(self, x: Any, out: Any, n: int) -> None:
+        _checked(lib.tl_gelu(self._handle, x, out, n), "gelu")
+
+    def add(self, y: Any, x: Any, n: int) -> None:
+        lib.tl_add(y, x, n)
+
+    def add_rows(self, y: Any, b: Any, rows: int, width: int) -> None:
+        lib.tl_add_rows(y, b, rows, width)
+
+    def scale(self, y: Any, s: float, n: int) -> None:
+        lib.tl_scale(y, s, n)
+
+    def softcap(self, y: Any, cap: float, n: int) -> None:
+        _checked(lib.tl_softcap(y, cap, n), "soft-capping")
+
+    def close(self) -> None:
+        self.pool.close()
