@@ -154,3 +154,19 @@ def test_an_adapter_layer_is_added_from_a_gguf_blob(smol_store: Store, tmp_path:
     record = smol_store.get("adapted")
     assert [p.name for p in record.adapter_paths] == [GGUF_DIGEST.replace(":", "-")]
     assert "ADAPTER " in smol_store.show("adapted").modelfile
+
+
+def test_a_gguf_that_cannot_run_is_refused_naming_the_cause(store: Store, tmp_path: Path,
+                                                            smollm2_path: Path) -> None:
+    """create checks what loading would check: an unknown architecture is a 400 at create,
+    not a 500 at the first request."""
+    from trio_llm.errors import ModelFileError
+    from trio_llm.testing.tiny_gguf import TinyModel, vocabulary_of
+
+    model = TinyModel("mamba9", vocabulary_of(smollm2_path))
+    model.meta("block_count", 1)
+    model.tensor("token_embd.weight", (8, model.vocab_size))
+    path = model.write(tmp_path / "odd.gguf")
+    with pytest.raises(ModelFileError, match="unsupported model architecture 'mamba9'"):
+        statuses(store.create_from_modelfile("odd", f"FROM ./{path.name}\n", base_dir=tmp_path))
+    assert not store.exists("odd")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from trio_llm.engine.gguf_file import GGUFError
+from trio_llm.engine.gguf_file import GGUFError, read_gguf
 from trio_llm.store import modelfile, templates
 from trio_llm.store import params as params_mod
 from trio_llm.store.atomic import TempFile
@@ -254,12 +254,12 @@ def _base(store: Store, req: CreateRequest, pins: PinSet) -> Generator[Any, None
         layers = []
         for filename, digest in req.files.items():
             _check_filename(filename)
-            layers.append((yield from _gguf_layer(store, digest, pins)))
+            layers.append((yield from _gguf_layer(store, digest, pins, runnable=True)))
         return _Base(layers, from_gguf=True)
     if not req.from_:
         raise InvalidRequest("neither 'from' or 'files' was specified")
     if _is_digest(req.from_):
-        layer = yield from _gguf_layer(store, req.from_, pins)
+        layer = yield from _gguf_layer(store, req.from_, pins, runnable=True)
         return _Base([layer], from_gguf=True)
     base_name = parse_name(req.from_)
     if not store.exists(req.from_):
@@ -313,13 +313,22 @@ def _file_digest(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _gguf_layer(store: Store, digest: str, pins: PinSet) -> Generator[Any, None, Layer]:
+def _gguf_layer(store: Store, digest: str, pins: PinSet, runnable: bool = False
+                ) -> Generator[Any, None, Layer]:
+    """The layer of a stored GGUF blob: a projector (clip) or a model; with `runnable`, a model
+    must pass every check loading it would make (ModelFileError, a 400, names the problem)."""
     digest = parse_digest(digest)
     pins.add(digest)
     size = store.blobs.size(digest)
     yield status("parsing GGUF")
     summary = store.summary(digest)
-    return Layer(PROJECTOR if summary.architecture == "clip" else MODEL, digest, size)
+    if summary.architecture == "clip":
+        return Layer(PROJECTOR, digest, size)
+    if runnable:
+        from trio_llm.engine.model import check_model_file  # the kernels load only here
+        with read_gguf(store.blob_path(digest)) as gguf:
+            check_model_file(gguf)
+    return Layer(MODEL, digest, size)
 
 
 def _small_blob(store: Store, pins: PinSet, media_type: str, data: bytes) -> tuple[Layer, bool]:

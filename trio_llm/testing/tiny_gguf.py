@@ -1,0 +1,129 @@
+"""Small random-weight GGUF files, written at test time with the `gguf` package.
+
+No real weights of most architectures are on PyPI, so their tests build a few-MB model of the
+architecture's exact tensor layout with random weights, and compare our engine against a
+float64 reference on it. The vocabulary is borrowed from a real model (SmolLM2's byte-level
+BPE by default) so the tokenizer path is the real one too.
+
+    model = TinyModel("qwen2", vocab=smollm2_vocabulary(path))
+    model.meta("embedding_length", 64)
+    model.tensor("blk.0.attn_q.weight", (64, 64))
+    model.write(tmp_path / "qwen2.gguf")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+from gguf.quants import quantize
+
+F32 = GGMLQuantizationType.F32
+F16 = GGMLQuantizationType.F16
+Q8_0 = GGMLQuantizationType.Q8_0
+
+TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+                  "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.scores",
+                  "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                  "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_space_prefix")
+
+
+def vocabulary_of(path: Path | str) -> dict[str, Any]:
+    """The tokenizer.ggml.* keys of a real GGUF file, to give a tiny model the same tokenizer."""
+    reader = GGUFReader(path)
+    out: dict[str, Any] = {}
+    for key in TOKENIZER_KEYS:
+        if key in reader.fields:
+            value = reader.fields[key].contents()
+            out[key] = value
+    return out
+
+
+@dataclass
+class TinyModel:
+    """Metadata and tensors of one model, written as GGUF by write()."""
+
+    arch: str
+    vocab: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    _meta: dict[str, Any] = field(default_factory=dict)
+    _tensors: dict[str, tuple[np.ndarray, GGMLQuantizationType]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab.get("tokenizer.ggml.tokens", ())) or 256
+
+    def meta(self, key: str, value: Any) -> TinyModel:
+        """Set `<arch>.key` (or a full key when it contains the architecture's prefix already)."""
+        name = key if key.startswith(("general.", "tokenizer.")) else f"{self.arch}.{key}"
+        self._meta[name] = value
+        return self
+
+    def tensor(self, name: str, shape: tuple[int, ...], kind: GGMLQuantizationType = F32,
+               scale: float | None = None, values: np.ndarray | None = None) -> np.ndarray:
+        """Add a tensor of GGML-order `shape` (row length first): random normal values scaled
+        by 1/sqrt(row length) unless given (norm weights: pass values). Returns the float32
+        values as stored after quantization (numpy order: reversed shape)."""
+        numpy_shape = tuple(reversed(shape))
+        if values is None:
+            s = scale if scale is not None else 1.0 / np.sqrt(shape[0])
+            values = (self._rng.standard_normal(numpy_shape) * s).astype(np.float32)
+        values = np.ascontiguousarray(values, np.float32).reshape(numpy_shape)
+        self._tensors[name] = (values, kind)
+        return values
+
+    def norm(self, name: str, n: int, center: float = 1.0) -> np.ndarray:
+        """A norm weight vector near `center` (F32)."""
+        return self.tensor(name, (n,), F32,
+                           values=(center + 0.1 * self._rng.standard_normal(n)).astype(np.float32))
+
+    def write(self, path: Path | str) -> Path:
+        path = Path(path)
+        writer = GGUFWriter(str(path), self.arch)
+        for key, value in {**self.vocab, **self._meta}.items():
+            _add(writer, key, value)
+        for name, (values, kind) in self._tensors.items():
+            if kind == F32:
+                writer.add_tensor(name, values)
+            elif kind == F16:
+                writer.add_tensor(name, values.astype(np.float16))
+            else:
+                raw = quantize(values, kind)
+                writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=kind)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return path
+
+
+def _add(writer: GGUFWriter, key: str, value: Any) -> None:
+    """One metadata key with the GGUF type its Python value implies (ints as int32/uint32
+    as llama.cpp's converters write them, floats as float32, lists of strings or numbers)."""
+    if isinstance(value, bool):
+        writer.add_bool(key, value)
+    elif isinstance(value, int):
+        writer.add_uint32(key, value) if value >= 0 else writer.add_int32(key, value)
+    elif isinstance(value, float):
+        writer.add_float32(key, value)
+    elif isinstance(value, str):
+        writer.add_string(key, value)
+    elif isinstance(value, list | tuple | np.ndarray):
+        items = list(value)
+        if items and isinstance(items[0], str):
+            writer.add_array(key, items)
+        elif items and isinstance(items[0], float | np.floating):
+            writer.add_key_value(key, [float(v) for v in items], GGUFValueType.ARRAY,
+                                 sub_type=GGUFValueType.FLOAT32)
+        else:
+            writer.add_key_value(key, [int(v) for v in items], GGUFValueType.ARRAY,
+                                 sub_type=GGUFValueType.INT32)
+    else:
+        raise TypeError(f"metadata {key!r}: cannot write {type(value).__name__}")
