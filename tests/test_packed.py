@@ -163,31 +163,28 @@ def test_sizes_that_overflow_are_refused_not_wrapped(pools: dict[str, Any]) -> N
 
 
 GEMMA = cache_dir() / "models" / "gemma-3-270m-q4_k_m.gguf"
-# One tensor of each format in Gemma 3 270M Q4_K_M, and at most this many of its rows.
-GEMMA_TENSORS = [("blk.0.attn_q.weight", Q.Q5_0), ("blk.0.attn_output.weight", Q.Q4_K),
-                 ("blk.0.ffn_down.weight", Q.Q6_K), ("blk.0.ffn_down.weight", Q.Q4_K),
-                 ("token_embd.weight", Q.Q8_0)]
-GEMMA_ROWS = 1027  # the output matrix's first rows: 128 tiles and a partial one
+# A matrix of each format in Gemma 3 270M Q4_K_M (its first layer that has it), and at most
+# GEMMA_ROWS of its rows: the output matrix's first 128 tiles and a partial one.
+GEMMA_MATRICES = {Q.Q5_0: "attn_q.weight", Q.Q4_K: "attn_output.weight",
+                  Q.Q6_K: "ffn_down.weight", Q.Q8_0: "token_embd.weight"}
+GEMMA_ROWS = 1027
 
 
 @pytest.fixture(scope="module")
 def gemma_tensors() -> dict[Q, tuple[str, np.ndarray]]:
-    """The first tensor of each format that GEMMA_TENSORS names, as raw row bytes."""
+    """GEMMA_MATRICES' tensors as raw row bytes, by format."""
     if not GEMMA.exists():
         pytest.skip(f"the Gemma 3 270M file is not in the cache ({GEMMA.name})")
-    reader = GGUFReader(GEMMA)
     found: dict[Q, tuple[str, np.ndarray]] = {}
-    by_name = {t.name: t for t in reader.tensors}
-    for layer in range(len(reader.tensors)):
-        for name, qtype in GEMMA_TENSORS:
-            t = by_name.get(name.replace("blk.0.", f"blk.{layer}."))
-            if t is not None and t.tensor_type == qtype and qtype not in found:
-                found[qtype] = (t.name, np.ascontiguousarray(t.data[:GEMMA_ROWS]))
-    assert set(found) == {q for _, q in GEMMA_TENSORS}
+    for t in GGUFReader(GEMMA).tensors:
+        qtype = Q(t.tensor_type)
+        if qtype not in found and t.name.endswith(GEMMA_MATRICES.get(qtype, "-")):
+            found[qtype] = (t.name, np.ascontiguousarray(t.data[:GEMMA_ROWS]))
+    assert set(found) == set(GEMMA_MATRICES)
     return found
 
 
-@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q4_K, Q.Q6_K, Q.Q8_0], ids=lambda q: q.name)
+@pytest.mark.parametrize("qtype", list(GEMMA_MATRICES), ids=lambda q: q.name)
 def test_real_gemma_weights_match_the_float64_product_in_any_batch(
         pools: dict[str, Any], gemma_tensors: dict[Q, tuple[str, np.ndarray]], qtype: Q) -> None:
     """Gemma 3 270M's own matrices: within the int8 noise of the float64 product, SIMD and

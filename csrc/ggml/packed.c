@@ -103,7 +103,7 @@ static void q5_high_bits(const uint8_t qh[4], uint8_t out[4]) {
 }
 
 /* Row r of one repacked block from one GGML block. Field offsets: packed.h, blocks.h. */
-static void place_simple(int wtype, const uint8_t *blk, uint8_t *p, int r) {
+static void place_simple(int wtype, const uint8_t *blk, void *p, int r) {
     switch (wtype) {
     case TL_Q8_0: {
         tl_rp_q8 *b = (tl_rp_q8 *)p;
@@ -138,14 +138,14 @@ static void pack_simple(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, 
     size_t bytes = (size_t)tl_type_block_bytes(wtype);
     size_t out_bytes = find_format(wtype)->rp_bytes;
     size_t row_bytes = (size_t)nb * bytes;
-    uint8_t p[sizeof(tl_rp_q8)];  /* the largest of the 32-element blocks */
+    union { tl_rp_q4 q4; tl_rp_q5 q5; tl_rp_q8 q8; } p;  /* Q4_0 / Q5_0: their prefix */
     for (int64_t i = 0; i < n_tiles(n_out); i++)
         for (int64_t b = 0; b < nb; b++) {
-            memset(p, 0, sizeof p);
+            memset(&p, 0, sizeof p);
             for (int r = 0; r < TL_RP_ROWS && i * TL_RP_ROWS + r < n_out; r++)
                 place_simple(wtype, w + (size_t)(i * TL_RP_ROWS + r) * row_bytes + (size_t)b * bytes,
-                             p, r);
-            memcpy(out + (size_t)(i * nb + b) * out_bytes, p, out_bytes);
+                             &p, r);
+            memcpy(out + (size_t)(i * nb + b) * out_bytes, &p, out_bytes);
         }
 }
 
