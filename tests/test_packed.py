@@ -7,14 +7,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from tests.test_matmul import make_weights, oracle, quantized_activations, rel_err
 from trio_llm._kernels import ffi, lib
+from trio_llm.testing.models import cache_dir
 
 Q = GGMLQuantizationType
-PACKABLE = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K]
+PACKABLE = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+# Bytes a row per block beyond GGML's: Q4_K and Q5_K keep their six-bit scales unpacked to bytes.
+EXTRA_BYTES = {Q.Q4_K: 4, Q.Q5_K: 4}
 TL_OK, TL_ERR_TYPE, TL_ERR_SIZE = 0, 1, 2
 
 
@@ -55,14 +58,14 @@ def row_length(qtype: Q, n_32_blocks: int) -> int:
 
 @pytest.mark.parametrize("qtype", PACKABLE, ids=lambda q: q.name)
 def test_repacked_matrix_is_the_ggml_size_rounded_up_to_8_rows(qtype: Q) -> None:
-    """Q4_K keeps its scales unpacked to bytes: 4 bytes a row more per super-block."""
+    """Q4_K and Q5_K keep their scales unpacked to bytes: 4 bytes a row more per super-block."""
     block, size = GGML_QUANT_SIZES[qtype]
-    size += 4 if qtype == Q.Q4_K else 0
+    size += EXTRA_BYTES.get(qtype, 0)
     assert lib.tl_repack_bytes(int(qtype), 37, 4 * block) == 40 * 4 * size
     assert lib.tl_repack_bytes(int(qtype), 48, 2 * block) == 48 * 2 * size
 
 
-@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q5_K, Q.Q6_K, Q.F16], ids=lambda q: q.name)
+@pytest.mark.parametrize("qtype", [Q.Q2_K, Q.Q3_K, Q.F16, Q.F32], ids=lambda q: q.name)
 def test_formats_without_a_repacked_layout_are_refused(
         pools: dict[str, Any], qtype: Q) -> None:
     n_in = 256
@@ -143,3 +146,61 @@ def test_a_token_gets_the_same_bits_in_any_batch_and_position(
             x = np.insert(others[: size - 1], at, mine[0], axis=0)
             y = packed_matmul(pool, qtype, packed, n_out, n_in, x)
             np.testing.assert_array_equal(y[at], alone)
+
+
+def test_sizes_that_overflow_are_refused_not_wrapped(pools: dict[str, Any]) -> None:
+    """Neither the size query nor the product wraps: huge shapes are a size error, and the
+    product returns before touching the (dummy, one-element) buffers."""
+    assert lib.tl_repack_bytes(int(Q.Q4_0), 2**62, 2**40 * 32) == 0
+    assert lib.tl_repack_bytes(int(Q.Q6_K), 2**63 - 1, 256) == 0
+    assert lib.tl_repack_bytes(int(Q.Q5_0), 0, 32) == 0
+    one = np.zeros(1, np.float32)
+    status = lib.tl_matmul_path(pools["simd2"], int(Q.Q6_K), ffi.from_buffer(one), 2**61, 256,
+                                ffi.cast("float *", ffi.from_buffer(one)), 1,
+                                ffi.cast("float *", ffi.from_buffer(one, require_writable=True)),
+                                lib.TL_PATH_PACKED)
+    assert status == TL_ERR_SIZE
+
+
+GEMMA = cache_dir() / "models" / "gemma-3-270m-q4_k_m.gguf"
+# A matrix of each format in Gemma 3 270M Q4_K_M (its first layer that has it), and at most
+# GEMMA_ROWS of its rows: the output matrix's first 128 tiles and a partial one.
+GEMMA_MATRICES = {Q.Q5_0: "attn_q.weight", Q.Q4_K: "attn_output.weight",
+                  Q.Q6_K: "ffn_down.weight", Q.Q8_0: "token_embd.weight"}
+GEMMA_ROWS = 1027
+
+
+@pytest.fixture(scope="module")
+def gemma_tensors() -> dict[Q, tuple[str, np.ndarray]]:
+    """GEMMA_MATRICES' tensors as raw row bytes, by format."""
+    if not GEMMA.exists():
+        pytest.skip(f"the Gemma 3 270M file is not in the cache ({GEMMA.name})")
+    found: dict[Q, tuple[str, np.ndarray]] = {}
+    for t in GGUFReader(GEMMA).tensors:
+        qtype = Q(t.tensor_type)
+        if qtype not in found and t.name.endswith(GEMMA_MATRICES.get(qtype, "-")):
+            found[qtype] = (t.name, np.ascontiguousarray(t.data[:GEMMA_ROWS]))
+    assert set(found) == set(GEMMA_MATRICES)
+    return found
+
+
+@pytest.mark.parametrize("qtype", list(GEMMA_MATRICES), ids=lambda q: q.name)
+def test_real_gemma_weights_match_the_float64_product_in_any_batch(
+        pools: dict[str, Any], gemma_tensors: dict[Q, tuple[str, np.ndarray]], qtype: Q) -> None:
+    """Gemma 3 270M's own matrices: within the int8 noise of the float64 product, SIMD and
+    scalar alike, and each token's bits the same for 1..5 tokens a call and 1 or 2 threads."""
+    name, w = gemma_tensors[qtype]
+    n_out, n_in = w.shape[0], w.shape[1] // GGML_QUANT_SIZES[qtype][1] * block_of(qtype)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, n_in), dtype=np.float32)
+    packed = repack(qtype, w, n_out, n_in)
+    ref = oracle(qtype, w, x)
+    ref_q = quantized_activations(x, block_of(qtype)) @ dequantize(w, qtype).astype(np.float64).T
+    full = {p: packed_matmul(pools[p], qtype, packed, n_out, n_in, x) for p in ("simd2", "scalar2")}
+    np.testing.assert_array_equal(full["simd2"], full["scalar2"], err_msg=name)
+    assert rel_err(full["simd2"], ref_q) < 1e-5, name
+    assert rel_err(full["simd2"], ref) < 1e-2, name
+    for n_tok in range(1, 5):
+        for p in ("simd1", "simd2"):
+            got = packed_matmul(pools[p], qtype, packed, n_out, n_in, x[:n_tok])
+            np.testing.assert_array_equal(got, full["simd2"][:n_tok], err_msg=f"{name} {p}")

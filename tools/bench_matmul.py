@@ -6,6 +6,11 @@ matrix (cache-resident: per-call cost). Prompt (512 tokens) is bound by arithmet
 2 * n_out * n_in * n_tok / time. Every figure is the best of several runs (the machine is shared).
 
     python tools/bench_matmul.py [--threads 2] [--quick] [--no-scalar] [--extra]
+    python tools/bench_matmul.py --packed [--format Q6_K] [--threads 2] [--quick]
+
+--packed compares, on Gemma 3 270M's shapes, decode against the weights repacked at load
+(TL_PATH_PACKED) with the row dots (TL_PATH_ROW_DOTS), cold, for 1 and 4 tokens a call; GB/s
+counts the GGML bytes of the matrix once per call (the work of one decode step).
 """
 
 from __future__ import annotations
@@ -47,6 +52,19 @@ EXTRA_SHAPES = [
     (Q.F16, 576, 576, "F16"),
     (Q.F32, 576, 576, "F32"),
 ]
+# Gemma 3 270M Q4_K_M's decode matrices, one of each format (--packed), plus Q5_1 and Q5_K at
+# the same shapes (other Q4_K_M / Q5_K_M files) and SmolLM2's Q4_1 for reference.
+PACKED_SHAPES = [
+    (Q.Q4_1, 1536, 576, "SmolLM2 ffn_gate / up"),
+    (Q.Q5_0, 2048, 640, "ffn_gate / ffn_up"),
+    (Q.Q5_0, 1024, 640, "attn_q"),
+    (Q.Q5_1, 2048, 640, "as ffn_gate / ffn_up"),
+    (Q.Q4_K, 640, 1024, "attn_output"),
+    (Q.Q4_K, 640, 2048, "ffn_down"),
+    (Q.Q5_K, 640, 2048, "as ffn_down"),
+    (Q.Q6_K, 640, 2048, "ffn_down"),
+    (Q.Q8_0, 16384, 640, "output (a slice)"),
+]
 # Per decode token: 30 layers x (q, k, v, o, gate, up, down) + the output matrix.
 LAYER = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
 
@@ -74,12 +92,13 @@ def random_weights(qtype: Q, n_out: int, n_in: int, rng: np.random.Generator) ->
 class Matmul:
     """Pre-built cffi pointers for repeated tl_matmul calls (no per-call conversions)."""
 
-    def __init__(self, pool: object, qtype: Q, weights: list[np.ndarray], n_out: int, n_in: int,
-                 n_tok: int, rng: np.random.Generator) -> None:
-        self.pool, self.qtype = pool, int(qtype)
+    def __init__(self, pool: object, qtype: Q, weights: list[object], n_out: int, n_in: int,
+                 n_tok: int, rng: np.random.Generator, path: int = 0) -> None:
+        """weights: numpy arrays of GGML rows, or (path TL_PATH_PACKED) tl_repack_new copies."""
+        self.pool, self.qtype, self.path = pool, int(qtype), path
         self.n_out, self.n_in, self.n_tok = n_out, n_in, n_tok
         self.weights = weights
-        self.w = [ffi.from_buffer(w) for w in weights]
+        self.w = [ffi.from_buffer(w) if isinstance(w, np.ndarray) else w for w in weights]
         self.xa = rng.standard_normal((max(n_tok, 1), n_in), dtype=np.float32)
         self.ya = np.zeros((max(n_tok, 1), n_out), dtype=np.float32)
         self.x = ffi.cast("float *", ffi.from_buffer(self.xa))
@@ -89,12 +108,10 @@ class Matmul:
         self.run_range(0, len(self.w))
 
     def run_range(self, start: int, stop: int) -> None:
-        f, p, t, o, i, x, n, y = (lib.tl_matmul, self.pool, self.qtype, self.n_out, self.n_in,
-                                  self.x, self.n_tok, self.y)
-        status = 0
+        f, p, t, o, i, x, n, y, path = (lib.tl_matmul_path, self.pool, self.qtype, self.n_out,
+                                        self.n_in, self.x, self.n_tok, self.y, self.path)
         for w in self.w[start:stop]:
-            status |= f(p, t, w, o, i, x, n, y)
-        assert status == 0
+            assert f(p, t, w, o, i, x, n, y, path) == 0
 
     def best_per_call(self, passes: int, chunk: int = 8) -> float:
         """Best seconds per call over chunks of `chunk` consecutive calls (each on the next
@@ -141,6 +158,33 @@ def bench_decode(pool: object, shapes: list[tuple[Q, int, int, str]], repeats: i
               f"{t_hot * 1e6:9.1f}{nbytes / t_hot / 1e9:10.1f}")
 
 
+def repacked(qtype: Q, w: np.ndarray, n_out: int, n_in: int) -> object:
+    """The TL_PATH_PACKED copy of w (freed with the returned pointer)."""
+    raw = lib.tl_repack_new(int(qtype), ffi.from_buffer(w), n_out, n_in)
+    assert raw != ffi.NULL, f"{qtype.name} has no repacked layout"
+    return ffi.gc(raw, lib.tl_repack_free)
+
+
+def bench_packed(pool: object, shapes: list[tuple[Q, int, int, str]], repeats: int,
+                 rng: np.random.Generator) -> None:
+    """Cold decode GB/s (GGML bytes per call / time) of the row dots and the repacked path."""
+    print(f"{'decode, cold GB/s of weights':<34}{'MB':>7}{'dots 1':>9}{'packed 1':>10}"
+          f"{'dots 4':>9}{'packed 4':>10}")
+    for qtype, n_out, n_in, what in shapes:
+        nbytes = n_out * row_bytes(qtype, n_in)
+        copies = max(2, -(-COLD_BYTES // nbytes))
+        weights = [random_weights(qtype, n_out, n_in, rng) for _ in range(copies)]
+        packed = [repacked(qtype, w, n_out, n_in) for w in weights]
+        figures = []
+        for n_tok in (1, 4):
+            for path, ws in ((lib.TL_PATH_ROW_DOTS, weights), (lib.TL_PATH_PACKED, packed)):
+                mm = Matmul(pool, qtype, ws, n_out, n_in, n_tok, rng, path)
+                figures.append(nbytes / mm.best_per_call(max(2, repeats // 2), min(8, copies)))
+        label = f"{qtype.name} {n_out}x{n_in} {what}"
+        print(f"{label:<34}{nbytes / 1e6:7.2f}" + "".join(
+            f"{g / 1e9:{9 if k % 2 == 0 else 10}.1f}" for k, g in enumerate(figures)))
+
+
 def bench_decode_token(pool: object, repeats: int, rng: np.random.Generator) -> None:
     """The 211 matmuls of one SmolLM2 decode step, each on its own weights (98 MB in all)."""
     calls: list[Matmul] = []
@@ -185,9 +229,21 @@ def main() -> None:
     ap.add_argument("--no-scalar", action="store_true", help="skip the scalar pool")
     ap.add_argument("--extra", action="store_true", help="also Gemma 3's formats and floats")
     ap.add_argument("--tokens", type=int, default=512, help="prompt length")
+    ap.add_argument("--packed", action="store_true",
+                    help="only the repacked decode path against the row dots (SIMD pool)")
+    ap.add_argument("--format", help="with --packed: only this format (e.g. Q6_K)")
     args = ap.parse_args()
     repeats = 3 if args.quick else 10
     rng = np.random.default_rng(0)
+    if args.packed:
+        shapes = [s for s in PACKED_SHAPES if args.format in (None, s[0].name)]
+        pool = lib.tl_pool_new(args.threads, 0)
+        try:
+            print(f"== SIMD pool, {lib.tl_pool_threads(pool)} threads ==")
+            bench_packed(pool, shapes, repeats, rng)
+        finally:
+            lib.tl_pool_free(pool)
+        return
     modes = [("SIMD", 0)] + ([] if args.no_scalar else [("scalar", 1)])
     for name, flags in modes:
         pool = lib.tl_pool_new(args.threads, flags)

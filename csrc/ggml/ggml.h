@@ -39,7 +39,8 @@ enum tl_matmul_path {
     TL_PATH_AUTO = 0,      /* row dots for a few tokens, tiled kernels for more */
     TL_PATH_ROW_DOTS = 1,  /* per-token dot products, one pass over the weights: decode */
     TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts */
-    TL_PATH_PACKED = 3,    /* w repacked by tl_repack_new (Q4_0/Q4_1/Q8_0/Q4_K): decode */
+    TL_PATH_PACKED = 3,    /* w repacked by tl_repack_new (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/
+                              Q6_K): decode */
     /* Flag, OR'ed into AUTO, ROW_DOTS or TILED (not PACKED): quantized weights see ~15-bit activations instead of
        int8 (x ~ hi + lo, each int8 per block; two products through the same kernels, added),
        at up to twice the arithmetic. No effect on float weights. */
@@ -49,9 +50,9 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
                    const float *x, int64_t n_tok, float *y, int path);
 
 /* Weights repacked once (at load) for TL_PATH_PACKED: 8 rows interleaved per block, about the
-   bytes of the GGML rows (the same for Q4_0/Q4_1/Q8_0, +3% for Q4_K), so decode reads each weight
-   once per step for all of its tokens and a token's bits do not depend on how many others share
-   the step. w of tl_matmul_path(..., TL_PATH_PACKED) must come from tl_repack_new with the same
+   bytes of the GGML rows (the same for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q6_K, +3% for Q4_K, +2% for Q5_K;
+   rows rounded up to a multiple of 8), so decode reads each weight once per step for all of its
+   tokens and a token's bits do not depend on how many others share the step. w of tl_matmul_path(..., TL_PATH_PACKED) must come from tl_repack_new with the same
    wtype, n_out and n_in.
    tl_repack_bytes: size of the repacked matrix, 0 if wtype cannot be repacked (or bad sizes).
    tl_repack_new: a 64-byte aligned copy in the repacked layout, NULL if unsupported or out of

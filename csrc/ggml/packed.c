@@ -3,133 +3,186 @@
    The row dots re-unpack every weight block for every token, so 4 decode tokens cost 4 times
    the arithmetic of one and the step turns compute-bound. The tile kernels here unpack each
    block once per step and apply it to every token of the step (up to 4 at a time in registers,
-   more in further passes while the tile sits in L1), and read the same bytes as the GGML rows,
+   more in further passes while the tile sits in L1), and read about the bytes of the GGML rows,
    so one token stays bandwidth-bound. Each thread takes a contiguous run of tiles (one
-   sequential stream) and quantizes the few tokens itself, so one pool_run does the step. */
+   sequential stream) and quantizes the few tokens itself, so one pool_run does the step.
+   This file: the table of repackable formats, the 32-element formats' layouts and scalar
+   kernels, and the matmul; packed_k.c holds the K formats' layouts and scalar kernels. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "ggml.h"
 #include "packed.h"
 
-static int64_t rp_block_bytes(int wtype) {
-    switch (wtype) {
-    case TL_Q4_0: return (int64_t)sizeof(tl_rp_q40);
-    case TL_Q4_1: return (int64_t)sizeof(tl_rp_q4);
-    case TL_Q8_0: return (int64_t)sizeof(tl_rp_q8);
-    case TL_Q4_K: return (int64_t)sizeof(tl_rp_q4k);
-    default: return 0;
+#if TL_HAVE_X86
+#define RP_AVX2(fn) fn
+#else
+#define RP_AVX2(fn) NULL
+#endif
+
+static void pack_simple(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
+
+#define RP_PACK_SIMPLE(NAME, WTYPE)                                                            \
+    static void NAME(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out) {              \
+        pack_simple(WTYPE, w, n_out, nb, out);                                                 \
     }
+RP_PACK_SIMPLE(pack_q4_0, TL_Q4_0) RP_PACK_SIMPLE(pack_q4_1, TL_Q4_1)
+RP_PACK_SIMPLE(pack_q5_0, TL_Q5_0) RP_PACK_SIMPLE(pack_q5_1, TL_Q5_1)
+RP_PACK_SIMPLE(pack_q8_0, TL_Q8_0)
+
+/* The one table of repackable formats: everything the matmul and the allocator need. */
+typedef struct {
+    int wtype;
+    int k;              /* 1: 256-element super-blocks against Q8_K activations */
+    size_t rp_bytes;    /* one repacked block of TL_RP_ROWS rows */
+    tl_rp_pack_fn pack;
+    tl_rp_tile_fn ref, avx2;
+} rp_format;
+
+static const rp_format RP_FORMATS[] = {
+    {TL_Q4_0, 0, sizeof(tl_rp_q40), pack_q4_0, tl_rp_tile_q4_0_ref, RP_AVX2(tl_rp_tile_q4_0_avx2)},
+    {TL_Q4_1, 0, sizeof(tl_rp_q4), pack_q4_1, tl_rp_tile_q4_1_ref, RP_AVX2(tl_rp_tile_q4_1_avx2)},
+    {TL_Q5_0, 0, sizeof(tl_rp_q50), pack_q5_0, tl_rp_tile_q5_0_ref, RP_AVX2(tl_rp_tile_q5_0_avx2)},
+    {TL_Q5_1, 0, sizeof(tl_rp_q5), pack_q5_1, tl_rp_tile_q5_1_ref, RP_AVX2(tl_rp_tile_q5_1_avx2)},
+    {TL_Q8_0, 0, sizeof(tl_rp_q8), pack_q8_0, tl_rp_tile_q8_0_ref, RP_AVX2(tl_rp_tile_q8_0_avx2)},
+    {TL_Q4_K, 1, sizeof(tl_rp_q4k), tl_rp_pack_q4_k, tl_rp_tile_q4_k_ref,
+     RP_AVX2(tl_rp_tile_q4_k_avx2)},
+    {TL_Q5_K, 1, sizeof(tl_rp_q5k), tl_rp_pack_q5_k, tl_rp_tile_q5_k_ref,
+     RP_AVX2(tl_rp_tile_q5_k_avx2)},
+    {TL_Q6_K, 1, sizeof(tl_rp_q6k), tl_rp_pack_q6_k, tl_rp_tile_q6_k_ref,
+     RP_AVX2(tl_rp_tile_q6_k_avx2)},
+};
+
+static const rp_format *find_format(int wtype) {
+    for (size_t i = 0; i < sizeof RP_FORMATS / sizeof RP_FORMATS[0]; i++)
+        if (RP_FORMATS[i].wtype == wtype) return &RP_FORMATS[i];
+    return NULL;
 }
 
-/* Elements per block of a repackable type. */
-static int64_t rp_block_elems(int wtype) { return wtype == TL_Q4_K ? TL_QK_K : TL_QK; }
+static int64_t block_elems(const rp_format *f) { return f->k ? TL_QK_K : TL_QK; }
 
+static int64_t n_tiles(int64_t n_out) { return n_out / TL_RP_ROWS + (n_out % TL_RP_ROWS != 0); }
+
+/* 0 unless the whole size (rounded up to 64 for the allocation) fits int64_t and size_t. */
 int64_t tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in) {
-    int64_t bb = rp_block_bytes(wtype), be = rp_block_elems(wtype);
-    if (!bb || n_out < 0 || n_in < 0 || n_in % be) return 0;
-    return (n_out + TL_RP_ROWS - 1) / TL_RP_ROWS * (n_in / be) * bb;
-}
-
-static void pack_q4(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out) {
-    int q41 = wtype == TL_Q4_1;
-    size_t bytes = q41 ? sizeof(tl_block_q4_1) : sizeof(tl_block_q4_0);
-    size_t out_bytes = q41 ? sizeof(tl_rp_q4) : sizeof(tl_rp_q40);
-    size_t row_bytes = (size_t)nb * bytes;
-    int64_t ntiles = (n_out + TL_RP_ROWS - 1) / TL_RP_ROWS;
-    for (int64_t i = 0; i < ntiles; i++)
-        for (int64_t b = 0; b < nb; b++) {
-            tl_rp_q4 p;
-            memset(&p, 0, sizeof p);
-            for (int r = 0; r < TL_RP_ROWS && i * TL_RP_ROWS + r < n_out; r++) {
-                const uint8_t *blk = w + (size_t)(i * TL_RP_ROWS + r) * row_bytes + (size_t)b * bytes;
-                memcpy(&p.d[r], blk, 2);
-                if (q41) memcpy(&p.m[r], blk + 2, 2);
-                for (int g = 0; g < 4; g++) memcpy(p.q[g][r], blk + (q41 ? 4 : 2) + 4 * g, 4);
-            }
-            memcpy(out + (size_t)(i * nb + b) * out_bytes, &p, out_bytes);
-        }
-}
-
-static void pack_q8(const uint8_t *w, int64_t n_out, int64_t nb, tl_rp_q8 *out) {
-    size_t row_bytes = (size_t)nb * sizeof(tl_block_q8_0);
-    int64_t ntiles = (n_out + TL_RP_ROWS - 1) / TL_RP_ROWS;
-    for (int64_t i = 0; i < ntiles; i++)
-        for (int64_t b = 0; b < nb; b++) {
-            tl_rp_q8 *p = &out[i * nb + b];
-            memset(p, 0, sizeof *p);
-            for (int r = 0; r < TL_RP_ROWS && i * TL_RP_ROWS + r < n_out; r++) {
-                const uint8_t *blk = w + (size_t)(i * TL_RP_ROWS + r) * row_bytes +
-                                     (size_t)b * sizeof(tl_block_q8_0);
-                memcpy(&p->d[r], blk, 2);
-                for (int c = 0; c < 8; c++) memcpy(p->q[c][r], blk + 2 + 4 * c, 4);
-            }
-        }
-}
-
-static void pack_q4k(const uint8_t *w, int64_t n_out, int64_t nb, tl_rp_q4k *out) {
-    size_t row_bytes = (size_t)nb * sizeof(tl_block_q4_K);
-    int64_t ntiles = (n_out + TL_RP_ROWS - 1) / TL_RP_ROWS;
-    for (int64_t i = 0; i < ntiles; i++)
-        for (int64_t b = 0; b < nb; b++) {
-            tl_rp_q4k *p = &out[i * nb + b];
-            memset(p, 0, sizeof *p);
-            for (int r = 0; r < TL_RP_ROWS && i * TL_RP_ROWS + r < n_out; r++) {
-                const tl_block_q4_K *blk = (const tl_block_q4_K *)(w + (size_t)(i * TL_RP_ROWS + r) *
-                                                                       row_bytes) + b;
-                uint8_t sc[8], mn[8];
-                tl_k_scales_mins(blk->scales, sc, mn);
-                for (int s = 0; s < 8; s++) {
-                    p->sc[s][r] = sc[s];
-                    p->mn[s][r] = mn[s];
-                }
-                p->d[r] = blk->d;
-                p->dmin[r] = blk->dmin;
-                for (int g = 0; g < 32; g++) memcpy(p->q[g][r], blk->qs + 4 * g, 4);
-            }
-        }
+    const rp_format *f = find_format(wtype);
+    if (!f || n_out <= 0 || n_in <= 0 || n_in % block_elems(f)) return 0;
+    int64_t tiles = n_tiles(n_out), nb = n_in / block_elems(f), bb = (int64_t)f->rp_bytes;
+    if (nb > INT64_MAX / tiles || tiles * nb > (INT64_MAX - 63) / bb) return 0;
+    int64_t bytes = tiles * nb * bb;
+    if ((uint64_t)bytes > (uint64_t)(SIZE_MAX - 63)) return 0;
+    return bytes;
 }
 
 void *tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in) {
     int64_t bytes = tl_repack_bytes(wtype, n_out, n_in);
     if (bytes <= 0 || !w) return NULL;
-    void *out = aligned_alloc(64, (size_t)(bytes + 63) & ~(size_t)63);
+    void *out = aligned_alloc(64, ((size_t)bytes + 63) & ~(size_t)63);
     if (!out) return NULL;
-    int64_t nb = n_in / rp_block_elems(wtype);
-    if (wtype == TL_Q8_0)
-        pack_q8(w, n_out, nb, out);
-    else if (wtype == TL_Q4_K)
-        pack_q4k(w, n_out, nb, out);
-    else
-        pack_q4(wtype, w, n_out, nb, out);
+    const rp_format *f = find_format(wtype);
+    f->pack(w, n_out, n_in / block_elems(f), out);
     return out;
 }
 
 void tl_repack_free(void *packed) { free(packed); }
 
-/* ---- scalar twins of the tile kernels (bit-identical to packed_avx2.c) ---- */
+/* ---- the 32-element formats ---- */
+
+/* Q5's 32 fifth bits (bit j: element j) rearranged for the tile: bit 2g of byte k is element
+   4g + k's, bit 2g + 1 is element 16 + 4g + k's. */
+static void q5_high_bits(const uint8_t qh[4], uint8_t out[4]) {
+    uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
+                 (uint32_t)qh[3] << 24;
+    for (int k = 0; k < 4; k++) {
+        out[k] = 0;
+        for (int g = 0; g < 4; g++)
+            out[k] |= (uint8_t)(((h >> (4 * g + k)) & 1u) << (2 * g) |
+                                ((h >> (16 + 4 * g + k)) & 1u) << (2 * g + 1));
+    }
+}
+
+/* Row r of one repacked block from one GGML block. Field offsets: packed.h, blocks.h. */
+static void place_simple(int wtype, const uint8_t *blk, void *p, int r) {
+    switch (wtype) {
+    case TL_Q8_0: {
+        tl_rp_q8 *b = (tl_rp_q8 *)p;
+        memcpy(&b->d[r], blk, 2);
+        for (int c = 0; c < 8; c++) memcpy(b->q[c][r], blk + 2 + 4 * c, 4);
+        return;
+    }
+    case TL_Q4_0:
+    case TL_Q4_1: {
+        tl_rp_q4 *b = (tl_rp_q4 *)p;  /* Q4_0 blocks stop before m */
+        size_t qs = wtype == TL_Q4_1 ? offsetof(tl_block_q4_1, qs) : offsetof(tl_block_q4_0, qs);
+        memcpy(&b->d[r], blk, 2);
+        if (wtype == TL_Q4_1) memcpy(&b->m[r], blk + offsetof(tl_block_q4_1, m), 2);
+        for (int g = 0; g < 4; g++) memcpy(b->q[g][r], blk + qs + 4 * g, 4);
+        return;
+    }
+    default: { /* TL_Q5_0, TL_Q5_1 */
+        tl_rp_q5 *b = (tl_rp_q5 *)p;  /* Q5_0 blocks stop before m */
+        int q51 = wtype == TL_Q5_1;
+        size_t qs = q51 ? offsetof(tl_block_q5_1, qs) : offsetof(tl_block_q5_0, qs);
+        size_t qh = q51 ? offsetof(tl_block_q5_1, qh) : offsetof(tl_block_q5_0, qh);
+        memcpy(&b->d[r], blk, 2);
+        if (q51) memcpy(&b->m[r], blk + offsetof(tl_block_q5_1, m), 2);
+        q5_high_bits(blk + qh, b->qh[r]);
+        for (int g = 0; g < 4; g++) memcpy(b->q[g][r], blk + qs + 4 * g, 4);
+        return;
+    }
+    }
+}
+
+static void pack_simple(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out) {
+    size_t bytes = (size_t)tl_type_block_bytes(wtype);
+    size_t out_bytes = find_format(wtype)->rp_bytes;
+    size_t row_bytes = (size_t)nb * bytes;
+    union { tl_rp_q4 q4; tl_rp_q5 q5; tl_rp_q8 q8; } p;  /* Q4_0 / Q5_0: their prefix */
+    for (int64_t i = 0; i < n_tiles(n_out); i++)
+        for (int64_t b = 0; b < nb; b++) {
+            memset(&p, 0, sizeof p);
+            for (int r = 0; r < TL_RP_ROWS && i * TL_RP_ROWS + r < n_out; r++)
+                place_simple(wtype, w + (size_t)(i * TL_RP_ROWS + r) * row_bytes + (size_t)b * bytes,
+                             &p, r);
+            memcpy(out + (size_t)(i * nb + b) * out_bytes, &p, out_bytes);
+        }
+}
+
+/* ---- scalar twins of the 32-element tile kernels (bit-identical to packed_avx2.c) ---- */
 
 static void store_rows(const float *acc, int64_t nr, float *y) {
     for (int64_t r = 0; r < nr; r++) y[r] = acc[r];
 }
 
-void tl_rp_tile_q4_ref(int wtype, const tl_rp_q4 *p, int64_t nb, const tl_act_q8 *act,
-                       int64_t as, int64_t nt, float *y, int64_t ldy, int64_t nr) {
-    size_t step = wtype == TL_Q4_1 ? sizeof(tl_rp_q4) : sizeof(tl_rp_q40);
+/* Q4_0, Q4_1, Q5_0, Q5_1: unsigned quants, a scale and a min (or the offset -8 d / -16 d). */
+static void nibble_tile_ref(int wtype, const void *p, int64_t nb, const tl_act_q8 *act,
+                            int64_t as, int64_t nt, float *y, int64_t ldy, int64_t nr) {
+    int five = wtype == TL_Q5_0 || wtype == TL_Q5_1;
+    int has_m = wtype == TL_Q4_1 || wtype == TL_Q5_1;
+    size_t step = find_format(wtype)->rp_bytes;
     for (int64_t t = 0; t < nt; t++) {
         float acc[TL_RP_ROWS] = {0};
         for (int64_t b = 0; b < nb; b++) {
-            const tl_rp_q4 *blk = (const tl_rp_q4 *)((const uint8_t *)p + (size_t)b * step);
+            const uint8_t *blk = (const uint8_t *)p + (size_t)b * step;
+            const tl_rp_q4 *b4 = (const tl_rp_q4 *)blk;
+            const tl_rp_q5 *b5 = (const tl_rp_q5 *)blk;
             const tl_act_q8 *x = &act[t * as + b];
             for (int r = 0; r < TL_RP_ROWS; r++) {
                 int32_t isum = 0;
                 for (int g = 0; g < 4; g++)
                     for (int k = 0; k < 4; k++) {
-                        uint8_t v = blk->q[g][r][k];
-                        isum += (v & 0x0f) * x->qs[4 * g + k] + (v >> 4) * x->qs[16 + 4 * g + k];
+                        uint8_t v = five ? b5->q[g][r][k] : b4->q[g][r][k];
+                        int lo = v & 0x0f, hi = v >> 4;
+                        if (five) {
+                            lo |= ((b5->qh[r][k] >> (2 * g)) & 1) << 4;
+                            hi |= ((b5->qh[r][k] >> (2 * g + 1)) & 1) << 4;
+                        }
+                        isum += lo * x->qs[4 * g + k] + hi * x->qs[16 + 4 * g + k];
                     }
-                float d = tl_half_to_float(blk->d[r]);
-                float m = wtype == TL_Q4_1 ? tl_half_to_float(blk->m[r]) : d * -8.0f;
+                float d = tl_half_to_float(five ? b5->d[r] : b4->d[r]);
+                float m = has_m ? tl_half_to_float(five ? b5->m[r] : b4->m[r])
+                                : d * (five ? -16.0f : -8.0f);
                 acc[r] = fmaf((float)isum, d * x->d, acc[r]);
                 acc[r] = fmaf(m, x->s, acc[r]);
             }
@@ -138,13 +191,19 @@ void tl_rp_tile_q4_ref(int wtype, const tl_rp_q4 *p, int64_t nb, const tl_act_q8
     }
 }
 
-void tl_rp_tile_q8_ref(const tl_rp_q8 *p, int64_t nb, const tl_act_q8 *act, int64_t as,
-                       int64_t nt, float *y, int64_t ldy, int64_t nr) {
+#define RP_NIBBLE_REF(NAME, WTYPE)                                                             \
+    TL_RP_TILE(NAME) { nibble_tile_ref(WTYPE, p, nb, act, as, nt, y, ldy, nr); }
+RP_NIBBLE_REF(tl_rp_tile_q4_0_ref, TL_Q4_0) RP_NIBBLE_REF(tl_rp_tile_q4_1_ref, TL_Q4_1)
+RP_NIBBLE_REF(tl_rp_tile_q5_0_ref, TL_Q5_0) RP_NIBBLE_REF(tl_rp_tile_q5_1_ref, TL_Q5_1)
+
+TL_RP_TILE(tl_rp_tile_q8_0_ref) {
+    const tl_rp_q8 *tile = p;
+    const tl_act_q8 *a = act;
     for (int64_t t = 0; t < nt; t++) {
         float acc[TL_RP_ROWS] = {0};
         for (int64_t b = 0; b < nb; b++) {
-            const tl_rp_q8 *blk = &p[b];
-            const tl_act_q8 *x = &act[t * as + b];
+            const tl_rp_q8 *blk = &tile[b];
+            const tl_act_q8 *x = &a[t * as + b];
             for (int r = 0; r < TL_RP_ROWS; r++) {
                 int32_t isum = 0;
                 for (int c = 0; c < 8; c++)
@@ -156,38 +215,11 @@ void tl_rp_tile_q8_ref(const tl_rp_q8 *p, int64_t nb, const tl_act_q8 *act, int6
     }
 }
 
-void tl_rp_tile_q4k_ref(const tl_rp_q4k *p, int64_t nb, const tl_block_q8_K *act, int64_t as,
-                        int64_t nt, float *y, int64_t ldy, int64_t nr) {
-    for (int64_t t = 0; t < nt; t++) {
-        float acc[TL_RP_ROWS] = {0};
-        for (int64_t b = 0; b < nb; b++) {
-            const tl_rp_q4k *blk = &p[b];
-            const tl_block_q8_K *x = &act[t * as + b];
-            for (int r = 0; r < TL_RP_ROWS; r++) {
-                int32_t isum = 0, msum = 0;
-                for (int s = 0; s < 8; s++) {
-                    int32_t dot = 0;
-                    for (int gg = 0; gg < 8; gg++) {
-                        const uint8_t *q = blk->q[8 * (s / 2) + gg][r];
-                        const int8_t *xs = x->qs + 32 * s + 4 * gg;
-                        for (int k = 0; k < 4; k++)
-                            dot += (s % 2 ? q[k] >> 4 : q[k] & 0x0f) * xs[k];
-                    }
-                    isum += blk->sc[s][r] * dot;
-                    msum += blk->mn[s][r] * (x->bsums[2 * s] + x->bsums[2 * s + 1]);
-                }
-                acc[r] = fmaf((float)isum, tl_half_to_float(blk->d[r]) * x->d, acc[r]);
-                acc[r] = fmaf(-(float)msum, tl_half_to_float(blk->dmin[r]) * x->d, acc[r]);
-            }
-        }
-        store_rows(acc, nr, y + t * ldy);
-    }
-}
-
 /* ---- the matmul ---- */
 
 typedef struct {
-    int wtype, simd;
+    const rp_format *f;
+    int simd;
     const uint8_t *w;
     int64_t n_out, n_in, n_tok, nb;  /* nb: blocks per row (32 or 256 elements) */
     size_t tile_bytes, act_bytes, per_thread_bytes;  /* act_bytes: one token's activations */
@@ -198,89 +230,75 @@ typedef struct {
 
 #define RP_TOKENS 4 /* tokens per tile pass: the kernels' register budget */
 
-static void run_tile(const rp_job *j, const uint8_t *tile, const uint8_t *a, int64_t nt,
-                     float *y, int64_t nr) {
-    int64_t as = j->nb;
-    const tl_act_q8 *act = (const tl_act_q8 *)a;
-    const tl_block_q8_K *act_k = (const tl_block_q8_K *)a;
+static void quantize_token(const rp_job *j, const float *x, void *out) {
 #if TL_HAVE_X86
     if (j->simd) {
-        if (j->wtype == TL_Q4_K)
-            tl_rp_tile_q4k_avx2((const tl_rp_q4k *)tile, j->nb, act_k, as, nt, y, j->n_out, nr);
-        else if (j->wtype == TL_Q8_0)
-            tl_rp_tile_q8_avx2((const tl_rp_q8 *)tile, j->nb, act, as, nt, y, j->n_out, nr);
+        if (j->f->k)
+            tl_act_quant_q8k_avx2(x, out, j->n_in);
         else
-            tl_rp_tile_q4_avx2(j->wtype, (const tl_rp_q4 *)tile, j->nb, act, as, nt, y, j->n_out, nr);
+            tl_act_quant_q8_avx2(x, out, j->n_in);
         return;
     }
 #endif
-    if (j->wtype == TL_Q4_K)
-        tl_rp_tile_q4k_ref((const tl_rp_q4k *)tile, j->nb, act_k, as, nt, y, j->n_out, nr);
-    else if (j->wtype == TL_Q8_0)
-        tl_rp_tile_q8_ref((const tl_rp_q8 *)tile, j->nb, act, as, nt, y, j->n_out, nr);
+    if (j->f->k)
+        tl_act_quant_q8k_ref(x, out, j->n_in);
     else
-        tl_rp_tile_q4_ref(j->wtype, (const tl_rp_q4 *)tile, j->nb, act, as, nt, y, j->n_out, nr);
+        tl_act_quant_q8_ref(x, out, j->n_in);
 }
 
 static void packed_task(void *arg, int ith, int nth) {
     const rp_job *j = arg;
     long t0, t1;
-    tl_split((long)((j->n_out + TL_RP_ROWS - 1) / TL_RP_ROWS), ith, nth, &t0, &t1);
+    tl_split((long)n_tiles(j->n_out), ith, nth, &t0, &t1);
     if (t0 >= t1) return;
     uint8_t *act = j->scratch + (size_t)ith * j->per_thread_bytes;
-    for (int64_t t = 0; t < j->n_tok; t++) {
-        const float *xt = j->x + t * j->n_in;
-        void *at = act + (size_t)t * j->act_bytes;
-        if (j->wtype == TL_Q4_K) {
-#if TL_HAVE_X86
-            if (j->simd) { tl_act_quant_q8k_avx2(xt, at, j->n_in); continue; }
-#endif
-            tl_act_quant_q8k_ref(xt, at, j->n_in);
-            continue;
-        }
-#if TL_HAVE_X86
-        if (j->simd) { tl_act_quant_q8_avx2(xt, at, j->n_in); continue; }
-#endif
-        tl_act_quant_q8_ref(xt, at, j->n_in);
-    }
+    for (int64_t t = 0; t < j->n_tok; t++)
+        quantize_token(j, j->x + t * j->n_in, act + (size_t)t * j->act_bytes);
+    tl_rp_tile_fn tile_fn = j->simd ? j->f->avx2 : j->f->ref;
     for (long i = t0; i < t1; i++) {
         const uint8_t *tile = j->w + (size_t)i * j->tile_bytes;
         int64_t nr = j->n_out - i * TL_RP_ROWS;
         nr = nr < TL_RP_ROWS ? nr : TL_RP_ROWS;
         for (int64_t t = 0; t < j->n_tok; t += RP_TOKENS) {
             int64_t nt = j->n_tok - t < RP_TOKENS ? j->n_tok - t : RP_TOKENS;
-            run_tile(j, tile, act + (size_t)t * j->act_bytes, nt,
-                     j->y + t * j->n_out + i * TL_RP_ROWS, nr);
+            tile_fn(tile, j->nb, act + (size_t)t * j->act_bytes, j->nb, nt,
+                    j->y + t * j->n_out + i * TL_RP_ROWS, j->n_out, nr);
         }
     }
 }
 
 int tl_matmul_packed(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                      const float *x, int64_t n_tok, float *y) {
-    if (!rp_block_bytes(wtype)) return TL_ERR_TYPE;
+    const rp_format *f = find_format(wtype);
+    if (!f) return TL_ERR_TYPE;
     if (!pool || n_out < 0 || n_in < 0 || n_tok < 0) return TL_ERR_ARG;
-    if (n_in % rp_block_elems(wtype) != 0) return TL_ERR_SIZE;
+    if (n_in % block_elems(f) != 0) return TL_ERR_SIZE;
     if (n_tok == 0 || n_out == 0) return TL_OK;
     if (!y) return TL_ERR_ARG;
+    if (n_out > INT64_MAX / n_tok || (uint64_t)(n_tok * n_out) > SIZE_MAX / sizeof(float))
+        return TL_ERR_SIZE;
     if (n_in == 0) {
         memset(y, 0, (size_t)(n_tok * n_out) * sizeof(float));
         return TL_OK;
     }
     if (!w || !x) return TL_ERR_ARG;
+    if (tl_repack_bytes(wtype, n_out, n_in) <= 0) return TL_ERR_SIZE;  /* sizes overflow */
     rp_job j = {0};
-    j.wtype = wtype;
-    j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && TL_HAVE_X86;
+    j.f = f;
+    j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && f->avx2 != NULL;
     j.w = w;
     j.n_out = n_out;
     j.n_in = n_in;
     j.n_tok = n_tok;
-    j.nb = n_in / rp_block_elems(wtype);
-    j.tile_bytes = (size_t)(j.nb * rp_block_bytes(wtype));
-    j.act_bytes = (size_t)j.nb * (wtype == TL_Q4_K ? sizeof(tl_block_q8_K) : sizeof(tl_act_q8));
+    j.nb = n_in / block_elems(f);
+    j.tile_bytes = (size_t)j.nb * f->rp_bytes;
+    j.act_bytes = (size_t)j.nb * (f->k ? sizeof(tl_block_q8_K) : sizeof(tl_act_q8));
+    size_t nth = (size_t)tl_pool_threads(pool);
+    if ((uint64_t)n_tok > (SIZE_MAX / nth - 63) / j.act_bytes) return TL_ERR_SIZE;
     j.per_thread_bytes = ((size_t)n_tok * j.act_bytes + 63) & ~(size_t)63;
     j.x = x;
     j.y = y;
-    j.scratch = tl_pool_scratch(pool, j.per_thread_bytes * (size_t)tl_pool_threads(pool));
+    j.scratch = tl_pool_scratch(pool, j.per_thread_bytes * nth);
     if (!j.scratch) return TL_ERR_MEMORY;
     tl_pool_run(pool, packed_task, &j);
     return TL_OK;
