@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,6 @@ from gguf.quants import dequantize
 
 from tests.test_matmul import make_weights, oracle, quantized_activations, rel_err
 from trio_llm._kernels import ffi, lib
-from trio_llm.testing.models import cache_dir
 
 Q = GGMLQuantizationType
 PACKABLE = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
@@ -162,7 +162,6 @@ def test_sizes_that_overflow_are_refused_not_wrapped(pools: dict[str, Any]) -> N
     assert status == TL_ERR_SIZE
 
 
-GEMMA = cache_dir() / "models" / "gemma-3-270m-q4_k_m.gguf"
 # A matrix of each format in Gemma 3 270M Q4_K_M (its first layer that has it), and at most
 # GEMMA_ROWS of its rows: the output matrix's first 128 tiles and a partial one.
 GEMMA_MATRICES = {Q.Q5_0: "attn_q.weight", Q.Q4_K: "attn_output.weight",
@@ -171,12 +170,10 @@ GEMMA_ROWS = 1027
 
 
 @pytest.fixture(scope="module")
-def gemma_tensors() -> dict[Q, tuple[str, np.ndarray]]:
+def gemma_tensors(gemma3_path: Path) -> dict[Q, tuple[str, np.ndarray]]:
     """GEMMA_MATRICES' tensors as raw row bytes, by format."""
-    if not GEMMA.exists():
-        pytest.skip(f"the Gemma 3 270M file is not in the cache ({GEMMA.name})")
     found: dict[Q, tuple[str, np.ndarray]] = {}
-    for t in GGUFReader(GEMMA).tensors:
+    for t in GGUFReader(gemma3_path).tensors:
         qtype = Q(t.tensor_type)
         if qtype not in found and t.name.endswith(GEMMA_MATRICES.get(qtype, "-")):
             found[qtype] = (t.name, np.ascontiguousarray(t.data[:GEMMA_ROWS]))
