@@ -10,12 +10,13 @@ from __future__ import annotations
 from types import ModuleType
 from typing import cast
 
-from trio_llm.arch import llama, qwen2
+from trio_llm.arch import llama, phi3, qwen2
 from trio_llm.arch.runtime import Architecture
 from trio_llm.errors import ModelFileError
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "llama": llama,
+    "phi3": phi3,
     "qwen2": qwen2,
 }
 
