@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import cast
 
-from trio_llm.arch import llama, phi3, qwen2
+from trio_llm.arch import llama, phi3, qwen2, qwen3
 from trio_llm.arch.runtime import Architecture
 from trio_llm.errors import ModelFileError
 
@@ -18,6 +18,7 @@ ARCHITECTURES: dict[str, ModuleType] = {
     "llama": llama,
     "phi3": phi3,
     "qwen2": qwen2,
+    "qwen3": qwen3,
 }
 
 
