@@ -101,14 +101,18 @@ def test_rmsnorm_rejects_bad_arguments(pool: Any) -> None:
 
 
 def rope_ref(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, freq_scale: float,
-             neox: bool) -> np.ndarray:
-    """Rotary embedding in float64 on [n_tok][n_heads][head_dim] (base and scale as float32)."""
+             neox: bool, factors: np.ndarray | None = None, mscale: float = 1.0) -> np.ndarray:
+    """Rotary embedding in float64 on [n_tok][n_heads][head_dim] (base and scale as float32);
+    LongRoPE divides each frequency by its factor and scales cos and sin by mscale."""
     y = x.astype(np.float64)
     half = n_rot // 2
     i = np.arange(half, dtype=np.float64)
     inv_freq = np.float64(np.float32(base)) ** (-2.0 * i / n_rot)
+    if factors is not None:
+        inv_freq = inv_freq / factors.astype(np.float64)
     theta = pos.astype(np.float64)[:, None] * np.float64(np.float32(freq_scale)) * inv_freq
-    c, s = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
+    m = np.float64(np.float32(mscale))
+    c, s = m * np.cos(theta)[:, None, :], m * np.sin(theta)[:, None, :]
     if neox:
         a, b = y[..., :half].copy(), y[..., half:n_rot].copy()
         y[..., :half] = a * c - b * s
@@ -135,7 +139,7 @@ def test_rope_matches_float64_at_positions_up_to_32k(
     pos[0] = 32767
     ref = rope_ref(x, pos, n_rot, base, 1.0, neox)
     assert lib.tl_rope(pool, fptr(x), n_tok, n_heads, head_dim, n_rot, iptr(pos), base, 1.0,
-                       int(neox), ffi.NULL) == TL_OK
+                       int(neox), ffi.NULL, 1.0) == TL_OK
     for t in range(n_tok):
         assert max_rel(x[t], ref[t]) < REL_TOL
     assert np.array_equal(x[..., n_rot:], ref[..., n_rot:].astype(np.float32))
@@ -148,17 +152,40 @@ def test_rope_applies_freq_scale_and_leaves_position_zero_unchanged(pool: Any) -
     ref = rope_ref(x, pos, 64, 10000.0, 0.25, False)
     before = x.copy()
     assert lib.tl_rope(pool, fptr(x), 2, 2, 64, 64, iptr(pos), 10000.0, 0.25, 0,
-                       ffi.NULL) == TL_OK
+                       ffi.NULL, 1.0) == TL_OK
     assert np.array_equal(x[0], before[0])
     assert max_rel(x[1], ref[1]) < REL_TOL
 
 
-def test_rope_rejects_odd_or_oversized_n_rot(pool: Any) -> None:
+def test_rope_rejects_odd_or_oversized_n_rot_and_bad_scales(pool: Any) -> None:
     x = np.zeros((1, 1, 64), np.float32)
     pos = np.zeros(1, np.int32)
-    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 63, iptr(pos), 1e4, 1.0, 0, ffi.NULL) == TL_ERR_ARG
-    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 66, iptr(pos), 1e4, 1.0, 0, ffi.NULL) == TL_ERR_ARG
-    assert lib.tl_rope(pool, fptr(x), 1, 1, 64, 64, iptr(pos), 0.0, 1.0, 0, ffi.NULL) == TL_ERR_ARG
+
+    def rope(n_rot: int, base: float, mscale: float) -> int:
+        return lib.tl_rope(pool, fptr(x), 1, 1, 64, n_rot, iptr(pos), base, 1.0, 0, ffi.NULL,
+                           mscale)
+
+    assert rope(63, 1e4, 1.0) == TL_ERR_ARG
+    assert rope(66, 1e4, 1.0) == TL_ERR_ARG
+    assert rope(64, 0.0, 1.0) == TL_ERR_ARG
+    assert rope(64, 1e4, 0.0) == TL_ERR_ARG
+
+
+@pytest.mark.parametrize("neox", [False, True])
+def test_rope_with_longrope_factors_and_attention_factor_matches_float64(
+        pool: Any, neox: bool) -> None:
+    """Partial rotary (24 of 32 dims) with per-frequency factors and an attention factor: the
+    rotated dims match float64, the others pass through untouched."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((30, 3, 32)).astype(np.float32)
+    pos = rng.integers(0, 32768, 30).astype(np.int32)
+    factors = rng.uniform(1.0, 60.0, 12).astype(np.float32)
+    ref = rope_ref(x, pos, 24, 10000.0, 1.0, neox, factors, 1.19)
+    assert lib.tl_rope(pool, fptr(x), 30, 3, 32, 24, iptr(pos), 10000.0, 1.0, int(neox),
+                       fptr(factors), 1.19) == TL_OK
+    for t in range(30):
+        assert max_rel(x[t], ref[t]) < REL_TOL
+    assert np.array_equal(x[..., 24:], ref[..., 24:].astype(np.float32))
 
 
 # ---------------------------------------------------------------- gated activations
@@ -322,13 +349,13 @@ def test_rope_row_is_bit_identical_alone_in_a_batch_and_on_any_thread_count(
     for pool in pools_1_2_3:
         x = x0.copy()
         assert lib.tl_rope(pool, fptr(x), N_ROWS, n_heads, head_dim, n_rot, iptr(pos), 1e4, 1.0,
-                           int(neox), ffi.NULL) == TL_OK
+                           int(neox), ffi.NULL, 1.0) == TL_OK
         batch_out.append(x)
         alone = x0[ALONE].copy()
         for k, r in enumerate(ALONE):
             xr, pr = alone[k].copy(), pos[r:r + 1].copy()
             assert lib.tl_rope(pool, fptr(xr), 1, n_heads, head_dim, n_rot, iptr(pr), 1e4, 1.0,
-                               int(neox), ffi.NULL) == TL_OK
+                               int(neox), ffi.NULL, 1.0) == TL_OK
             alone[k] = xr
         alone_out.append(alone)
     assert_rows_match_alone(batch_out, alone_out)

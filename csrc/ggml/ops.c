@@ -157,6 +157,7 @@ typedef struct {
     int n_heads, head_dim, n_rot, neox;
     const int32_t *pos;
     double freq_scale;
+    float mscale;  /* LongRoPE's attention factor: cos and sin are scaled by it */
     int avx2;
     double inv_freq[ROPE_MAX_PAIRS]; /* base^(-2i/n_rot), computed once per call */
 } rope_job;
@@ -249,6 +250,8 @@ static void rope_tokens(void *arg, int ith, int nth) {
             for (int j = 0; j < np; j++) {
                 /* The angle in double: at position 32k a float angle would be off by ~2e-3 rad. */
                 sincos_rope(p * J->inv_freq[i0 + j], &s[j], &c[j]);
+                c[j] *= J->mscale;
+                s[j] *= J->mscale;
             }
             for (int h = 0; h < J->n_heads; h++) {
                 float *xh = xt + (int64_t)h * J->head_dim;
@@ -262,10 +265,11 @@ static void rope_tokens(void *arg, int ith, int nth) {
 }
 
 int tl_rope(tl_pool *pool, float *x, int64_t n_tok, int n_heads, int head_dim, int n_rot,
-            const int32_t *pos, float base, float freq_scale, int neox, const float *factors) {
+            const int32_t *pos, float base, float freq_scale, int neox, const float *factors,
+            float mscale) {
     if (!pool || n_tok < 0 || n_heads <= 0 || head_dim <= 0 || n_rot < 0 || n_rot % 2 != 0 ||
         n_rot > head_dim || n_rot > 2 * ROPE_MAX_PAIRS || !(base > 0.0f) || !isfinite(base) ||
-        !isfinite(freq_scale))
+        !isfinite(freq_scale) || !(mscale > 0.0f) || !isfinite(mscale))
         return TL_ERR_ARG;
     if (n_tok == 0 || n_rot == 0) return TL_OK;
     if (!x || !pos) return TL_ERR_ARG;
@@ -281,6 +285,7 @@ int tl_rope(tl_pool *pool, float *x, int64_t n_tok, int n_heads, int head_dim, i
     J.neox = neox != 0;
     J.pos = pos;
     J.freq_scale = freq_scale;
+    J.mscale = mscale;
     J.avx2 = pool_avx2(pool);
     /* base^(-2i/n_rot) as powers of one ratio: 512 products drift by < 1e-13, and one pow per
        call instead of one per pair keeps a decode-step rope near a microsecond. */

@@ -17,10 +17,12 @@ int tl_layernorm(tl_pool *pool, const float *x, const float *w, const float *b, 
                  int64_t n_rows, int64_t n, float eps);
 /* Rotary position embedding, in place, on x [n_tok][n_heads][head_dim]; the first n_rot dims of
    each head rotate by pos[t] * freq_scale * base^(-2i/n_rot) / factors[i] (factors: NULL, or
-   n_rot/2 positive floats, as LongRoPE's per-frequency factors). neox=0 rotates adjacent pairs
-   (2i, 2i+1); neox=1 rotates (i, i + n_rot/2). */
+   n_rot/2 positive floats, as LongRoPE's per-frequency factors), and the rotated dims are then
+   scaled by mscale > 0 (LongRoPE's attention factor multiplies cos and sin; 1 for plain RoPE).
+   neox=0 rotates adjacent pairs (2i, 2i+1); neox=1 rotates (i, i + n_rot/2). */
 int tl_rope(tl_pool *pool, float *x, int64_t n_tok, int n_heads, int head_dim, int n_rot,
-            const int32_t *pos, float base, float freq_scale, int neox, const float *factors);
+            const int32_t *pos, float base, float freq_scale, int neox, const float *factors,
+            float mscale);
 /* out = silu(gate) * up, and out = gelu_tanh(gate) * up, over n floats (out may alias either). */
 int tl_swiglu(tl_pool *pool, const float *gate, const float *up, float *out, int64_t n);
 int tl_geglu(tl_pool *pool, const float *gate, const float *up, float *out, int64_t n);

@@ -10,13 +10,16 @@ from __future__ import annotations
 from types import ModuleType
 from typing import cast
 
-from trio_llm.arch import gemma3, llama
+from trio_llm.arch import gemma3, llama, phi3, qwen2, qwen3
 from trio_llm.arch.runtime import Architecture
 from trio_llm.errors import ModelFileError
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "gemma3": gemma3,
     "llama": llama,
+    "phi3": phi3,
+    "qwen2": qwen2,
+    "qwen3": qwen3,
 }
 
 

@@ -72,6 +72,7 @@ class Rope:
     freq_scale: float = 1.0
     neox: bool = False
     factors: Any = NULL               # per-frequency divisors (LongRoPE), n_rot / 2 floats
+    attn_factor: float = 1.0          # LongRoPE's scale of the rotated dims (cos and sin)
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ class Network:
     def rope(self, x: Buffer, heads: int, rope: Rope) -> None:
         """Rotate the first n_rot dims of each of x's heads by the chunk's positions."""
         self.ops.rope(x.ptr, self.n, heads, x.width // heads, rope.n_rot, self.positions_ptr,
-                      rope.base, rope.freq_scale, rope.neox, rope.factors)
+                      rope.base, rope.freq_scale, rope.neox, rope.factors, rope.attn_factor)
 
     def attention(self, layer: int, q: Buffer, k: Buffer, v: Buffer, out: Buffer,
                   heads: Heads) -> None:

@@ -97,7 +97,8 @@ class Ops(Protocol):
                   eps: float) -> None: ...
     def matmul(self, w: Any, x: Any, n: int, y: Any, path: MatmulPath) -> None: ...
     def rope(self, x: Any, n: int, heads: int, head_dim: int, n_rot: int, pos: Any,
-             base: float, freq_scale: float, neox: bool, factors: Any) -> None: ...
+             base: float, freq_scale: float, neox: bool, factors: Any,
+             attn_factor: float) -> None: ...
     def kv_store(self, layer: KVLayer, k: Any, v: Any, n: int, slots: Any, pos: Any) -> None: ...
     def attention(self, layer: KVLayer, q: Any, n: int, slots: Any, pos: Any, n_head: int,
                   n_kv_head: int, head_dim: int, scale: float, out: Any) -> None: ...
@@ -138,9 +139,10 @@ class CpuOps:
                  f"matmul {w.name}")
 
     def rope(self, x: Any, n: int, heads: int, head_dim: int, n_rot: int, pos: Any,
-             base: float, freq_scale: float, neox: bool, factors: Any) -> None:
+             base: float, freq_scale: float, neox: bool, factors: Any,
+             attn_factor: float) -> None:
         _checked(lib.tl_rope(self._handle, x, n, heads, head_dim, n_rot, pos, base, freq_scale,
-                             neox, factors), "rope")
+                             neox, factors, attn_factor), "rope")
 
     def kv_store(self, layer: KVLayer, k: Any, v: Any, n: int, slots: Any, pos: Any) -> None:
         _checked(lib.tl_kv_store(layer.kind, layer.keys, layer.values, layer.n_cache,

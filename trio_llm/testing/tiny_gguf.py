@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
-from gguf.quants import quantize
+from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
+from gguf.quants import dequantize, quantize
+
+from trio_llm.engine.gguf_file import read_gguf
 
 F32 = GGMLQuantizationType.F32
 F16 = GGMLQuantizationType.F16
@@ -33,14 +35,13 @@ TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.
 
 
 def vocabulary_of(path: Path | str) -> dict[str, Any]:
-    """The tokenizer.ggml.* keys of a real GGUF file, to give a tiny model the same tokenizer."""
-    reader = GGUFReader(path)
-    out: dict[str, Any] = {}
-    for key in TOKENIZER_KEYS:
-        if key in reader.fields:
-            value = reader.fields[key].contents()
-            out[key] = value
-    return out
+    """The tokenizer.ggml.* keys of a real GGUF file, to give a tiny model the same tokenizer.
+    (Read with our own reader: gguf's GGUFReader takes seconds over 100k strings.)"""
+    gguf = read_gguf(path)
+    try:
+        return {key: gguf.metadata[key] for key in TOKENIZER_KEYS if key in gguf.metadata}
+    finally:
+        gguf.close()
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TinyModel:
     seed: int = 0
     _meta: dict[str, Any] = field(default_factory=dict)
     _tensors: dict[str, tuple[np.ndarray, GGMLQuantizationType]] = field(default_factory=dict)
+    _stored: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -76,8 +78,21 @@ class TinyModel:
             s = scale if scale is not None else 1.0 / np.sqrt(shape[0])
             values = (self._rng.standard_normal(numpy_shape) * s).astype(np.float32)
         values = np.ascontiguousarray(values, np.float32).reshape(numpy_shape)
-        self._tensors[name] = (values, kind)
-        return values
+        if kind == F32:
+            data, stored = values, values
+        elif kind == F16:
+            data = values.astype(np.float16)
+            stored = data.astype(np.float32)
+        else:
+            data = quantize(values, kind)
+            stored = dequantize(data, kind).astype(np.float32).reshape(numpy_shape)
+        self._tensors[name] = (data, kind)
+        self._stored[name] = stored
+        return stored
+
+    def stored(self) -> dict[str, np.ndarray]:
+        """Every tensor as the file holds it, dequantized to float64 (for a reference forward)."""
+        return {name: values.astype(np.float64) for name, values in self._stored.items()}
 
     def norm(self, name: str, n: int, center: float = 1.0) -> np.ndarray:
         """A norm weight vector near `center` (F32)."""
@@ -89,14 +104,11 @@ class TinyModel:
         writer = GGUFWriter(str(path), self.arch)
         for key, value in {**self.vocab, **self._meta}.items():
             _add(writer, key, value)
-        for name, (values, kind) in self._tensors.items():
-            if kind == F32:
-                writer.add_tensor(name, values)
-            elif kind == F16:
-                writer.add_tensor(name, values.astype(np.float16))
+        for name, (data, kind) in self._tensors.items():
+            if kind in (F32, F16):
+                writer.add_tensor(name, data)
             else:
-                raw = quantize(values, kind)
-                writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=kind)
+                writer.add_tensor(name, data, raw_shape=data.shape, raw_dtype=kind)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
