@@ -10,12 +10,14 @@ from __future__ import annotations
 from types import ModuleType
 from typing import cast
 
-from trio_llm.arch import llama
+from trio_llm.arch import bert, llama, nomic_bert
 from trio_llm.arch.runtime import Architecture
 from trio_llm.errors import ModelFileError
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "llama": llama,
+    "bert": bert,
+    "nomic-bert": nomic_bert,
 }
 
 
