@@ -16,6 +16,7 @@ from trio_llm.engine.batch import Batch
 from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.model import Model, check_model_file
 from trio_llm.errors import ModelFileError
+from trio_llm.store.gguf_info import capabilities, summarize
 from trio_llm.testing.minilm import read_safetensors, vocabulary, write_gguf
 from trio_llm.testing.tiny_gguf import F16, TinyModel
 
@@ -150,6 +151,7 @@ def test_a_file_without_pooling_type_pools_by_mean(minilm_dir: Path, tmp_path: P
     with read_gguf(path) as gguf:
         assert "bert.pooling_type" not in gguf.metadata
         assert check_model_file(gguf) == frozenset({"embedding"})
+    assert capabilities(summarize(path), template="") == ["embedding"]   # what /api/show says
     m = Model.load(path, n_ctx=16)
     try:
         assert m.net.shape.pooling is Pooling.MEAN

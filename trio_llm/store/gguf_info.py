@@ -67,7 +67,9 @@ def summarize(path: Path | str, verbose: bool = False) -> GGUFSummary:
             parameter_size=_size_label(meta, count),
             quantization_level=quantization_level(meta.get("general.file_type")),
             model_info=dict(sorted(info.items())),
-            has_pooling=f"{arch}.pooling_type" in meta,
+            # an encoder (attention.causal false) pools even when the file names no pooling type
+            has_pooling=f"{arch}.pooling_type" in meta or meta.get(f"{arch}.attention.causal")
+            is False,
             has_vision=f"{arch}.vision.block_count" in meta,
             has_audio=f"{arch}.audio.block_count" in meta,
             chat_template=str(meta.get("tokenizer.chat_template", "")),

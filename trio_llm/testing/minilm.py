@@ -155,3 +155,7 @@ def gguf_name(name: str) -> str | None:
         if inner in _LAYER:
             return f"blk.{parts[2]}.{_LAYER[inner]}.{parts[-1]}"
     return None
+
+
+if __name__ == "__main__":
+    print(fetch_minilm())
