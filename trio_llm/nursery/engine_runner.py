@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
 import trio
 
 from trio_llm.engine.gguf_file import read_gguf
@@ -41,7 +40,7 @@ class GenerateJob:
 
 @dataclass(frozen=True)
 class EmbedJob:
-    """Mean-pooled hidden states of each input (normalised by the API)."""
+    """Pooled hidden states of each input, as the model pools (normalised by the API)."""
 
     inputs: Sequence[str]
     truncate: bool = True
@@ -160,7 +159,8 @@ class EngineRunner:
             if len(ids) > n_ctx:
                 if not job.truncate:
                     raise ContextTooLong("input length exceeds maximum context length")
-                ids = ids[:n_ctx]
+                # a closing EOS ([SEP] of a BERT) stays: the text is cut, not the sequence
+                ids = ids[: n_ctx - 1] + ids[-1:] if tokenizer.add_eos else ids[:n_ctx]
             token_lists.append(ids)
         slot = self.table.reserve()
         try:
@@ -171,7 +171,8 @@ class EngineRunner:
         yield EmbedOutput(vectors, sum(len(t) for t in token_lists))
 
     def _pooled(self, token_lists: list[list[int]], slot: int) -> list[list[float]]:
-        return [self.model.net.hidden_states(ids, slot).mean(axis=0, dtype=np.float64).tolist()
+        net = self.model.net
+        return [net.shape.pooling.pool(net.hidden_states(ids, slot)).tolist()
                 for ids in token_lists]
 
     async def _generate(self, job: GenerateJob) -> AsyncIterator[GenerateOutput]:

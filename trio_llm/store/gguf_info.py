@@ -59,6 +59,8 @@ def summarize(path: Path | str, verbose: bool = False) -> GGUFSummary:
             else:
                 info[key] = _json_value(value)
         info.setdefault("general.parameter_count", count)
+        # an encoder (attention.causal false) pools even when the file names no pooling type
+        encoder = meta.get(f"{arch}.attention.causal") is False
         tensors = [{"name": t.name, "type": t.type.name, "shape": list(t.shape)}
                    for t in gguf.tensors.values()] if verbose else []
         return GGUFSummary(
@@ -67,7 +69,7 @@ def summarize(path: Path | str, verbose: bool = False) -> GGUFSummary:
             parameter_size=_size_label(meta, count),
             quantization_level=quantization_level(meta.get("general.file_type")),
             model_info=dict(sorted(info.items())),
-            has_pooling=f"{arch}.pooling_type" in meta,
+            has_pooling=f"{arch}.pooling_type" in meta or encoder,
             has_vision=f"{arch}.vision.block_count" in meta,
             has_audio=f"{arch}.audio.block_count" in meta,
             chat_template=str(meta.get("tokenizer.chat_template", "")),

@@ -139,3 +139,43 @@ def _add(writer: GGUFWriter, key: str, value: Any) -> None:
                                  sub_type=GGUFValueType.INT32)
     else:
         raise TypeError(f"metadata {key!r}: cannot write {type(value).__name__}")
+
+
+def byte_vocabulary() -> dict[str, Any]:
+    """A minimal byte-level BPE vocabulary: the 256 byte tokens and <|endoftext|>, no merges.
+    Enough for a tokenizer that round-trips any text, in a model of a few hundred KB."""
+    from trio_llm.engine.bpe import byte_alphabet
+
+    tokens = [*byte_alphabet(), "<|endoftext|>"]
+    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "default",
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": [1] * 256 + [3],
+            "tokenizer.ggml.bos_token_id": 256,
+            "tokenizer.ggml.eos_token_id": 256}
+
+
+def tiny_llama(vocab: Mapping[str, Any] | None = None, *, dim: int = 256, ffn_dim: int = 512,
+               n_layer: int = 1, n_head: int = 4, n_kv_head: int = 2,
+               kind: GGMLQuantizationType = F16, seed: int = 0) -> TinyModel:
+    """A complete llama-architecture model (every tensor the engine loads), random weights of
+    type `kind`, the byte vocabulary unless another is given; call .write(path)."""
+    model = TinyModel("llama", byte_vocabulary() if vocab is None else vocab, seed=seed)
+    head_dim = dim // n_head
+    for key, value in {"block_count": n_layer, "embedding_length": dim,
+                       "feed_forward_length": ffn_dim, "context_length": 512,
+                       "attention.head_count": n_head, "attention.head_count_kv": n_kv_head,
+                       "rope.freq_base": 10000.0,
+                       "attention.layer_norm_rms_epsilon": 1e-5}.items():
+        model.meta(key, value)
+    model.tensor("token_embd.weight", (dim, model.vocab_size), kind, scale=1.0)
+    model.norm("output_norm.weight", dim)
+    for i in range(n_layer):
+        model.norm(f"blk.{i}.attn_norm.weight", dim)
+        model.tensor(f"blk.{i}.attn_q.weight", (dim, n_head * head_dim), kind)
+        model.tensor(f"blk.{i}.attn_k.weight", (dim, n_kv_head * head_dim), kind)
+        model.tensor(f"blk.{i}.attn_v.weight", (dim, n_kv_head * head_dim), kind)
+        model.tensor(f"blk.{i}.attn_output.weight", (n_head * head_dim, dim), kind)
+        model.norm(f"blk.{i}.ffn_norm.weight", dim)
+        model.tensor(f"blk.{i}.ffn_gate.weight", (dim, ffn_dim), kind)
+        model.tensor(f"blk.{i}.ffn_up.weight", (dim, ffn_dim), kind)
+        model.tensor(f"blk.{i}.ffn_down.weight", (ffn_dim, dim), kind)
+    return model

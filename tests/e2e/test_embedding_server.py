@@ -1,0 +1,130 @@
+"""An embedding model served end to end: all-MiniLM-L6-v2 as a bert GGUF created in a real
+store, the real scheduler and engine, real HTTP and the official clients. Its vectors are the
+float64 reference's pooled output; it embeds, and it refuses to generate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import ollama
+import openai
+import pytest
+import trio
+from tokenizers import Tokenizer as HFTokenizer
+
+from tests.e2e.conftest import start
+from tests.reference_bert import ReferenceBert
+from trio_llm.config import Host
+from trio_llm.server import EngineBackend
+from trio_llm.store.progress import drain
+from trio_llm.store.store import Store
+from trio_llm.testing.minilm import read_safetensors
+
+MODEL = "all-minilm:latest"
+INPUTS = ["The cat sat on the mat.", "A dog barked at the mailman!", "Quantum chromodynamics",
+          "naïve café in 東京", "short", "Embeddings map text to vectors of numbers.",
+          "The cat sat on the mat.", "Completely unrelated: stock prices fell sharply today."]
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory, bert_path: Path) -> Path:
+    """A store where `all-minilm` was created from the bert GGUF (FROM ./file.gguf)."""
+    root = tmp_path_factory.mktemp("embedding-models")
+    drain(Store(root).create_from_modelfile("all-minilm", f"FROM ./{bert_path.name}\n",
+                                            base_dir=bert_path.parent))
+    return root
+
+
+@pytest.fixture(scope="module")
+def token_ids(minilm_dir: Path) -> list[list[int]]:
+    """INPUTS tokenized by the model's own tokenizer.json."""
+    tokenizer = HFTokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    return [tokenizer.encode(t).ids for t in INPUTS]
+
+
+@pytest.fixture(scope="module")
+def expected(minilm_dir: Path, token_ids: list[list[int]]) -> np.ndarray:
+    """The float64 reference's mean-pooled, L2-normalised vectors of INPUTS, on the original
+    Hugging Face weights."""
+    config = json.loads((minilm_dir / "config.json").read_text())
+    reference = ReferenceBert(config, read_safetensors(minilm_dir / "model.safetensors"))
+    vectors = np.array([reference.embedding(ids) for ids in token_ids])
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture
+async def live(nursery: trio.Nursery, store_dir: Path) -> tuple[Host, EngineBackend]:
+    return await start(nursery, store_dir)
+
+
+def cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    got = got / np.linalg.norm(got, axis=1, keepdims=True)
+    return np.sum(got * want, axis=1)
+
+
+async def test_api_embed_of_8_inputs_is_the_reference_and_each_alone(
+        live: tuple[Host, EngineBackend], expected: np.ndarray,
+        token_ids: list[list[int]]) -> None:
+    c = ollama.AsyncClient(host=live[0].url)
+    batch = await c.embed(model=MODEL, input=INPUTS)
+    vectors = np.array(batch.embeddings)
+    assert vectors.shape == (8, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    assert cosines(vectors, expected).min() > 0.9999
+    alone = np.array([(await c.embed(model=MODEL, input=text)).embeddings[0] for text in INPUTS])
+    np.testing.assert_allclose(vectors, alone, rtol=0, atol=1e-6)
+    assert batch.prompt_eval_count == sum(map(len, token_ids))
+
+
+async def test_legacy_api_embeddings_and_v1_embeddings_use_the_same_pooling(
+        live: tuple[Host, EngineBackend], expected: np.ndarray) -> None:
+    async with httpx.AsyncClient(base_url=live[0].url, timeout=60) as http:
+        legacy = (await http.post("/api/embeddings",
+                                  json={"model": MODEL, "prompt": INPUTS[1]})).json()
+    raw = np.array(legacy["embedding"])
+    assert abs(np.linalg.norm(raw) - 1.0) > 1e-3          # the legacy route is not normalised
+    assert cosines(raw[None], expected[1:2])[0] > 0.9999
+    c = openai.AsyncOpenAI(base_url=f"{live[0].url}/v1", api_key="unused")
+    out = await c.embeddings.create(model=MODEL, input=INPUTS[:3])
+    got = np.array([d.embedding for d in out.data])
+    assert cosines(got, expected[:3]).min() > 0.9999
+
+
+async def test_it_shows_embedding_and_refuses_generate_and_chat(
+        live: tuple[Host, EngineBackend]) -> None:
+    async with httpx.AsyncClient(base_url=live[0].url, timeout=60) as http:
+        show = (await http.post("/api/show", json={"model": MODEL})).json()
+        assert show["capabilities"] == ["embedding"]
+        assert show["model_info"]["general.architecture"] == "bert"
+        generate = await http.post("/api/generate", json={"model": MODEL, "prompt": "Hi"})
+        assert generate.status_code == 400
+        assert generate.json() == {"error": f'"{MODEL}" does not support generate'}
+        chat = await http.post("/api/chat", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+        assert chat.status_code == 400
+        assert chat.json() == {"error": f'"{MODEL}" does not support chat'}
+        v1 = await http.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+        assert v1.status_code == 400 and "does not support" in v1.text
+        after = await http.post("/api/embed", json={"model": MODEL, "input": "still serving"})
+        assert after.status_code == 200 and len(after.json()["embeddings"][0]) == 384
+
+
+async def test_a_long_input_is_cut_to_the_context_keeping_its_sep_or_refused(
+        live: tuple[Host, EngineBackend], minilm_dir: Path) -> None:
+    text = " ".join(["river"] * 600)          # 602 tokens with [CLS] and [SEP]; context 512
+    config = json.loads((minilm_dir / "config.json").read_text())
+    reference = ReferenceBert(config, read_safetensors(minilm_dir / "model.safetensors"))
+    want = reference.embedding([101] + [2314] * 510 + [102])
+    async with httpx.AsyncClient(base_url=live[0].url, timeout=120) as http:
+        cut = (await http.post("/api/embed", json={"model": MODEL, "input": text})).json()
+        refused = await http.post("/api/embed", json={"model": MODEL, "input": text,
+                                                      "truncate": False})
+    assert cut["prompt_eval_count"] == 512
+    assert cosines(np.array(cut["embeddings"]), want[None] / np.linalg.norm(want))[0] > 0.9999
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "the input length exceeds the context length"}
