@@ -2,11 +2,15 @@
    for bit over tiles of 16 rows, in the same common shape (unsigned quants, a scale per 16, mins
    that meet the Q8_K group sums, two float factors per row):
        row . x = dx * (d * sum_g sc_g * sum_{i in g} q_i x_i  -  dm * sum_g mi_g * bsum_g).
-   Each group's sum is 4 vpdpbusd steps into int32 lanes; the scale is then applied with vpdpwssd
-   where the group sum fits in int16 (quants up to 4 bits: 16 * 15 * 127 < 2^15; the scale is
-   packed as the pair (sc, 0), so the sum's upper half meets a zero), else with an int32
-   multiply. The mins' term is vpdpwssd over the (mi, mi) and bsums pairs. The integer sums are
-   exact, and the float steps per super-block are the AVX2 kernel's, lane by lane. */
+   Each group's sum is vpdpbusd steps into int32 lanes, then times its scale, in one of three ways
+   (the cheapest that is exact for the format):
+     Q4_K, Q5_K: the two groups of 32 elements that share a scale are summed together (8 steps),
+     then an int32 multiply;
+     Q2_K, Q3_K: per group of 16 (4 steps), vpdpwssd with the scale packed as the int16 pair
+     (sc, 0): their group sums fit in int16 (16 * 7 * 127 < 2^15), the upper half meets a zero;
+     Q6_K: per group of 16, an int32 multiply.
+   The mins' term is vpdpwssd over the (mi, mi) and bsums pairs. The integer sums are exact, and
+   the float steps per super-block are the AVX2 kernel's, lane by lane. */
 #include "dot.h"
 
 #if TL_HAVE_X86
@@ -18,13 +22,17 @@ TL_VNNI_BEGIN
 
 #define NT_MAX 8  /* tokens per register tile: 3 x 8 zmm of the 32 */
 
-/* Q5_K and Q6_K: group sums beyond int16, scales applied by an int32 multiply. */
-static int big_groups(int wtype) { return wtype == TL_Q5_K || wtype == TL_Q6_K; }
+/* How a format's scales are applied (see above). */
+enum { SCALE_PAIR32 = 0, SCALE_DPWSSD16 = 1, SCALE_MUL16 = 2 };
+static int scale_mode(int wtype) {
+    if (wtype == TL_Q4_K || wtype == TL_Q5_K) return SCALE_PAIR32;
+    return wtype == TL_Q6_K ? SCALE_MUL16 : SCALE_DPWSSD16;
+}
 
 void tl_pack_k_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nsb,
                          tl_pack16_kblk *out) {
     size_t bytes = row_bytes / (size_t)nsb;
-    int big = big_groups(wtype);
+    int pair16 = scale_mode(wtype) == SCALE_DPWSSD16;  /* (sc, 0); else sc as an int32 */
     _Alignas(64) tl_pack_kblk half[2];
     for (int64_t b = 0; b < nsb; b++) {
         /* the AVX2 packer does each half of 8 rows (the same quants, scales and factors) */
@@ -48,7 +56,7 @@ void tl_pack_k_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t 
                 int r16 = TL_PK_ROWS * h + r;
                 for (int g = 0; g < 16; g++) {
                     int16_t sc = half[h].sc[g][r][0];
-                    pk->sc[g][r16] = big ? (int32_t)sc : (int32_t)(uint16_t)sc;
+                    pk->sc[g][r16] = pair16 ? (int32_t)(uint16_t)sc : (int32_t)sc;
                 }
                 for (int p = 0; p < 8; p++) {
                     pk->mi[p][r16][0] = half[h].mi[p][r][0];
@@ -68,7 +76,7 @@ TL_INLINE __m512i bcast4(const void *p) {
 }
 
 /* One tile (16 rows) against NT (1..NT_MAX) tokens over nsb super-blocks. */
-TL_INLINE void ktile16_kernel(int BIG, int NT, const tl_pack16_kblk *pk, int64_t nsb,
+TL_INLINE void ktile16_kernel(int MODE, int NT, const tl_pack16_kblk *pk, int64_t nsb,
                               const tl_block_q8_K *act, int64_t as, float *y, int64_t ldy,
                               int64_t nr) {
     __m512 acc[NT_MAX];
@@ -79,17 +87,19 @@ TL_INLINE void ktile16_kernel(int BIG, int NT, const tl_pack16_kblk *pk, int64_t
         for (int t = 0; t < NT; t++) x[t] = act + t * as + b;
         __m512i sumi[NT_MAX], gs[NT_MAX];
         for (int t = 0; t < NT; t++) sumi[t] = _mm512_setzero_si512();
-        for (int g = 0; g < 16; g++) {
+        const int width = MODE == SCALE_PAIR32 ? 2 : 1;  /* groups of 16 per scale */
+        for (int g = 0; g < 16; g += width) {
             for (int t = 0; t < NT; t++) gs[t] = _mm512_setzero_si512();
-            for (int c = 4 * g; c < 4 * g + 4; c++) {
+            for (int c = 4 * g; c < 4 * (g + width); c++) {
                 __m512i wv = _mm512_load_si512(p->q[c]);
                 for (int t = 0; t < NT; t++)
                     gs[t] = _mm512_dpbusd_epi32(gs[t], wv, bcast4(x[t]->qs + 4 * c));
             }
             __m512i sc = _mm512_load_si512(p->sc[g]);
             for (int t = 0; t < NT; t++)
-                sumi[t] = BIG ? _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(gs[t], sc))
-                              : _mm512_dpwssd_epi32(sumi[t], gs[t], sc);
+                sumi[t] = MODE == SCALE_DPWSSD16
+                              ? _mm512_dpwssd_epi32(sumi[t], gs[t], sc)
+                              : _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(gs[t], sc));
         }
         __m512 d = _mm512_load_ps(p->d), dm = _mm512_load_ps(p->dm);
         for (int t = 0; t < NT; t++) {
@@ -109,30 +119,32 @@ TL_INLINE void ktile16_kernel(int BIG, int NT, const tl_pack16_kblk *pk, int64_t
 typedef void (*ktile16_fn)(const tl_pack16_kblk *, int64_t, const tl_block_q8_K *, int64_t,
                            float *, int64_t, int64_t);
 
-#define KTILE16(BIG, NT)                                                                        \
-    static void ktile16_##BIG##_##NT(const tl_pack16_kblk *pk, int64_t nsb,                     \
-                                     const tl_block_q8_K *a, int64_t as, float *y, int64_t ldy, \
-                                     int64_t nr) {                                              \
-        ktile16_kernel(BIG, NT, pk, nsb, a, as, y, ldy, nr);                                   \
+#define KTILE16(MODE, NT)                                                                       \
+    static void ktile16_##MODE##_##NT(const tl_pack16_kblk *pk, int64_t nsb,                    \
+                                      const tl_block_q8_K *a, int64_t as, float *y,             \
+                                      int64_t ldy, int64_t nr) {                                \
+        ktile16_kernel(MODE, NT, pk, nsb, a, as, y, ldy, nr);                                  \
     }
-#define KTILE16_ALL(BIG)                                                                        \
-    KTILE16(BIG, 1) KTILE16(BIG, 2) KTILE16(BIG, 3) KTILE16(BIG, 4)                             \
-    KTILE16(BIG, 5) KTILE16(BIG, 6) KTILE16(BIG, 7) KTILE16(BIG, 8)
+#define KTILE16_ALL(MODE)                                                                       \
+    KTILE16(MODE, 1) KTILE16(MODE, 2) KTILE16(MODE, 3) KTILE16(MODE, 4)                         \
+    KTILE16(MODE, 5) KTILE16(MODE, 6) KTILE16(MODE, 7) KTILE16(MODE, 8)
 KTILE16_ALL(0)
 KTILE16_ALL(1)
+KTILE16_ALL(2)
 
-#define KTILE16_ROW(BIG)                                                                        \
-    {ktile16_##BIG##_1, ktile16_##BIG##_2, ktile16_##BIG##_3, ktile16_##BIG##_4,                \
-     ktile16_##BIG##_5, ktile16_##BIG##_6, ktile16_##BIG##_7, ktile16_##BIG##_8}
-static const ktile16_fn ktile16_fns[2][NT_MAX] = {KTILE16_ROW(0), KTILE16_ROW(1)};
+#define KTILE16_ROW(MODE)                                                                       \
+    {ktile16_##MODE##_1, ktile16_##MODE##_2, ktile16_##MODE##_3, ktile16_##MODE##_4,            \
+     ktile16_##MODE##_5, ktile16_##MODE##_6, ktile16_##MODE##_7, ktile16_##MODE##_8}
+static const ktile16_fn ktile16_fns[3][NT_MAX] = {KTILE16_ROW(0), KTILE16_ROW(1), KTILE16_ROW(2)};
+static_assert(SCALE_PAIR32 == 0 && SCALE_DPWSSD16 == 1 && SCALE_MUL16 == 2, "ktile16_fns rows");
 
 void tl_gemm_packed_k_vnni(int wtype, const tl_pack16_kblk *pk, int64_t ntiles, int64_t nsb,
                            const tl_block_q8_K *act, int64_t as, int64_t nt, float *y,
                            int64_t ldy, int64_t nr) {
-    int big = big_groups(wtype);
+    int mode = scale_mode(wtype);
     for (int64_t t = 0; t < nt; t += NT_MAX) {
         int64_t n = nt - t < NT_MAX ? nt - t : NT_MAX;
-        ktile16_fn fn = ktile16_fns[big][n - 1];
+        ktile16_fn fn = ktile16_fns[mode][n - 1];
         for (int64_t i = 0; i < ntiles; i++) {
             int64_t rows = nr - i * TL_PK16_ROWS;
             fn(pk + i * nsb, nsb, act + t * as, as, y + t * ldy + i * TL_PK16_ROWS, ldy,

@@ -21,6 +21,12 @@ TL_VNNI_BEGIN
 
 #define NT_MAX 8  /* tokens per register tile: 2 x 8 zmm accumulators of the 32 */
 
+/* 8 floats at lo, then 8 at hi. */
+TL_INLINE __m512 join8(const float *lo, const float *hi) {
+    __m512d v = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_load_ps(lo)));
+    return _mm512_castpd_ps(_mm512_insertf64x4(v, _mm256_castps_pd(_mm256_load_ps(hi)), 1));
+}
+
 void tl_pack_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
                        tl_pack16_blk *out) {
     size_t bytes = row_bytes / (size_t)nb;
@@ -42,8 +48,7 @@ void tl_pack_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr
             __m256i hi = _mm256_load_si256((const __m256i *)half[1].q[c]);
             _mm512_store_si512(pk->q[c], _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
         }
-        _mm512_store_ps(pk->d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(half[0].d)),
-                                                  _mm256_load_ps(half[1].d), 1));
+        _mm512_store_ps(pk->d, join8(half[0].d, half[1].d));
         if (wtype == TL_Q8_0) {
             __m512i sum = _mm512_setzero_si512();
             for (int c = 0; c < TL_QK / 4; c++)
@@ -51,8 +56,7 @@ void tl_pack_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr
             _mm512_store_si512(pk->bias, _mm512_sub_epi32(_mm512_setzero_si512(),
                                                           _mm512_slli_epi32(sum, 7)));
         } else {
-            _mm512_store_ps(pk->m, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(half[0].m)),
-                                                      _mm256_load_ps(half[1].m), 1));
+            _mm512_store_ps(pk->m, join8(half[0].m, half[1].m));
         }
     }
 }
@@ -105,7 +109,8 @@ TL_INLINE void tile16_kernel(int kind, int NT, const tl_pack16_blk *pk, int64_t 
         }
         if (kind != 2) {
             __m512 mv = _mm512_load_ps(p->m);
-            for (int t = 0; t < NT; t++) acc[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(x[t]->s), acc[t]);
+            for (int t = 0; t < NT; t++)
+                acc[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(x[t]->s), acc[t]);
         }
     }
     store_tile16(acc, NT, y, ldy, nr);
