@@ -27,6 +27,7 @@
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
 #define PACK_K 9                      /* pack_kind of the K formats */
+#define PACK_Q8_0 2                   /* pack_kind of Q8_0 (signed quants) */
 #define LO_TOK_CHUNK 32               /* TL_PATH_PRECISE, tiled: tokens per hi/lo/add round */
 
 typedef struct {
@@ -54,7 +55,7 @@ static const mm_type mm_types[] = {
     {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, 2, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
     {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, 2, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
     {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, 2, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
-    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
+    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, PACK_Q8_0, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
     {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
     {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
     {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
@@ -181,7 +182,7 @@ static void quantize_task(void *arg, int ith, int nth) {
     tl_split((long)j->n_tok, ith, nth, &t0, &t1);
     quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->tok_bytes);
 #if TL_HAVE_X86
-    if (j->vnni && j->ty->pack_kind == 2)  /* Q8_0: both parts, side by side, in one run */
+    if (j->vnni && j->ty->pack_kind == PACK_Q8_0)  /* both parts, side by side, in one run */
         tl_act_offset_vnni((tl_act_q8 *)(j->act + (size_t)t0 * j->tok_bytes),
                            (int64_t)(t1 - t0) * j->parts * (j->n_in / TL_QK));
 #endif
