@@ -1,4 +1,5 @@
-/* Shared by every subsystem: status codes, CPU feature bits, the AVX2 region macros, fp16 helpers. */
+/* Shared by every subsystem: status codes, CPU feature bits, the AVX2 and AVX-512 VNNI region
+   macros, fp16 helpers. */
 #ifndef TL_COMMON_H
 #define TL_COMMON_H
 
@@ -16,24 +17,34 @@ enum tl_status {
 };
 /* @cdef-end */
 
-/* CPU feature bits, as reported by tl_cpu_features(). */
-enum tl_cpu_feature { TL_CPU_AVX2 = 1, TL_CPU_FMA = 2, TL_CPU_F16C = 4 };
+/* CPU feature bits, as reported by tl_cpu_features(). TL_CPU_AVX512VNNI: AVX512F, BW, VL and
+   VNNI, with the OS saving the opmask and zmm state. */
+/* @cdef-begin */
+enum tl_cpu_feature { TL_CPU_AVX2 = 1, TL_CPU_FMA = 2, TL_CPU_F16C = 4, TL_CPU_AVX512VNNI = 8 };
+/* @cdef-end */
 #define TL_CPU_AVX2_SET (TL_CPU_AVX2 | TL_CPU_FMA | TL_CPU_F16C)
 
 /* Functions between TL_AVX2_BEGIN and TL_AVX2_END are compiled for AVX2+FMA+F16C whatever the
-   baseline; callers must have checked tl_cpu_features() first. */
+   baseline, those between TL_VNNI_BEGIN and TL_VNNI_END for that plus AVX512F/BW/VL/VNNI;
+   callers must have checked tl_cpu_features() first. */
 #if defined(__x86_64__) && defined(__clang__)
 #define TL_HAVE_X86 1
 #define TL_AVX2_BEGIN _Pragma("clang attribute push (__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
 #define TL_AVX2_END _Pragma("clang attribute pop")
+#define TL_VNNI_BEGIN _Pragma("clang attribute push (__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\"))), apply_to = function)")
+#define TL_VNNI_END _Pragma("clang attribute pop")
 #elif defined(__x86_64__) && defined(__GNUC__)
 #define TL_HAVE_X86 1
 #define TL_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
 #define TL_AVX2_END _Pragma("GCC pop_options")
+#define TL_VNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\")")
+#define TL_VNNI_END _Pragma("GCC pop_options")
 #else
 #define TL_HAVE_X86 0
 #define TL_AVX2_BEGIN
 #define TL_AVX2_END
+#define TL_VNNI_BEGIN
+#define TL_VNNI_END
 #endif
 
 /* IEEE binary16 <-> binary32, exact (round to nearest even on the way down). */

@@ -5,17 +5,26 @@ exceed the L3 cache, as a real decode step does (98 MB of weights per token); "h
 matrix (cache-resident: per-call cost). Prompt (512 tokens) is bound by arithmetic and reports
 2 * n_out * n_in * n_tok / time. Every figure is the best of several runs (the machine is shared).
 
-    python tools/bench_matmul.py [--threads 2] [--quick] [--no-scalar] [--extra]
+    python tools/bench_matmul.py [--threads 2] [--quick] [--no-scalar] [--extra] [--vnni off]
     python tools/bench_matmul.py --packed [--format Q6_K] [--threads 2] [--quick]
+    python tools/bench_matmul.py --vnni compare [--threads 1] [--tokens 512] [--quick]
 
 --packed compares, on Gemma 3 270M's shapes, decode against the weights repacked at load
 (TL_PATH_PACKED) with the row dots (TL_PATH_ROW_DOTS), cold, for 1 and 4 tokens a call; GB/s
 counts the GGML bytes of the matrix once per call (the work of one decode step).
+
+--vnni off runs the SIMD pool with AVX2 kernels where the CPU has AVX-512 VNNI; --vnni compare
+runs only the prompt products of the real models' matrices (SmolLM2 and Gemma 3 270M) on the
+engine's prompt path (TL_PATH_TILED | TL_PATH_PRECISE), alternating an AVX2 and a VNNI pool
+call by call, and prints GMAC/s (n_out * n_in * n_tok per second) of each and their ratio. With
+--threads 1 the pool runs on the calling thread and the times are that thread's CPU time, which
+other processes on a shared machine do not inflate (wall time otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 
@@ -65,6 +74,21 @@ PACKED_SHAPES = [
     (Q.Q6_K, 640, 2048, "ffn_down"),
     (Q.Q8_0, 16384, 640, "output (a slice)"),
 ]
+# Every distinct prompt product of the real models: (type, n_out, n_in, what).
+MODEL_SHAPES = [
+    (Q.Q4_1, 576, 576, "smollm2 attn_q / attn_output"),
+    (Q.Q4_1, 192, 576, "smollm2 attn_k / attn_v"),
+    (Q.Q4_1, 1536, 576, "smollm2 ffn_gate / ffn_up"),
+    (Q.Q4_1, 576, 1536, "smollm2 ffn_down"),
+    (Q.Q5_0, 1024, 640, "gemma3 attn_q"),
+    (Q.Q5_0, 256, 640, "gemma3 attn_k / attn_v"),
+    (Q.Q8_0, 256, 640, "gemma3 attn_v"),
+    (Q.Q4_K, 640, 1024, "gemma3 attn_output"),
+    (Q.Q5_0, 2048, 640, "gemma3 ffn_gate / ffn_up"),
+    (Q.Q4_K, 640, 2048, "gemma3 ffn_down"),
+    (Q.Q6_K, 640, 2048, "gemma3 ffn_down"),
+]
+PROMPT_PATH = 2 | 16  # TL_PATH_TILED | TL_PATH_PRECISE, as trio_llm.arch.runtime.PROMPT_PATH
 # Per decode token: 30 layers x (q, k, v, o, gate, up, down) + the output matrix.
 LAYER = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
 
@@ -215,6 +239,41 @@ def bench_prompt(pool: object, shapes: list[tuple[Q, int, int, str]], n_tok: int
         print(f"{label:<34}{t * 1e3:10.2f}{2 * n_out * n_in * n_tok / t / 1e9:10.1f}")
 
 
+def bench_vnni(threads: int, shapes: list[tuple[Q, int, int, str]], n_tok: int, repeats: int,
+               rng: np.random.Generator) -> None:
+    """Prompt GMAC/s of AVX2 and VNNI pools on the same weights, alternating call by call."""
+    pools = {"avx2": lib.tl_pool_new(threads, lib.TL_POOL_NO_VNNI),
+             "vnni": lib.tl_pool_new(threads, 0)}
+    try:
+        if not lib.tl_pool_features(pools["vnni"]) & lib.TL_CPU_AVX512VNNI:
+            print("this CPU (or OS) has no AVX-512 VNNI: nothing to compare")
+            return
+        # one thread: the work runs on this thread, so its CPU time excludes preemption
+        clock = time.thread_time if threads == 1 else time.perf_counter
+        print(f"== prompt ({n_tok} tokens, tiled + precise), {threads} threads: GMAC/s "
+              f"({'CPU' if threads == 1 else 'wall'} time) ==")
+        print(f"{'':<44}{'avx2':>8}{'vnni':>8}{'ratio':>8}")
+        for qtype, n_out, n_in, what in shapes:
+            w = [random_weights(qtype, n_out, n_in, rng)]
+            mms = {k: Matmul(p, qtype, w, n_out, n_in, n_tok, rng) for k, p in pools.items()}
+            calls = {k: functools.partial(lib.tl_matmul_path, m.pool, m.qtype, m.w[0], n_out, n_in,
+                                          m.x, n_tok, m.y, PROMPT_PATH)
+                     for k, m in mms.items()}
+            best = dict.fromkeys(calls, float("inf"))
+            for _ in range(repeats + 1):  # the first round warms up (scratch, caches)
+                for k, call in calls.items():
+                    t0 = clock()
+                    assert call() == 0
+                    best[k] = min(best[k], clock() - t0)
+            gmac = {k: n_out * n_in * n_tok / t / 1e9 for k, t in best.items()}
+            label = f"{qtype.name} {n_out}x{n_in} {what}"
+            print(f"{label:<44}{gmac['avx2']:8.1f}{gmac['vnni']:8.1f}"
+                  f"{gmac['vnni'] / gmac['avx2']:8.2f}")
+    finally:
+        for p in pools.values():
+            lib.tl_pool_free(p)
+
+
 def call_overhead(pool: object) -> float:
     """Seconds of Python + cffi per tl_matmul call (n_tok = 0 returns at once)."""
     rng = np.random.default_rng(0)
@@ -232,19 +291,26 @@ def main() -> None:
     ap.add_argument("--packed", action="store_true",
                     help="only the repacked decode path against the row dots (SIMD pool)")
     ap.add_argument("--format", help="with --packed: only this format (e.g. Q6_K)")
+    ap.add_argument("--vnni", choices=["on", "off", "compare"], default="on",
+                    help="AVX-512 VNNI kernels where the CPU has them (on), AVX2 only (off), or "
+                         "the real models' prompt products with both (compare)")
     args = ap.parse_args()
     repeats = 3 if args.quick else 10
     rng = np.random.default_rng(0)
+    simd_flags = lib.TL_POOL_NO_VNNI if args.vnni == "off" else 0
     if args.packed:
         shapes = [s for s in PACKED_SHAPES if args.format in (None, s[0].name)]
-        pool = lib.tl_pool_new(args.threads, 0)
+        pool = lib.tl_pool_new(args.threads, simd_flags)
         try:
             print(f"== SIMD pool, {lib.tl_pool_threads(pool)} threads ==")
             bench_packed(pool, shapes, repeats, rng)
         finally:
             lib.tl_pool_free(pool)
         return
-    modes = [("SIMD", 0)] + ([] if args.no_scalar else [("scalar", 1)])
+    if args.vnni == "compare":
+        bench_vnni(args.threads, MODEL_SHAPES, args.tokens, repeats, rng)
+        return
+    modes = [("SIMD", simd_flags)] + ([] if args.no_scalar else [("scalar", 1)])
     for name, flags in modes:
         pool = lib.tl_pool_new(args.threads, flags)
         try:

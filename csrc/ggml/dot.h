@@ -74,8 +74,34 @@ typedef struct {
     float dm[TL_PK_ROWS];
 } tl_pack_kblk;
 
+/* The same for the AVX-512 VNNI prompt kernels (gemm_vnni.c, gemm_k_vnni.c): tiles of 16 rows,
+   so one 512-bit register holds 4 consecutive quants of each of the 16 rows. Q8_0 keeps its
+   signed quants and, instead of m, bias[r] = -128 * (the row's block sum): the kernel multiplies
+   them with activations offset by +128 (unsigned), and the bias takes the offset out again. */
+#define TL_PK16_ROWS 16
+typedef struct {
+    uint8_t q[TL_QK / 4][TL_PK16_ROWS][4];
+    float d[TL_PK16_ROWS];
+    union {
+        float m[TL_PK16_ROWS];
+        int32_t bias[TL_PK16_ROWS];
+    };
+} tl_pack16_blk;
+
+/* K formats: sc[g][r] is the scale of group g as an int32 (Q5_K, Q6_K) or as the int16 pair
+   (scale, 0) (Q2_K..Q4_K, whose group sums fit in int16); mi as in tl_pack_kblk. */
+typedef struct {
+    uint8_t q[TL_QK_K / 4][TL_PK16_ROWS][4];
+    int32_t sc[16][TL_PK16_ROWS];
+    int16_t mi[8][TL_PK16_ROWS][2];
+    float d[TL_PK16_ROWS];
+    float dm[TL_PK16_ROWS];
+} tl_pack16_kblk;
+
 static_assert(sizeof(tl_pack_blk) % 64 == 0, "packed blocks keep 64-byte alignment");
 static_assert(sizeof(tl_pack_kblk) % 64 == 0, "packed blocks keep 64-byte alignment");
+static_assert(sizeof(tl_pack16_blk) == 2 * sizeof(tl_pack_blk), "a 16-row tile is two 8-row ones");
+static_assert(sizeof(tl_pack16_kblk) == 2 * sizeof(tl_pack_kblk), "a 16-row tile is two 8-row ones");
 
 #if TL_HAVE_X86
 void tl_act_quant_q8_avx2(const float *x, tl_act_q8 *out, int64_t n);
@@ -113,6 +139,21 @@ void tl_gemm_packed_avx2(int kind, const tl_pack_blk *pk, int64_t ntiles, int64_
 void tl_pack_k_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nsb,
                          tl_pack_kblk *out);
 void tl_gemm_packed_k_avx2(int wtype, const tl_pack_kblk *pk, int64_t ntiles, int64_t nsb,
+                           const tl_block_q8_K *act, int64_t act_stride, int64_t nt, float *y,
+                           int64_t ldy, int64_t nr);
+/* AVX-512 VNNI prompt kernels (gemm_vnni.c, gemm_k_vnni.c): the same products as the AVX2 ones
+   above over 16-row tiles, bit for bit (the same integer sums, the same float operations in the
+   same order). Pack nr (<= TL_PK16_ROWS) rows; missing rows become zeros. For kind 2 (Q8_0) the
+   activation quants must be offset by +128 first (tl_act_offset_vnni). */
+void tl_pack_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
+                       tl_pack16_blk *out);
+void tl_gemm_packed_vnni(int kind, const tl_pack16_blk *pk, int64_t ntiles, int64_t nb,
+                         const tl_act_q8 *act, int64_t act_stride, int64_t nt, float *y,
+                         int64_t ldy, int64_t nr);
+void tl_act_offset_vnni(tl_act_q8 *act, int64_t nblocks);
+void tl_pack_k_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nsb,
+                         tl_pack16_kblk *out);
+void tl_gemm_packed_k_vnni(int wtype, const tl_pack16_kblk *pk, int64_t ntiles, int64_t nsb,
                            const tl_block_q8_K *act, int64_t act_stride, int64_t nt, float *y,
                            int64_t ldy, int64_t nr);
 /* Float weights (F32/F16/BF16 by wtype) times f32 activations: nr rows x nt tokens. */

@@ -38,7 +38,8 @@ int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_
 enum tl_matmul_path {
     TL_PATH_AUTO = 0,      /* row dots for a few tokens, tiled kernels for more */
     TL_PATH_ROW_DOTS = 1,  /* per-token dot products, one pass over the weights: decode */
-    TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts */
+    TL_PATH_TILED = 2,     /* register-tiled kernels over packed weight tiles: prompts (AVX2,
+                              or AVX-512 VNNI where the pool has it: the same bits) */
     TL_PATH_PACKED = 3,    /* w repacked by tl_repack_new (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/
                               Q6_K): decode */
     /* Flag, OR'ed into AUTO, ROW_DOTS or TILED (not PACKED): quantized weights see ~15-bit activations instead of

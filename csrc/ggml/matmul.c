@@ -9,6 +9,9 @@
    (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
    runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
    run the row dots for every token, a chunk of rows at a time.
+   Where the pool has AVX-512 VNNI (TL_CPU_AVX512VNNI), the quantized formats' tiles hold 16 rows
+   and take the VNNI kernels (gemm_vnni.c, gemm_k_vnni.c), whose results have the AVX2 kernels'
+   bits; Q8_0's activations are first offset to unsigned bytes (tl_act_offset_vnni).
    TL_PATH_PACKED hands over to packed.c: decode rows against weights repacked at load time.
    TL_PATH_PRECISE (a flag on the row-dot or tiled path): each token's activations are quantized in two parts,
    hi and the residual lo (act_quant.c), stored side by side; every kernel above runs once per
@@ -24,6 +27,7 @@
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
 #define PACK_K 9                      /* pack_kind of the K formats */
+#define PACK_Q8_0 2                   /* pack_kind of Q8_0 (signed quants) */
 #define LO_TOK_CHUNK 32               /* TL_PATH_PRECISE, tiled: tokens per hi/lo/add round */
 
 typedef struct {
@@ -51,7 +55,7 @@ static const mm_type mm_types[] = {
     {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, 2, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
     {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, 2, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
     {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, 2, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
-    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, 2, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
+    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, PACK_Q8_0, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
     {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
     {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
     {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
@@ -69,6 +73,7 @@ static const mm_type *find_type(int wtype) {
 typedef struct {
     const mm_type *ty;
     int simd;
+    int vnni;              /* tiled path with the AVX-512 VNNI kernels (16-row tiles) */
     const uint8_t *w;
     size_t row_bytes;
     int64_t n_out, n_in, n_tok;
@@ -176,6 +181,11 @@ static void quantize_task(void *arg, int ith, int nth) {
     long t0, t1;
     tl_split((long)j->n_tok, ith, nth, &t0, &t1);
     quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->tok_bytes);
+#if TL_HAVE_X86
+    if (j->vnni && j->ty->pack_kind == PACK_Q8_0)  /* both parts, side by side, in one run */
+        tl_act_offset_vnni((tl_act_q8 *)(j->act + (size_t)t0 * j->tok_bytes),
+                           (int64_t)(t1 - t0) * j->parts * (j->n_in / TL_QK));
+#endif
 }
 
 /* Split the (rows x tokens) product: by rows when there are enough row units for every thread,
@@ -197,43 +207,73 @@ static void split_work(const mm_job *j, int64_t unit, int ith, int nth, int64_t 
 }
 
 #if TL_HAVE_X86
-/* Bytes of one packed tile (TL_PK_ROWS rows) of a row of n_in elements. */
-static size_t packed_tile_bytes(const mm_type *ty, int64_t n_in) {
-    if (ty->pack_kind == PACK_K) return (size_t)(n_in / TL_QK_K) * sizeof(tl_pack_kblk);
-    return (size_t)(n_in / TL_QK) * sizeof(tl_pack_blk);
+/* Rows of one packed tile: TL_PK_ROWS (AVX2) or TL_PK16_ROWS (VNNI). */
+static int64_t tile_rows(const mm_job *j) { return j->vnni ? TL_PK16_ROWS : TL_PK_ROWS; }
+
+/* Bytes of one packed tile of a row of n_in elements. */
+static size_t packed_tile_bytes(const mm_job *j) {
+    size_t per_8_rows = j->ty->pack_kind == PACK_K
+                            ? (size_t)(j->n_in / TL_QK_K) * sizeof(tl_pack_kblk)
+                            : (size_t)(j->n_in / TL_QK) * sizeof(tl_pack_blk);
+    return j->vnni ? 2 * per_8_rows : per_8_rows;  /* 16-row tiles: twice the 8-row ones */
 }
 
-static int64_t pack_group_tiles(const mm_type *ty, int64_t n_in) {
-    int64_t g = PACK_GROUP_BYTES / (int64_t)packed_tile_bytes(ty, n_in);
+static int64_t pack_group_tiles(const mm_job *j) {
+    int64_t g = PACK_GROUP_BYTES / (int64_t)packed_tile_bytes(j);
     return g < 1 ? 1 : g;
+}
+
+/* Pack rows [src, src + rows) (rows <= tile_rows) into one tile at dst. */
+static void pack_tile(const mm_job *j, const uint8_t *src, int64_t rows, int64_t nb, uint8_t *dst) {
+    int wt = j->ty->wtype;
+    if (j->vnni && j->ty->pack_kind == PACK_K)
+        tl_pack_k_rows_vnni(wt, src, j->row_bytes, rows, nb, (tl_pack16_kblk *)dst);
+    else if (j->vnni)
+        tl_pack_rows_vnni(wt, src, j->row_bytes, rows, nb, (tl_pack16_blk *)dst);
+    else if (j->ty->pack_kind == PACK_K)
+        tl_pack_k_rows_avx2(wt, src, j->row_bytes, rows, nb, (tl_pack_kblk *)dst);
+    else
+        tl_pack_rows_avx2(wt, src, j->row_bytes, rows, nb, (tl_pack_blk *)dst);
+}
+
+/* ntiles packed tiles (nr rows) times nt tokens of one activation part. */
+static void gemm_tiles(const mm_job *j, const uint8_t *pk, int64_t ntiles, int64_t nb,
+                       const uint8_t *a, int64_t as, int64_t nt, float *y, int64_t ldy,
+                       int64_t nr) {
+    int wt = j->ty->wtype, kind = j->ty->pack_kind;
+    if (j->vnni && kind == PACK_K)
+        tl_gemm_packed_k_vnni(wt, (const tl_pack16_kblk *)pk, ntiles, nb,
+                              (const tl_block_q8_K *)a, as, nt, y, ldy, nr);
+    else if (j->vnni)
+        tl_gemm_packed_vnni(kind, (const tl_pack16_blk *)pk, ntiles, nb, (const tl_act_q8 *)a,
+                            as, nt, y, ldy, nr);
+    else if (kind == PACK_K)
+        tl_gemm_packed_k_avx2(wt, (const tl_pack_kblk *)pk, ntiles, nb,
+                              (const tl_block_q8_K *)a, as, nt, y, ldy, nr);
+    else
+        tl_gemm_packed_avx2(kind, (const tl_pack_blk *)pk, ntiles, nb, (const tl_act_q8 *)a, as,
+                            nt, y, ldy, nr);
 }
 
 /* Each thread packs a group of tiles of its rows, then runs the group against its tokens. */
 static void packed_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
-    int64_t r0, r1, t0, t1;
-    split_work(j, TL_PK_ROWS, ith, nth, &r0, &r1, &t0, &t1);
+    int64_t r0, r1, t0, t1, unit = tile_rows(j);
+    split_work(j, unit, ith, nth, &r0, &r1, &t0, &t1);
     if (r0 >= r1 || t0 >= t1) return;
-    const mm_type *ty = j->ty;
-    int64_t nb = j->n_in / ty->block;
-    int64_t group = pack_group_tiles(ty, j->n_in) * TL_PK_ROWS;
+    int64_t nb = j->n_in / j->ty->block;
+    int64_t group = pack_group_tiles(j) * unit;
     uint8_t *pk = j->per_thread + (size_t)ith * j->per_thread_bytes;
-    size_t tile_bytes = packed_tile_bytes(ty, j->n_in);
+    size_t tile_bytes = packed_tile_bytes(j);
     const uint8_t *act = j->act + (size_t)t0 * j->tok_bytes;
     int64_t act_stride = nb * j->parts;  /* in blocks (tl_act_q8 or tl_block_q8_K) */
     for (int64_t r = r0; r < r1; r += group) {
         int64_t nr = r1 - r < group ? r1 - r : group;
-        int64_t ntiles = (nr + TL_PK_ROWS - 1) / TL_PK_ROWS;
+        int64_t ntiles = (nr + unit - 1) / unit;
         for (int64_t i = 0; i < ntiles; i++) {
-            int64_t rows = nr - i * TL_PK_ROWS;
-            const uint8_t *src = j->w + (r + i * TL_PK_ROWS) * j->row_bytes;
-            rows = rows < TL_PK_ROWS ? rows : TL_PK_ROWS;
-            if (ty->pack_kind == PACK_K)
-                tl_pack_k_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
-                                    (tl_pack_kblk *)(pk + i * tile_bytes));
-            else
-                tl_pack_rows_avx2(ty->wtype, src, j->row_bytes, rows, nb,
-                                  (tl_pack_blk *)(pk + i * tile_bytes));
+            int64_t rows = nr - i * unit;
+            pack_tile(j, j->w + (r + i * unit) * j->row_bytes, rows < unit ? rows : unit, nb,
+                      pk + i * tile_bytes);
         }
         /* parts == 2: a few tokens at a time, hi into y, lo (reusing the packed group) into
            the thread's lo area [tokens][nr], then added while both are in cache. */
@@ -243,17 +283,9 @@ static void packed_task(void *arg, int ith, int nth) {
             const uint8_t *a = act + (size_t)(t - t0) * j->tok_bytes;
             float *y = j->y + t * j->n_out + r;
             float *lo = (float *)(pk + j->lo_offset);
-            for (int p = 0; p < j->parts; p++) {
-                const uint8_t *ap = a + (size_t)p * j->act_bytes;
-                float *yp = p ? lo : y;
-                int64_t ldy = p ? nr : j->n_out;
-                if (ty->pack_kind == PACK_K)
-                    tl_gemm_packed_k_avx2(ty->wtype, (const tl_pack_kblk *)pk, ntiles, nb,
-                                          (const tl_block_q8_K *)ap, act_stride, nt, yp, ldy, nr);
-                else
-                    tl_gemm_packed_avx2(ty->pack_kind, (const tl_pack_blk *)pk, ntiles, nb,
-                                        (const tl_act_q8 *)ap, act_stride, nt, yp, ldy, nr);
-            }
+            for (int p = 0; p < j->parts; p++)
+                gemm_tiles(j, pk, ntiles, nb, a + (size_t)p * j->act_bytes, act_stride, nt,
+                           p ? lo : y, p ? nr : j->n_out, nr);
             if (j->parts == 2)
                 for (int64_t k = 0; k < nt; k++)
                     for (int64_t i = 0; i < nr; i++) y[k * j->n_out + i] += lo[k * nr + i];
@@ -346,9 +378,10 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
 #if TL_HAVE_X86
     if (j.simd && ty->pack_kind >= 0) {
         compute = packed_task;
-        j.lo_offset = round64((size_t)pack_group_tiles(ty, n_in) * packed_tile_bytes(ty, n_in));
+        j.vnni = (tl_pool_features(pool) & TL_CPU_AVX512VNNI) != 0;
+        j.lo_offset = round64((size_t)pack_group_tiles(&j) * packed_tile_bytes(&j));
         if (j.parts == 2)
-            lo_bytes = round64((size_t)(LO_TOK_CHUNK * pack_group_tiles(ty, n_in) * TL_PK_ROWS) *
+            lo_bytes = round64((size_t)(LO_TOK_CHUNK * pack_group_tiles(&j) * tile_rows(&j)) *
                                sizeof(float));
         j.per_thread_bytes = j.lo_offset + lo_bytes;
     } else if (j.simd && ty->act == TL_ACT_F32) {

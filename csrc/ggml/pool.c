@@ -53,7 +53,12 @@ int tl_cpu_features(void) {
     if ((xlo & 6) != 6) return 0; /* the OS does not save YMM state */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     int avx2 = (b >> 5) & 1;
-    return (avx2 ? TL_CPU_AVX2 : 0) | (fma ? TL_CPU_FMA : 0) | (f16c ? TL_CPU_F16C : 0);
+    /* AVX-512: F (leaf 7 EBX bit 16), BW (30), VL (31), VNNI (ECX bit 11); XCR0 must enable the
+       opmask (bit 5) and both upper zmm states (6, 7) besides SSE and AVX (1, 2). */
+    int avx512 = ((b >> 16) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1);
+    int vnni = avx512 && ((c >> 11) & 1) && (xlo & 0xe6) == 0xe6;
+    return (avx2 ? TL_CPU_AVX2 : 0) | (fma ? TL_CPU_FMA : 0) | (f16c ? TL_CPU_F16C : 0) |
+           (vnni ? TL_CPU_AVX512VNNI : 0);
 #else
     return 0;
 #endif
@@ -82,6 +87,12 @@ int tl_physical_cores(void) {
     }
     if (cores <= 0 || cores > online) cores = (int)online;
     return cores;
+}
+
+/* An environment switch: set to anything but "" or "0". */
+static int env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 static long now_ns(void) {
@@ -126,6 +137,8 @@ tl_pool *tl_pool_new(int n_threads, int flags) {
     pool->n_threads = n_threads;
     int cpu = tl_cpu_features();
     pool->features = (flags & TL_POOL_SCALAR) || (cpu & TL_CPU_AVX2_SET) != TL_CPU_AVX2_SET ? 0 : cpu;
+    if ((flags & TL_POOL_NO_VNNI) || env_flag("TRIO_LLM_NO_VNNI"))
+        pool->features &= ~TL_CPU_AVX512VNNI;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
     for (int i = 1; i < n_threads; i++) {

@@ -9,10 +9,13 @@ typedef struct tl_pool tl_pool;
 /* One unit of parallel work: called once on every thread, ith in [0, nth). */
 typedef void (*tl_task_fn)(void *arg, int ith, int nth);
 
-/* Pool flags. */
-enum tl_pool_flag { TL_POOL_SCALAR = 1 /* ignore SIMD paths: scalar reference kernels only */ };
-
 /* @cdef-begin */
+/* Pool flags. The environment variable TRIO_LLM_NO_VNNI=1 has the effect of TL_POOL_NO_VNNI on
+   every pool (to compare both paths end to end on one machine). */
+enum tl_pool_flag {
+    TL_POOL_SCALAR = 1,   /* ignore SIMD paths: scalar reference kernels only */
+    TL_POOL_NO_VNNI = 2,  /* AVX2 kernels even where the CPU has AVX-512 VNNI */
+};
 tl_pool *tl_pool_new(int n_threads, int flags);  /* n_threads <= 0: number of physical cores */
 void tl_pool_free(tl_pool *pool);
 int tl_pool_threads(const tl_pool *pool);
