@@ -188,7 +188,10 @@ class EngineBackend:
                            int(lease.load_duration * 1e9))
 
     def queue_depth(self) -> int:
-        return self.scheduler.pending
+        return self.scheduler.waiting
+
+    def busy_slots(self) -> int:
+        return self.scheduler.busy_slots
 
 
 def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
