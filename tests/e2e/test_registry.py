@@ -29,7 +29,6 @@ from trio_llm.store.errors import ModelNotFound
 from trio_llm.store.manifests import MANIFEST_V2
 from trio_llm.store.manifests import MODEL as MODEL_LAYER
 from trio_llm.store.names import parse_name
-from trio_llm.store.progress import drain
 from trio_llm.store.store import Store
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -196,20 +195,21 @@ async def test_missing_tags_unknown_models_and_absent_registries_fail_clearly(
                                          f"http://{nobody}: is a registry listening there?")
 
 
-def test_a_pull_interrupted_mid_blob_leaves_no_blob_and_no_temporary(
+async def test_a_pull_interrupted_mid_blob_leaves_no_blob_and_no_temporary(
         models_dir: Path, registry_host: str, tmp_path: Path) -> None:
     name = f"{registry_host}/library/smol:v3"
     source = Store(models_dir, prune=False)
     source.copy(MODEL, name)
     try:
-        drain(registry.push(source, name, insecure=True))
+        async for _ in registry.push(source, name, insecure=True):
+            pass
         model_digest = source.get(name).model_digest
     finally:
         source.delete(name)
 
     target = Store(tmp_path / "target")
-    pulling = registry.pull(target, name, insecure=True)
-    for report in pulling:
+    pulling = registry.pull_from_registry(target, name, insecure=True)
+    async for report in pulling:
         if report.get("digest") == model_digest and 0 < report["completed"] < report["total"]:
             break
     else:
@@ -218,6 +218,7 @@ def test_a_pull_interrupted_mid_blob_leaves_no_blob_and_no_temporary(
     assert [p.name for p in blobs.iterdir() if p.name.startswith(TEMP_PREFIX)], \
         "the download should be under way in a temporary"
     assert not target.has_blob(model_digest)
-    pulling.close()   # what a client disconnect does to the generator
-    assert list(blobs.iterdir()) == []
+    await pulling.aclose()   # what a client disconnect does to the generator
+    assert [p.name for p in blobs.iterdir() if p.name.startswith(TEMP_PREFIX)] == []
+    assert not target.has_blob(model_digest)
     assert target.list() == []
