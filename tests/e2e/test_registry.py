@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -41,23 +42,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real registry serving from a temporary folder; its `host:port`. Fails (never skips)
-    when it cannot start: scripts/test.sh installs the Debian package."""
+@contextlib.contextmanager
+def running_registry(root: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """A real registry serving from `root` (plain HTTP, or HTTPS with `tls` = (cert, key));
+    its `host:port`. Fails (never skips) when it cannot start: scripts/test.sh installs it."""
     if not os.access(REGISTRY_BIN, os.X_OK):
         pytest.fail(f"{REGISTRY_BIN} is missing: apt-get install -y docker-registry")
-    root = tmp_path_factory.mktemp("registry")
     host = f"127.0.0.1:{free_port()}"
     config = root / "config.yml"
+    tls_config = f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else ""
     config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
                       f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: {host}\n"
-                      f"  secret: trio-llm-tests\n")
+                      f"  secret: trio-llm-tests\n{tls_config}")
     with open(root / "log.txt", "wb") as log:
         proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
-            _wait_until_ready(proc, f"http://{host}/v2/", root / "log.txt")
+            _wait_until_ready(proc, host, root / "log.txt", tls[0] if tls else None)
             yield host
         finally:
             proc.terminate()
@@ -68,13 +69,25 @@ def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 proc.wait()
 
 
-def _wait_until_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+@pytest.fixture(scope="module")
+def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real plain-HTTP registry serving from a temporary folder; its `host:port`."""
+    with running_registry(tmp_path_factory.mktemp("registry")) as host:
+        yield host
+
+
+def _wait_until_ready(proc: subprocess.Popen[bytes], host: str, log: Path,
+                      cafile: Path | None) -> None:
+    url = f"{'https' if cafile else 'http'}://{host}/v2/"
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=context))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"docker-registry exited ({proc.returncode}): {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
+            with opener.open(url, timeout=1) as reply:
                 if reply.status == 200:
                     return
         except OSError:
