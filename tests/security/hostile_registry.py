@@ -6,6 +6,7 @@ connection) and picks its misbehaviour from the repository name:
 - `silent/<m>`: blob headers, then nothing at all
 - `ftp/<m>`: blob requests are redirected to ftp://
 - `layers<N>/<m>`: a manifest of N small layers, each served at once
+- `silentpush/<m>`: takes a push's upload, reads its first chunk and never answers
 - anything else: one small layer, served at once
 
 It counts the blob connections open now, and the file descriptors of the process at each
@@ -66,7 +67,9 @@ class HostileRegistry:
             method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
             parts = path.split("/")          # /v2/<ns>/<model>/<kind>/<ref>
             namespace, kind, ref = parts[2], parts[4], parts[5]
-            if kind == "manifests":
+            if namespace == "silentpush":
+                await self.silent_push(stream, method)
+            elif kind == "manifests":
                 await self.reply(stream, 200, self.manifest(namespace),
                                  "application/vnd.docker.distribution.manifest.v2+json")
             elif kind == "blobs":
@@ -103,6 +106,21 @@ class HostileRegistry:
                 await stream.send_all(bytes([byte]))
         finally:
             self.open_blob_connections -= 1
+
+    async def silent_push(self, stream: trio.SocketStream, method: str) -> None:
+        if method == "HEAD":
+            await stream.send_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                                  b"Connection: close\r\n\r\n")
+        elif method == "POST":
+            await stream.send_all(b"HTTP/1.1 202 Accepted\r\nLocation: /v2/silentpush/m/blobs/"
+                                  b"uploads/1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        else:           # take the chunk, never answer; notice when the pusher hangs up
+            self.open_blob_connections += 1
+            try:
+                while await stream.receive_some(1 << 16):
+                    pass
+            finally:
+                self.open_blob_connections -= 1
 
     @staticmethod
     async def reply(stream: trio.SocketStream, status: int, body: bytes,

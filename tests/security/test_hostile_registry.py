@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.security.conftest import Secured, start_secured
+from tests.security.conftest import MODEL, Secured, start_secured
 from tests.security.hostile_registry import HostileRegistry
 
 SLOW_PULLS = 42
@@ -106,5 +106,29 @@ async def test_hostile_registries_end_their_pulls_cleanly(
         assert all(str(secured.sandbox) not in json.dumps(line) for line in lines), lines
         assert temporaries(secured) == [], case
         await secured.still_serving(generate=False)
+    await secured.still_serving()
+    secured.nothing_written_outside_the_store()
+
+
+async def test_a_push_to_a_registry_that_stops_answering_fails_at_its_idle_deadline(
+        nursery: trio.Nursery, tmp_path: Path, pulled_store: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = HostileRegistry()
+    port = await nursery.start(registry.serve)
+    secured = await start_secured(nursery, tmp_path, pulled_store)
+    name = f"127.0.0.1:{port}/silentpush/m:latest"
+    monkeypatch.setenv("TRIO_LLM_REGISTRY_IDLE_TIMEOUT", "1s")
+    async with secured.client() as http:
+        assert (await http.post("/api/copy", json={"source": MODEL, "destination": name})
+                ).status_code == 200
+        with trio.fail_after(60):
+            reply = await http.post("/api/push", json={"model": name, "insecure": True})
+        last = [json.loads(line) for line in reply.text.splitlines() if line.strip()][-1]
+        assert "sent nothing for 1 s" in last.get("error", ""), last
+        with trio.fail_after(10):
+            while registry.open_blob_connections:
+                await trio.sleep(0.05)
+        deleted = await http.request("DELETE", "/api/delete", json={"model": name})
+        assert deleted.status_code == 200
     await secured.still_serving()
     secured.nothing_written_outside_the_store()
