@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from functools import partial
 
 import httpx
@@ -13,6 +15,7 @@ import trio
 from tests.api.conftest import local_client, raw_request
 from trio_llm.api import serve
 from trio_llm.api.app import MAX_JSON_BODY
+from trio_llm.api.errors import status_and_message
 from trio_llm.config import Host
 from trio_llm.testing.fake_backend import FakeBackend
 
@@ -202,3 +205,13 @@ async def test_body_limit_applies_to_json_but_not_to_blob_uploads(nursery: trio.
         small = await http.post("/api/generate", json={"model": "fake", "prompt": "x",
                                                        "stream": False})
         assert small.status_code == 200
+
+
+@pytest.mark.parametrize("code, status", [(errno.ENAMETOOLONG, 400), (errno.EMFILE, 503),
+                                          (errno.ENFILE, 503), (errno.EACCES, 500)])
+def test_os_errors_answer_by_errno_and_never_with_a_path(code: int, status: int) -> None:
+    exc = OSError(code, os.strerror(code), "/home/user/.ollama/models/manifests/x/y")
+    got, message = status_and_message(exc)
+    assert (got, message) == (status, os.strerror(code))
+    wrapped = RuntimeError(f"failed: {exc}")
+    assert "/home/user" not in status_and_message(wrapped)[1]
