@@ -23,7 +23,7 @@ from tests.security.conftest import MODEL, REPO
 
 CLIENTS = 50
 PER_CLIENT = 20
-WARM_UP_PER_CLIENT = 4
+WARM_UP_PER_CLIENT = 6
 
 
 def rss_bytes(pid: int) -> int:
@@ -107,6 +107,8 @@ async def test_a_thousand_requests_from_fifty_clients(server_process: tuple[str,
     assert set(statuses) <= {"200", "503"} and statuses["200"] > 0, statuses
     await trio.sleep(1)
     after_run = rss_bytes(pid)
+    print(f"load: {dict(statuses)}; RSS {after_warm_up / 2**20:.1f} MiB after warm-up, "
+          f"{after_run / 2**20:.1f} MiB after the run")
     assert abs(after_run - after_warm_up) <= 0.05 * after_warm_up, (
         f"RSS {after_warm_up >> 20} MiB after warm-up, {after_run >> 20} MiB after the run")
     async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
