@@ -18,6 +18,7 @@ from gguf import GGUFValueType
 
 from tests.security.conftest import Secured, upload_blob
 from tests.security.gguf_bytes import GGUFBytes, small_model
+from tests.security.models import tiny_llama_f32
 
 
 def with_shape(shape: tuple[int, ...]) -> bytes:
@@ -40,22 +41,18 @@ def with_field(kind: str, index: int, value: int) -> bytes:
     return bytes(data)
 
 
-def with_big_array(n_bytes: int) -> bytes:
-    """A valid file whose header holds one UINT8 array of `n_bytes` items."""
-    b = GGUFBytes()
-    b.data += b"GGUF"
-    b.u32(3)
-    b.u64(0)
-    b.u64(2)
-    b.string("general.architecture")
-    b.u32(GGUFValueType.STRING)
-    b.string("llama")
-    b.string("blob")
-    b.u32(GGUFValueType.ARRAY)
-    b.u32(GGUFValueType.UINT8)
-    b.u64(n_bytes)
-    b.data += bytes(n_bytes)
-    return bytes(b.data)
+def with_big_array(model: bytes, n_bytes: int) -> bytes:
+    """`model` (a valid GGUF, alignment 32) with one more key first: a UINT8 array of about
+    `n_bytes` items, sized so the tensor data stays aligned."""
+    key = b"blob"
+    head = 8 + len(key) + 4 + 4 + 8
+    n = n_bytes + (-(head + n_bytes) % 32)
+    entry = struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", GGUFValueType.ARRAY,
+                                                             GGUFValueType.UINT8, n)
+    data = bytearray(model)
+    (n_kv,) = struct.unpack_from("<Q", data, 16)
+    struct.pack_into("<Q", data, 16, n_kv + 1)
+    return bytes(data[:24] + entry + bytes(n) + data[24:])
 
 
 def with_many_keys(n: int) -> bytes:
@@ -101,8 +98,9 @@ async def test_crafted_gguf_is_refused_at_create(secured: Secured, case: str) ->
 
 
 async def test_a_32_mib_metadata_array_costs_nothing_until_shown_and_show_is_bounded(
-        secured: Secured) -> None:
-    data = with_big_array(32 << 20)
+        secured: Secured, tmp_path_factory: pytest.TempPathFactory) -> None:
+    tiny = tiny_llama_f32(tmp_path_factory.mktemp("amplified") / "tiny.gguf")
+    data = with_big_array(tiny.read_bytes(), 32 << 20)
     async with secured.client() as http:
         digest = await upload_blob(http, data)
         tracemalloc.start()
@@ -112,12 +110,16 @@ async def test_a_32_mib_metadata_array_costs_nothing_until_shown_and_show_is_bou
                 "model": "amplified", "files": {"model.gguf": digest}, "stream": False})
             shown = await http.post("/api/show", json={"model": "amplified"})
             verbose = await http.post("/api/show", json={"model": "amplified", "verbose": True})
+            quantized = await http.post("/api/create", json={
+                "model": "amplified-q", "from": "amplified", "quantize": "q8_0",
+                "stream": False})
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
         assert created.status_code == 200, created.text
         assert shown.status_code == 200 and shown.json()["model_info"]["blob"] == []
         assert verbose.status_code == 200 and verbose.json()["model_info"]["blob"] == []
+        assert quantized.status_code == 400 and "array items" in quantized.json()["error"]
         assert peak < 48 << 20, f"peak {peak >> 20} MiB for a 32 MiB array"
         with trio.fail_after(30):
             deleted = await http.request("DELETE", "/api/delete", json={"model": "amplified"})
