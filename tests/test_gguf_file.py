@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gguf import GGUFReader
 
-from trio_llm.engine.gguf_file import GGUFError, read_gguf
+from trio_llm.engine.gguf_file import GGUFArray, GGUFError, read_gguf
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,21 @@ def test_tensor_with_bad_shape_is_refused(tmp_path: Path) -> None:
     tensor = struct.pack("<Q", 1) + b"t" + struct.pack("<IQIQ", 1, 33, 2, 0)
     with pytest.raises(GGUFError, match="whole"):
         read_gguf(write(tmp_path, header + tensor + b"\0" * 64))
+
+
+def test_arrays_stay_in_the_mmap_until_asked_for(smollm2_path: Path) -> None:
+    with read_gguf(smollm2_path) as ours:
+        tokens = ours.metadata["tokenizer.ggml.tokens"]
+        assert isinstance(tokens, GGUFArray) and not isinstance(tokens, list)
+        assert len(tokens) == 49152 and tokens[1] == "<|im_start|>" and tokens[-1] == list(
+            tokens)[-1]
+        assert tokens[10:12] == list(tokens)[10:12]
+        types = ours.metadata["tokenizer.ggml.token_type"]
+        assert types.numpy().dtype == np.int32 and types.tolist()[:3] == list(types)[:3]
+
+
+def test_close_with_live_views_does_not_mask_the_callers_error(smollm2_path: Path) -> None:
+    ours = read_gguf(smollm2_path)
+    view = np.frombuffer(ours.tensor_bytes("blk.0.attn_q.weight"), dtype=np.uint8)
+    ours.close()            # a failed load still holding views: no BufferError
+    assert view[:4].tolist() == np.asarray(view[:4]).tolist()

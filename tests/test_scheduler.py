@@ -292,11 +292,11 @@ async def test_a_full_queue_answers_at_once_and_accepted_requests_are_all_served
         async with trio.open_nursery() as nursery:
             nursery.start_soon(use, sched, "a", FakeRequest("busy", chunks=50))
             await trio.sleep(2)
-            for i in range(3):  # the head is taken out of the channel, two more fit in it
+            for i in range(2):  # MAX_QUEUE counts the head being scheduled too
                 nursery.start_soon(one, "b", f"b{i}")
                 await trio.sleep(0.01)
                 accepted += 1
-            assert sched.pending == 3
+            assert sched.pending == 2 and sched.waiting == 2
             before = trio.current_time()
             with pytest.raises(QueueFull) as caught:
                 async with sched.acquire("c"):
@@ -304,8 +304,29 @@ async def test_a_full_queue_answers_at_once_and_accepted_requests_are_all_served
             assert trio.current_time() == before
             assert str(caught.value) == ("server busy, please try again.  "
                                          "maximum pending requests exceeded")
-    assert sorted(served) == ["b0:0", "b1:0", "b2:0"]
-    assert accepted == 3
+    assert sorted(served) == ["b0:0", "b1:0"]
+    assert accepted == 2
+
+
+async def test_max_queue_counts_requests_waiting_for_a_slot_of_a_loaded_model(autojump_clock):
+    factory = FakeRunnerFactory()
+    refused = 0
+    async with scheduler(factory, num_parallel=2, max_queue=4) as sched:
+        await use(sched, "a", FakeRequest("warm", chunks=1))       # loaded, idle
+        async with trio.open_nursery() as nursery:
+            for i in range(6):                                      # 2 serve, 4 wait
+                nursery.start_soon(use, sched, "a", FakeRequest(f"r{i}", chunks=40))
+                await trio.sleep(0.001)
+            for _ in range(3):
+                with pytest.raises(QueueFull):
+                    async with sched.acquire("a"):
+                        pass
+                refused += 1
+            assert (sched.busy_slots, sched.waiting, sched.pending) == (2, 4, 0)
+        assert (sched.busy_slots, sched.waiting) == (0, 0)
+    assert refused == 3
+    assert sorted(i for i, _ in factory.events("done")) == ["r0", "r1", "r2", "r3", "r4", "r5",
+                                                           "warm"]
 
 
 async def test_requests_for_one_model_are_served_in_arrival_order(autojump_clock):

@@ -110,12 +110,44 @@ def parse_host(text: str) -> Host:
     return Host(scheme, host, port)
 
 
+def parse_hosts(text: str) -> list[str]:
+    """OLLAMA_ALLOWED_HOSTS: host names (any port) or `host:port`, comma-separated."""
+    return [h.strip().lower() for h in text.split(",") if h.strip()]
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """OLLAMA_API_KEYS: `key:scope` entries (scope `inference` or `admin`), separated by
+    commas or newlines; a value starting with `@`, `/` or `~` names a file of such entries,
+    one per line (`#` starts a comment). Raises ValueError for anything malformed, so a typo
+    never leaves the server open by accident."""
+    if text.startswith(("@", "/", "~")):
+        path = Path(text.removeprefix("@")).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read the key file: {exc.strerror}") from None
+    keys: dict[str, str] = {}
+    for line in text.replace(",", "\n").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        key, sep, scope = entry.rpartition(":")
+        if not sep or not key.strip() or scope.strip() not in API_SCOPES:
+            raise ValueError("each key needs a scope: KEY:inference or KEY:admin")
+        keys[key.strip()] = scope.strip()
+    return keys
+
+
+API_SCOPES = ("inference", "admin")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
     default: str
     parse: Callable[[str], Any]
     help: str
+    strict: bool = False     # a value that does not parse stops the server instead of warning
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -138,7 +170,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_NOPRUNE", "false", parse_bool, "do not prune unused blobs at start"),
     Setting("OLLAMA_NOHISTORY", "false", parse_bool, "no history in the interactive REPL"),
     Setting("OLLAMA_DEBUG", "false", parse_bool, "verbose logging"),
-    Setting("HTTPS_PROXY", "", str, "proxy for registry downloads"),
+    Setting("OLLAMA_ALLOWED_HOSTS", "", parse_hosts,
+            "extra Host names a loopback-bound server answers (besides localhost, 127.0.0.1, "
+            "[::1]); `*` allows any"),
+    Setting("OLLAMA_API_KEYS", "", parse_api_keys,
+            "API keys with scopes (`key:inference,key2:admin`, or @file); unset: no auth",
+            strict=True),
+    Setting("OLLAMA_API_KEY", "", str, "the key the CLI sends as `Authorization: Bearer`"),
+    Setting("TRIO_LLM_REGISTRY_IDLE_TIMEOUT", "60s", parse_duration,
+            "a registry that sends nothing for this long fails the pull or push"),
+    Setting("TRIO_LLM_REGISTRY_TIMEOUT", "6h", parse_duration,
+            "a pull or push from a registry that takes longer than this fails"),
+    Setting("HTTPS_PROXY", "", str, "proxy for registry requests (also HTTP_PROXY, NO_PROXY)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -153,10 +196,15 @@ def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
     try:
         return setting.parse(raw)
     except ValueError as exc:
+        if setting.strict:
+            raise ValueError(f"invalid {name}: {exc}") from None
         log.warning("invalid %s=%r (%s); using the default %r", name, raw, exc, setting.default)
         return setting.parse(setting.default)
 
 
 def snapshot(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Every setting's value, for the server's start-up log."""
-    return {s.name: get(s.name, environ) for s in SETTINGS}
+    """Every setting's value, for the server's start-up log (keys shown only as a count)."""
+    values = {s.name: get(s.name, environ) for s in SETTINGS}
+    values["OLLAMA_API_KEYS"] = f"{len(values['OLLAMA_API_KEYS'])} keys"
+    values["OLLAMA_API_KEY"] = "(set)" if values["OLLAMA_API_KEY"] else ""
+    return values

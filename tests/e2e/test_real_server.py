@@ -97,7 +97,8 @@ async def read_lines(host: Host, body: dict, lines: int) -> tuple[list[dict], fl
     """Send a streaming request on a raw socket, read `lines` NDJSON lines, then hang up."""
     stream = await trio.open_tcp_stream(host.host, host.port)
     payload = json.dumps(body).encode()
-    request = (f"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = (f"POST /api/generate HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Type: application/json\r\n"
                f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
     got: list[dict] = []
     buffer = b""

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -29,7 +30,6 @@ from trio_llm.store.errors import ModelNotFound
 from trio_llm.store.manifests import MANIFEST_V2
 from trio_llm.store.manifests import MODEL as MODEL_LAYER
 from trio_llm.store.names import parse_name
-from trio_llm.store.progress import drain
 from trio_llm.store.store import Store
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -42,23 +42,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real registry serving from a temporary folder; its `host:port`. Fails (never skips)
-    when it cannot start: scripts/test.sh installs the Debian package."""
+@contextlib.contextmanager
+def running_registry(root: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """A real registry serving from `root` (plain HTTP, or HTTPS with `tls` = (cert, key));
+    its `host:port`. Fails (never skips) when it cannot start: scripts/test.sh installs it."""
     if not os.access(REGISTRY_BIN, os.X_OK):
         pytest.fail(f"{REGISTRY_BIN} is missing: apt-get install -y docker-registry")
-    root = tmp_path_factory.mktemp("registry")
     host = f"127.0.0.1:{free_port()}"
     config = root / "config.yml"
+    tls_config = f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else ""
     config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
                       f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: {host}\n"
-                      f"  secret: trio-llm-tests\n")
+                      f"  secret: trio-llm-tests\n{tls_config}")
     with open(root / "log.txt", "wb") as log:
         proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
-            _wait_until_ready(proc, f"http://{host}/v2/", root / "log.txt")
+            _wait_until_ready(proc, host, root / "log.txt", tls[0] if tls else None)
             yield host
         finally:
             proc.terminate()
@@ -69,13 +69,25 @@ def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 proc.wait()
 
 
-def _wait_until_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+@pytest.fixture(scope="module")
+def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real plain-HTTP registry serving from a temporary folder; its `host:port`."""
+    with running_registry(tmp_path_factory.mktemp("registry")) as host:
+        yield host
+
+
+def _wait_until_ready(proc: subprocess.Popen[bytes], host: str, log: Path,
+                      cafile: Path | None) -> None:
+    url = f"{'https' if cafile else 'http'}://{host}/v2/"
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=context))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"docker-registry exited ({proc.returncode}): {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
+            with opener.open(url, timeout=1) as reply:
                 if reply.status == 200:
                     return
         except OSError:
@@ -196,20 +208,21 @@ async def test_missing_tags_unknown_models_and_absent_registries_fail_clearly(
                                          f"http://{nobody}: is a registry listening there?")
 
 
-def test_a_pull_interrupted_mid_blob_leaves_no_blob_and_no_temporary(
+async def test_a_pull_interrupted_mid_blob_leaves_no_blob_and_no_temporary(
         models_dir: Path, registry_host: str, tmp_path: Path) -> None:
     name = f"{registry_host}/library/smol:v3"
     source = Store(models_dir, prune=False)
     source.copy(MODEL, name)
     try:
-        drain(registry.push(source, name, insecure=True))
+        async for _ in registry.push(source, name, insecure=True):
+            pass
         model_digest = source.get(name).model_digest
     finally:
         source.delete(name)
 
     target = Store(tmp_path / "target")
-    pulling = registry.pull(target, name, insecure=True)
-    for report in pulling:
+    pulling = registry.pull_from_registry(target, name, insecure=True)
+    async for report in pulling:
         if report.get("digest") == model_digest and 0 < report["completed"] < report["total"]:
             break
     else:
@@ -218,6 +231,7 @@ def test_a_pull_interrupted_mid_blob_leaves_no_blob_and_no_temporary(
     assert [p.name for p in blobs.iterdir() if p.name.startswith(TEMP_PREFIX)], \
         "the download should be under way in a temporary"
     assert not target.has_blob(model_digest)
-    pulling.close()   # what a client disconnect does to the generator
-    assert list(blobs.iterdir()) == []
+    await pulling.aclose()   # what a client disconnect does to the generator
+    assert [p.name for p in blobs.iterdir() if p.name.startswith(TEMP_PREFIX)] == []
+    assert not target.has_blob(model_digest)
     assert target.list() == []

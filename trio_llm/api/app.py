@@ -8,7 +8,7 @@ Quart's defaults are wrong for an LLM server and are changed here: responses nev
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from quart import Response, g, request
@@ -16,9 +16,10 @@ from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
 from trio_llm import config
-from trio_llm.api import cors, errors, ollama, openai
+from trio_llm.api import auth, cors, errors, hosts, ollama, openai
 from trio_llm.api.backend import Backend
 from trio_llm.api.metrics import CONTENT_TYPE, Metrics
+from trio_llm.api.streaming import json_response
 
 MAX_JSON_BODY = 256 * 1024 * 1024  # base64 images in chat requests can be large
 UNLIMITED_PATHS = ("/api/blobs/",)  # uploads of whole model files: no size or time limit
@@ -35,8 +36,13 @@ class ServerRequest(TrioRequest):
 
 
 def create_app(backend: Backend, *, origins: Sequence[str] | None = None,
-               max_body_bytes: int = MAX_JSON_BODY, metrics: Metrics | None = None) -> QuartTrio:
-    """The application. `origins` are the extra CORS origins (default: OLLAMA_ORIGINS)."""
+               max_body_bytes: int = MAX_JSON_BODY, metrics: Metrics | None = None,
+               bind_host: str | None = None, allowed_hosts: Sequence[str] | None = None,
+               api_keys: Mapping[str, str] | None = None) -> QuartTrio:
+    """The application. `origins` are the extra CORS origins (default: OLLAMA_ORIGINS);
+    `bind_host` is the address served (a loopback one turns the Host check on), with
+    `allowed_hosts` (default: OLLAMA_ALLOWED_HOSTS); `api_keys` maps key -> scope (default:
+    OLLAMA_API_KEYS; empty: no authentication)."""
     app = QuartTrio("trio_llm")
     app.request_class = ServerRequest
     app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=None,
@@ -66,7 +72,12 @@ def create_app(backend: Backend, *, origins: Sequence[str] | None = None,
             metrics.in_flight -= 1
 
     extra = list(origins) if origins is not None else config.get("OLLAMA_ORIGINS")
-    cors.install(app, cors.CorsPolicy(extra))
+    host_policy = hosts.HostPolicy(bind_host, allowed_hosts if allowed_hosts is not None
+                                   else config.get("OLLAMA_ALLOWED_HOSTS"))
+    hosts.install(app, host_policy)
+    cors.install(app, cors.CorsPolicy(extra), host_policy)
+    auth.install(app, auth.KeyRing(api_keys if api_keys is not None
+                                   else config.get("OLLAMA_API_KEYS")))
     errors.register(app)
     app.register_blueprint(ollama.blueprint(backend, metrics))
     app.register_blueprint(openai.blueprint(backend, metrics))
@@ -76,5 +87,13 @@ def create_app(backend: Backend, *, origins: Sequence[str] | None = None,
         loaded = [m.name for m in await backend.ps()]
         text = metrics.render(backend.queue_depth(), loaded)
         return Response(text, content_type=CONTENT_TYPE)
+
+    @app.route("/health", methods=["GET", "HEAD"])
+    async def health() -> Response:
+        """Readiness for probes and load balancers (open, like `/`)."""
+        loaded = [m.name for m in await backend.ps()]
+        return json_response({"status": "ok", "loaded_models": loaded,
+                              "queue_depth": backend.queue_depth(),
+                              "busy_slots": backend.busy_slots()})
 
     return app

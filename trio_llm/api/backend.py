@@ -177,7 +177,11 @@ class Scheduler(Protocol):
         ...
 
     def queue_depth(self) -> int:
-        """Requests waiting for a slot now (for /metrics)."""
+        """Requests waiting now, for a slot or for a load (for /metrics and /health)."""
+        ...
+
+    def busy_slots(self) -> int:
+        """Decode slots serving a request now, over every loaded model (for /health)."""
         ...
 
 

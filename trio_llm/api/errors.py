@@ -1,14 +1,19 @@
 """The one place that turns exceptions into HTTP answers: a status and `{"error": ...}`.
 
 Ollama routes answer `{"error": "<message>"}`; /v1 routes answer OpenAI's
-`{"error": {"message", "type", "param", "code"}}`. Unknown paths and wrong methods get Ollama's
-plain-text 404/405. Anything unexpected is logged with its traceback and answered 500 with a
-one-line message: a traceback never reaches a client.
+`{"error": {"message", "type", "param", "code"}}`; unknown paths and wrong methods get
+`{"error": "404 page not found"}` / `405 method not allowed`. Anything unexpected is logged
+with its traceback and answered 500 with a one-line message: a traceback never reaches a
+client, and neither does a file-system path (an OSError is described by its errno alone:
+ENAMETOOLONG is a 400, EMFILE/ENFILE a 503 to retry). A 503 carries Retry-After.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import re
 
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
@@ -21,13 +26,32 @@ log = logging.getLogger(__name__)
 # Most specific first; the first class the error is an instance of decides.
 STATUS: tuple[tuple[type[errors.TrioLLMError], int], ...] = (
     (errors.ServiceUnavailable, 503),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
     (errors.RequestCanceled, 499),
     (errors.NotFound, 404),
     (errors.BadRequest, 400),
     (errors.TrioLLMError, 500),
 )
 
-OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                403: "permission_error", 404: "not_found_error"}
+OS_ERROR_STATUS = {errno.ENAMETOOLONG: 400, errno.EMFILE: 503, errno.ENFILE: 503,
+                   errno.ENOSPC: 507}
+RETRY_AFTER_S = 1
+# An absolute path with at least two parts, not part of a URL (`http://h/p` is left alone).
+_PATH = re.compile(r"(?<![\w/:.~-])/(?:[^\s/'\"]+/)+[^\s'\"]*")
+
+
+def scrubbed(message: str) -> str:
+    """`message` with file-system paths replaced by `<path>`."""
+    return _PATH.sub("<path>", message)
+
+
+def _os_error(exc: OSError) -> tuple[int, str]:
+    code = exc.errno if exc.errno is not None else 0
+    text = exc.strerror or (os.strerror(code) if code else type(exc).__name__)
+    return OS_ERROR_STATUS.get(code, 500), text
 
 
 def explained(exc: BaseException) -> errors.TrioLLMError | None:
@@ -53,7 +77,9 @@ def status_and_message(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, HTTPException):
         return exc.code or 500, exc.description or exc.name
     log.error("internal error answering a request", exc_info=exc)
-    return 500, str(exc) or type(exc).__name__
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    return 500, scrubbed(str(exc)) or type(exc).__name__
 
 
 def ollama_body(message: str) -> dict[str, str]:
@@ -84,14 +110,21 @@ def error_response(exc: BaseException) -> Response:
     """The answer for an error raised before a response started."""
     if isinstance(exc, NotFound | MethodNotAllowed) and explained(exc) is None:
         text = "404 page not found" if isinstance(exc, NotFound) else "405 method not allowed"
-        response = Response(text, status=exc.code, content_type="text/plain")
+        response = json_response(ollama_body(text), exc.code or 404)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
     status, message = status_and_message(exc)
     if is_openai_path(request.path):
-        return json_response(openai_body(status, message), status)
-    return json_response(ollama_body(message), status)
+        response = json_response(openai_body(status, message), status)
+    else:
+        response = json_response(ollama_body(message), status)
+    if status == 503:
+        ours = explained(exc)
+        response.headers["Retry-After"] = str(getattr(ours, "retry_after", RETRY_AFTER_S))
+    elif status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def register(app: Quart) -> None:

@@ -3,7 +3,7 @@ against the model, render the prompt, start the backend's stream, count what it 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -14,16 +14,23 @@ from trio_llm.api.schemas import ChatRequest, GenerateRequest, decode_images
 from trio_llm.api.streaming import Primed, prime
 from trio_llm.api.templates import as_jinja, render_chat, render_generate, uses_variable
 from trio_llm.errors import BadRequest, Unsupported
+from trio_llm.limits import check_options
 
 
 def merged_options(ref: ModelRef, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Request options over the Modelfile's PARAMETERs (defaults are the scheduler's)."""
-    return {**ref.parameters, **options}
+    """Request options over the Modelfile's PARAMETERs (defaults are the scheduler's),
+    checked against their ranges before anything is loaded."""
+    return check_options({**ref.parameters, **options})
 
 
 def require(ref: ModelRef, capability: str, message: str) -> None:
     if capability not in ref.capabilities:
         raise Unsupported(message)
+
+
+def check_images(ref: ModelRef, images: Sequence[bytes]) -> None:
+    if images:
+        require(ref, "vision", f"{ref.name} does not support vision")
 
 
 def check_think(ref: ModelRef, think: bool | str | None) -> None:
@@ -39,6 +46,7 @@ def generate_request(ref: ModelRef, req: GenerateRequest) -> GenerationRequest:
     """The backend request for /api/generate (and /v1/completions)."""
     require(ref, "completion", f'"{ref.name}" does not support generate')
     check_think(ref, req.think)
+    check_images(ref, req.images)
     if req.raw:
         prompt = req.prompt
     else:
@@ -74,6 +82,7 @@ def chat_request(ref: ModelRef, req: ChatRequest) -> GenerationRequest:
                          eos_token=ref.eos_token, tools=list(req.tools) or None,
                          **_thinking_variables(req.think))
     images = [image for m in req.messages for image in decode_images(m.images)]
+    check_images(ref, images)
     return GenerationRequest(model=ref, prompt=prompt, options=merged_options(ref, req.options),
                              keep_alive=req.keep_alive, images=images, format=req.format,
                              think=req.think, tools=list(req.tools) or None)

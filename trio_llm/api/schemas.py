@@ -20,6 +20,7 @@ from typing import Any
 from quart import request
 
 from trio_llm.api.backend import GenerationChunk
+from trio_llm.api.validation import check_depth, check_image
 from trio_llm.config import parse_duration
 from trio_llm.errors import BadRequest, TrioLLMError
 
@@ -51,7 +52,11 @@ async def read_json() -> Any:
     if not data.strip():
         raise BadRequest("missing request body")
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        body = json.loads(data, parse_constant=_reject_constant)
+        check_depth(body)
+        return body
+    except RecursionError:
+        raise BadRequest("request body nests arrays and objects too deeply") from None
     except UnicodeDecodeError:
         raise BadRequest("invalid character in request body: not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -238,6 +243,7 @@ def decode_images(images: Sequence[str]) -> list[bytes]:
             out.append(base64.b64decode(image, validate=True))
         except (binascii.Error, ValueError):
             raise BadRequest("illegal base64 data in images") from None
+        check_image(out[-1], len(out) - 1)
     return out
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -66,11 +66,13 @@ async def serve(backend: Backend, host: Host | str | None = None, *,
                 keep_alive_timeout: float = 5.0, graceful_timeout: float = 3.0,
                 shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
                 origins: list[str] | None = None, max_body_bytes: int = MAX_JSON_BODY,
+                api_keys: Mapping[str, str] | None = None,
                 task_status: trio.TaskStatus[Host] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the API until SIGINT/SIGTERM (or `shutdown_trigger` returns).
 
-    `host` defaults to OLLAMA_HOST, `origins` (extra CORS origins) to OLLAMA_ORIGINS;
-    `max_body_bytes` bounds JSON bodies (blob uploads are unbounded).
+    `host` defaults to OLLAMA_HOST, `origins` (extra CORS origins) to OLLAMA_ORIGINS,
+    `api_keys` (key -> scope) to OLLAMA_API_KEYS; `max_body_bytes` bounds JSON bodies (blob
+    uploads are unbounded).
     `task_status.started` receives the bound address."""
     if host is None:
         host = config.get("OLLAMA_HOST")
@@ -78,7 +80,8 @@ async def serve(backend: Backend, host: Host | str | None = None, *,
         host = parse_host(host)
     assert isinstance(host, Host)
     shield_connection_bookkeeping()
-    app = create_app(backend, origins=origins, max_body_bytes=max_body_bytes)
+    app = create_app(backend, origins=origins, max_body_bytes=max_body_bytes,
+                     bind_host=host.host, api_keys=api_keys)
     hc = hypercorn_config(host, keep_alive_timeout=keep_alive_timeout,
                           graceful_timeout=graceful_timeout)
 

@@ -11,6 +11,7 @@ are soft-capped where the metadata has a cap.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ def _global_layers(meta: hparams.Metadata, n_layer: int) -> tuple[bool, ...]:
     """Which layers attend globally: `sliding_window_pattern` as a per-layer list of booleans
     (true = sliding) or as a period N (every Nth global), else Gemma 3's every 6th."""
     pattern = meta.gguf.metadata.get("gemma3.attention.sliding_window_pattern", GLOBAL_EVERY)
-    if isinstance(pattern, list):
+    if isinstance(pattern, Sequence) and not isinstance(pattern, str):
         if len(pattern) != n_layer:
             raise ModelFileError(f"gemma3.attention.sliding_window_pattern has {len(pattern)} "
                                  f"entries for {n_layer} layers")

@@ -1,4 +1,7 @@
-"""A small blocking client of the HTTP API at OLLAMA_HOST, for the CLI verbs."""
+"""A small blocking client of the HTTP API at OLLAMA_HOST, for the CLI verbs.
+
+Every request carries `Authorization: Bearer $OLLAMA_API_KEY` when that variable is set (a
+server with OLLAMA_API_KEYS wants one)."""
 
 from __future__ import annotations
 
@@ -19,14 +22,22 @@ def base_url() -> str:
     return config.get("OLLAMA_HOST").url
 
 
+def headers(content_type: str = "application/json", **extra: str) -> dict[str, str]:
+    """The headers of every request: the content type, and the API key if there is one."""
+    out = {"Content-Type": content_type, **extra}
+    key = config.get("OLLAMA_API_KEY")
+    if key:
+        out["Authorization"] = f"Bearer {key}"
+    return out
+
+
 def call(method: str, path: str, body: dict[str, Any] | None = None,
          missing_ok: bool = False) -> Any:
     """One request; the JSON answer, or CLIError with the server's `error` or a connect hint.
     With `missing_ok`, a 404 answers False instead of raising."""
     url = base_url() + path
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=data, method=method, headers=headers())
     try:
         with _open(request, missing_ok) as reply:
             text = reply.read().decode()
@@ -38,8 +49,8 @@ def call(method: str, path: str, body: dict[str, Any] | None = None,
 def upload(path: str, body: Any, size: int) -> None:
     """POST a file-like body of `size` bytes, read as it is sent (for /api/blobs)."""
     request = urllib.request.Request(base_url() + path, data=body, method="POST",
-                                     headers={"Content-Length": str(size),
-                                              "Content-Type": "application/octet-stream"})
+                                     headers=headers("application/octet-stream",
+                                                     **{"Content-Length": str(size)}))
     with _open(request) as reply:
         reply.read()
 
@@ -69,7 +80,7 @@ def stream(path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """POST and yield each NDJSON line as it arrives; a line with `error` raises CLIError."""
     url = base_url() + path
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers())
     with _open(request) as reply:
         for raw in reply:
             if not raw.strip():

@@ -10,17 +10,14 @@ while an answer streams closes the HTTP response, which makes the server cancel 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trio_llm import config
-from trio_llm.cli.client import CLIError, base_url, call, stream
+from trio_llm.cli.client import CLIError, call, stream
 
 PROMPT = ">>> "
 CONTINUATION = "... "
@@ -74,18 +71,7 @@ HELP_SHORTCUTS = """\
 
 def model_info(model: str) -> dict[str, Any] | None:
     """The model's /api/show answer, or None when the server does not have it (404)."""
-    request = urllib.request.Request(
-        base_url() + "/api/show", data=json.dumps({"model": model}).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=600) as reply:
-            return json.loads(reply.read().decode())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        pass
-    return call("POST", "/api/show", {"model": model})   # the same request, for its CLIError
+    return call("POST", "/api/show", {"model": model}, missing_ok=True) or None
 
 
 def ensure_model(model: str) -> dict[str, Any]:

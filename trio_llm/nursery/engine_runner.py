@@ -18,12 +18,16 @@ from typing import Any
 import trio
 
 from trio_llm.engine.gguf_file import read_gguf
+from trio_llm.engine.kernels import physical_cores
 from trio_llm.engine.model import Model
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
 from trio_llm.engine.slots import Sequence as SlotSequence
+from trio_llm.errors import TrioLLMError
 from trio_llm.gpu.memory import MemoryEstimate, estimate_from_gguf
 from trio_llm.gpu.placement import Placement
+from trio_llm.limits import check_job
+from trio_llm.nursery.errors import RunnerStopped, StepFailed, raise_failure
 from trio_llm.nursery.runner import LoadSpec
 
 SAMPLER_FIELDS = {f.name for f in fields(SamplerOptions)}
@@ -116,7 +120,7 @@ class EngineRunner:
         self.model = model
         self.spec = spec
         self.table = SlotTable(spec.n_slots, model.net.n_ctx, model.net.max_batch)
-        self._inboxes: dict[int, trio.MemorySendChannel[int]] = {}
+        self._inboxes: dict[int, trio.MemorySendChannel[int | TrioLLMError]] = {}
         self._work = trio.Event()
         self._engine = trio.Lock()       # one forward pass at a time (step loop or embeddings)
 
@@ -137,11 +141,28 @@ class EngineRunner:
                 self._work = trio.Event()
                 continue
             async with self._engine:
-                events = await trio.to_thread.run_sync(self._step, plan)
+                events = await self._step_or_fail(plan)
             for event in events:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
                     inbox.send_nowait(event.token)
+
+    async def _step_or_fail(self, plan: StepPlan) -> list[StepEvent]:
+        """One step in a worker thread. If it raises, every request of the step gets the
+        error (its slot freed) and the loop goes on serving the others: nobody waits on."""
+        try:
+            return await trio.to_thread.run_sync(self._step, plan)
+        except Exception as exc:
+            self._fail(list(dict.fromkeys(seq for seq, _ in plan.fed)), StepFailed.of(exc))
+            return []
+
+    def _fail(self, sequences: Sequence[SlotSequence], error: TrioLLMError) -> None:
+        """Hand `error` to each sequence's request and take it out of the table."""
+        for seq in sequences:
+            self.table.remove(seq)
+            inbox = self._inboxes.pop(id(seq), None)
+            if inbox is not None:
+                inbox.send_nowait(error)
 
     def _step(self, plan: StepPlan) -> list[StepEvent]:
         return self.table.apply(plan, self.model.net.forward(plan.batch))
@@ -183,13 +204,13 @@ class EngineRunner:
             prompt = prompt[len(prompt) - (n_ctx - 1):]
         if not prompt:
             prompt = [tokenizer.bos_id or 0]
-        options = job.options
+        options = check_job(job.options, job.context, tokenizer.vocab_size)
         raw_predict = options.get("num_predict")
         num_predict = -1 if raw_predict is None else int(raw_predict)
         seq = SlotSequence(prompt, Sampler(sampler_options(options), tokenizer.vocab_size),
                            max_tokens=num_predict if num_predict >= 0 else -1,
                            stop_ids=tokenizer.eot_ids)
-        send, receive = trio.open_memory_channel[int](math.inf)
+        send, receive = trio.open_memory_channel[int | TrioLLMError](math.inf)
         stops = StopMatcher(stop_strings(options))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         first_token_at, count = 0, 0
@@ -200,7 +221,7 @@ class EngineRunner:
                 self._inboxes[id(seq)] = send
                 self._work.set()
             while reason is None:
-                token = await receive.receive()
+                token = raise_failure(await receive.receive())
                 count += 1
                 first_token_at = first_token_at or time.perf_counter_ns()
                 if seq.done == DoneReason.STOP and token in tokenizer.eot_ids:
@@ -227,6 +248,7 @@ class EngineRunner:
             eval_duration=end - first, context=prompt + seq.generated)
 
     async def aclose(self) -> None:
+        self._fail(self.table.active, RunnerStopped())   # should the step loop have died
         await trio.to_thread.run_sync(self.model.close)
 
 
@@ -249,6 +271,7 @@ class EngineFactory:
     async def load(self, spec: LoadSpec, placement: Placement) -> EngineRunner:
         def load() -> Model:
             return Model.load(spec.model.path, n_ctx=spec.num_ctx, n_slots=spec.n_slots,
-                              n_threads=spec.num_thread, max_batch=spec.num_batch)
+                              n_threads=min(spec.num_thread, physical_cores()),
+                              max_batch=spec.num_batch)
 
         return EngineRunner(await trio.to_thread.run_sync(load), spec)

@@ -4,12 +4,18 @@ The HTTP layer maps every one of them to a status code in one place (api/errors.
 
 from __future__ import annotations
 
+import logging
+from typing import TypeVar
+
 from trio_llm.errors import ModelNotFound, QueueFull, ServiceUnavailable, TrioLLMError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SchedulerError = TrioLLMError
 
-__all__ = ["LoadTimeout", "ModelNotFound", "ModelTooLarge", "QueueFull", "SchedulerClosed",
-           "SchedulerError"]
+__all__ = ["LoadTimeout", "ModelNotFound", "ModelTooLarge", "QueueFull", "RunnerStopped",
+           "SchedulerClosed", "SchedulerError", "StepFailed"]
 
 
 class ModelTooLarge(TrioLLMError):
@@ -27,6 +33,29 @@ class LoadTimeout(TrioLLMError):
 
     def __init__(self, name: str, seconds: float) -> None:
         super().__init__(f"timed out waiting for {name} to load after {seconds:g}s")
+
+
+class StepFailed(TrioLLMError):
+    """A batched step of the model raised: every request of that step gets this (500)."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> StepFailed:
+        log.error("a model step failed; failing the requests of that step", exc_info=exc)
+        return cls(f"the model failed while generating: {type(exc).__name__}")
+
+
+class RunnerStopped(TrioLLMError):
+    """The model's step loop ended (unloaded or failed) while the request waited (500)."""
+
+    def __init__(self) -> None:
+        super().__init__("the model stopped while generating")
+
+
+def raise_failure(item: T | TrioLLMError) -> T:
+    """A runner's inbox item: a token as it is, or the error the runner sent instead."""
+    if isinstance(item, TrioLLMError):
+        raise item
+    return item
 
 
 class SchedulerClosed(ServiceUnavailable):

@@ -45,8 +45,10 @@ class ModelResolver(Protocol):
 
 
 # Options that shape the loaded model; a request that changes one reloads it. Sampling options
-# (temperature, top_k, ...) never do.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
+# (temperature, top_k, ...) never do, and neither does num_thread: it applies when a request
+# loads the model (capped at the physical cores), so no client can make the model reload for
+# everyone by changing it.
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class LoadSpec:
     @property
     def load_key(self) -> tuple[Any, ...]:
         return (self.model.path, self.model.digest, self.num_ctx, self.n_slots, self.num_batch,
-                self.num_gpu, self.main_gpu, self.num_thread, self.use_mmap, self.kv_cache_type,
+                self.num_gpu, self.main_gpu, self.use_mmap, self.kv_cache_type,
                 self.flash_attention)
 
 

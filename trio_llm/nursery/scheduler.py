@@ -5,9 +5,11 @@
             async with contextlib.aclosing(lease.serve(request)) as chunks:
                 async for chunk in chunks: ...
 
-Admission: a request for a model that is loaded with the same load options, and has nobody for
-that model waiting ahead of it, attaches at once. Anything else goes into a bounded memory
-channel (OLLAMA_MAX_QUEUE); `send_nowait` failing is QueueFull, the 503. One loop takes queued
+Admission: OLLAMA_MAX_QUEUE bounds every request that waits, whether for a slot of a loaded
+model or for a load; one more is QueueFull, the 503, at once. A request for a model that is
+loaded with the same load options, and has nobody for that model waiting ahead of it, attaches
+at once (and waits in that model's slot line). Anything else goes into a bounded memory
+channel; `send_nowait` failing is QueueFull too. One loop takes queued
 requests one at a time, in arrival order, and does what the head request needs: reload a model
 whose load options differ (after its in-flight requests finish), unload the least recently used
 idle model while the limit (OLLAMA_MAX_LOADED_MODELS) or memory is short, or wait until one goes
@@ -194,8 +196,11 @@ class Scheduler:
         model = self._models.get(spec.name)
         if (model is not None and model.accepting and not self._pending[spec.name]
                 and model.spec.load_key == spec.load_key):
+            if not model.slots.free:
+                self._admit()
             place = self._attach(model, duration)
         else:
+            self._admit()
             model, place = await self._enqueue(spec, duration)
         try:
             await place.wait()
@@ -243,6 +248,21 @@ class Scheduler:
     def pending(self) -> int:
         """Requests waiting in the queue, the one being scheduled included."""
         return sum(self._pending.values())
+
+    @property
+    def waiting(self) -> int:
+        """Every request waiting now: in the queue for a load, or in a model's slot line."""
+        return self.pending + sum(m.slots.waiting for m in self._models.values())
+
+    @property
+    def busy_slots(self) -> int:
+        """Decode slots held by a request now, over every loaded model."""
+        return sum(m.slots.in_use for m in self._models.values())
+
+    def _admit(self) -> None:
+        """QueueFull unless one more request may wait (OLLAMA_MAX_QUEUE)."""
+        if self.waiting >= self.settings.max_queue:
+            raise QueueFull()
 
     # ------------------------------------------------------------------ requests
     def _attach(self, model: LoadedModel, keep_alive: float | None) -> SlotPlace:

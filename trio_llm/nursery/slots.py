@@ -49,6 +49,11 @@ class SlotQueue:
     def waiting(self) -> int:
         return len(self._line)
 
+    @property
+    def free(self) -> bool:
+        """Would a place taken now hold a slot at once?"""
+        return bool(self._free) and not self._line
+
     def take_place(self) -> SlotPlace:
         place = SlotPlace()
         if self._free and not self._line:

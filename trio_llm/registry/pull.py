@@ -2,81 +2,86 @@
 
 `GET manifests/<tag>` (404: `pull model manifest: file does not exist`), then for each layer and
 the config a `GET blobs/<digest>` streamed into the store's blob writer: bytes go to a locked
-temporary while being hashed and become the blob only when `verifying sha256 digest` finds the
-hash right, so an error, a mismatch or a cancelled pull (the generator closed) leaves no blob.
-The manifest is stored byte for byte as received. Progress, as Ollama: `pulling manifest`,
-`pulling <12hex>` {digest,total,completed}, `verifying sha256 digest`, `writing manifest`,
-`success`.
+temporary while being hashed, and become the blob only when the hash is right (`verifying
+sha256 digest`), one blob at a time, so a pull holds at most one file open whatever the manifest
+lists. An error, a mismatch or a cancelled pull (the client left) leaves no temporary; blobs
+already verified stay pinned until the manifest is written, then belong to it (or, if the pull
+failed, to the next prune). The manifest is stored byte for byte as received, last, so a pull
+killed at any point leaves a store whose every manifest has all its blobs. Progress, as
+Ollama: `pulling manifest`, `pulling <12hex>` {digest,total,completed}, `verifying sha256
+digest`, `writing manifest`, `success`.
 
-`pull` is also the dispatcher /api/pull uses: catalog names on the default host keep coming from
-the built-in catalog (PyPI wheels); every other name goes to its registry.
+This is an async generator on trio: network waits are cancellable and under the client's
+deadlines; file work (writes, hashing, fsync) goes through `trio.to_thread`, one short hop per
+chunk, so no worker thread waits on the network.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+import trio
 
 from trio_llm.registry.client import ACCEPT_MANIFEST, Client, RegistryError, Repository
 from trio_llm.store.blobs import BlobWriter
 from trio_llm.store.errors import CorruptStore, DigestMismatch, PullError, UnknownRemoteModel
 from trio_llm.store.manifests import MAX_MANIFEST_BYTES, Layer, Manifest
 from trio_llm.store.names import DEFAULT_HOST, ModelName, parse_name
-from trio_llm.store.progress import Progress, ProgressStream, Throttle, status, transfer
+from trio_llm.store.progress import Progress, Throttle, status, transfer
 
 if TYPE_CHECKING:
     from trio_llm.store.store import Store
 
-CHUNK = 1 << 20    # bytes per read of a blob download
+WRITE_CHUNK = 4 << 20    # bytes handed to the writer thread at a time
+MAX_LAYERS = 1024        # real models have a handful; a manifest of thousands is an attack
 
 
-def pull(store: Store, name: str, *, insecure: bool = False) -> ProgressStream[ModelName]:
-    """Pull `name`: from the built-in catalog when it is one of its models on the default host
-    (and no scheme was spelled out), else from the registry its host names."""
+def is_registry_name(name: str) -> bool:
+    """Whether `name` comes from its registry rather than the built-in catalog: anything but
+    a catalog model on the default host spelled without a scheme."""
     from trio_llm.store.catalog import lookup
     parsed = parse_name(name)
     explicit_scheme = name.lower().startswith(("http://", "https://"))
-    if lookup(parsed) is not None and parsed.host.lower() == DEFAULT_HOST and not explicit_scheme:
-        return (yield from store.pull(name))
-    return (yield from pull_from_registry(store, name, insecure=insecure))
+    return not (lookup(parsed) is not None and parsed.host.lower() == DEFAULT_HOST
+                and not explicit_scheme)
 
 
-def pull_from_registry(store: Store, name: str, *, insecure: bool = False
-                       ) -> ProgressStream[ModelName]:
-    """Pull `name` from its registry into `store`; see the module docstring."""
+async def pull_from_registry(store: Store, name: str, *, insecure: bool = False,
+                             **timeouts: Any) -> AsyncIterator[Progress]:
+    """Pull `name` from its registry into `store`; see the module docstring. `timeouts` are
+    the Client's (idle_timeout, total_timeout)."""
     parsed = parse_name(name)
     repo = Repository.of(parsed, name, insecure)
-    client = Client(repo)
-    yield status("pulling manifest")
-    raw, manifest = _fetch_manifest(client, parsed)
-    with store.pins() as pins, contextlib.ExitStack() as writers:
-        fetched: list[BlobWriter] = []
-        for layer in (*manifest.layers, manifest.config):
-            pins.add(layer.digest)
-            if store.has_blob(layer.digest) and store.blobs.size(layer.digest) == layer.size:
-                yield transfer("pulling", layer.digest, layer.size, layer.size)
-                continue
-            writer = writers.enter_context(store.blob_writer(layer.digest))
-            yield from _download(client, layer, writer)
-            fetched.append(writer)
-        yield status("verifying sha256 digest")
-        for writer in fetched:
-            try:
-                writer.commit()
-            except DigestMismatch as exc:
-                raise PullError("digest mismatch, file must be downloaded again: "
-                                f"want {exc.expected}, got {exc.got}") from None
-        yield status("writing manifest")
-        store.write_manifest(parsed, manifest, raw=raw)   # checks every blob is in place
+    async with Client(repo, **timeouts) as client:
+        yield status("pulling manifest")
+        raw, manifest = await _fetch_manifest(client, parsed)
+        with store.pins() as pins:
+            for layer in (*manifest.layers, manifest.config):
+                pins.add(layer.digest)
+                if await trio.to_thread.run_sync(_present, store, layer):
+                    yield transfer("pulling", layer.digest, layer.size, layer.size)
+                    continue
+                async with aclosing(_download(client, store, layer)) as reports:
+                    async for report in reports:
+                        yield report
+            yield status("verifying sha256 digest")
+            yield status("writing manifest")
+            # checks every blob is in place
+            await trio.to_thread.run_sync(lambda: store.write_manifest(parsed, manifest, raw=raw))
     yield status("success")
-    return store.resolve(name)
 
 
-def _fetch_manifest(client: Client, name: ModelName) -> tuple[bytes, Manifest]:
+def _present(store: Store, layer: Layer) -> bool:
+    return store.has_blob(layer.digest) and store.blobs.size(layer.digest) == layer.size
+
+
+async def _fetch_manifest(client: Client, name: ModelName) -> tuple[bytes, Manifest]:
     url = client.repo.manifest_url(name.tag)
     try:
-        reply = client.request("GET", url, headers=ACCEPT_MANIFEST)
+        reply = await client.request("GET", url, headers=ACCEPT_MANIFEST,
+                                     max_body=MAX_MANIFEST_BYTES)
     except RegistryError as exc:
         if exc.status == 404:
             raise UnknownRemoteModel(name.display) from None
@@ -85,11 +90,7 @@ def _fetch_manifest(client: Client, name: ModelName) -> tuple[bytes, Manifest]:
                             "in trio-llm's built-in catalog and its registry cannot be reached: "
                             f"{exc}") from None
         raise PullError(f"pull model manifest: {exc}") from None
-    with reply:
-        try:
-            raw = reply.read(MAX_MANIFEST_BYTES + 1)
-        except OSError as exc:
-            raise client.transport_error(exc) from None
+    raw = reply.body
     if len(raw) > MAX_MANIFEST_BYTES:
         raise PullError(f"pull model manifest: the manifest of {name.display} is too large")
     try:
@@ -97,29 +98,43 @@ def _fetch_manifest(client: Client, name: ModelName) -> tuple[bytes, Manifest]:
     except CorruptStore as exc:
         raise PullError(f"pull model manifest: {client.repo.host} sent an unusable manifest: "
                         f"{exc}") from None
+    if len(manifest.layers) > MAX_LAYERS:
+        raise PullError(f"pull model manifest: the manifest of {name.display} lists "
+                        f"{len(manifest.layers)} layers (at most {MAX_LAYERS})")
     return raw, manifest
 
 
-def _download(client: Client, layer: Layer, writer: BlobWriter) -> Iterator[Progress]:
-    """Stream one blob into `writer` (uncommitted), reporting progress about every 60 ms."""
+async def _download(client: Client, store: Store, layer: Layer) -> AsyncIterator[Progress]:
+    """Stream one blob into a writer, verify it and make it visible; report progress about
+    every 60 ms. The writer (one open file) is closed before the next blob starts."""
     yield transfer("pulling", layer.digest, layer.size, 0)
     throttle = Throttle()
-    with client.request("GET", client.repo.blob_url(layer.digest)) as reply:
-        while True:
-            try:
-                data = reply.read(CHUNK)
-            except OSError as exc:
-                raise client.transport_error(exc) from None
-            if not data:
-                break
-            writer.write(data)
-            if writer.size > layer.size:
-                raise PullError(f"blob {layer.digest}: the registry sent more than the "
-                                f"{layer.size} bytes the manifest says")
-            if throttle.ready() and writer.size < layer.size:
-                yield transfer("pulling", layer.digest, layer.size, writer.size)
-    if writer.size != layer.size:
-        raise PullError(f"blob {layer.digest}: the download ended after {writer.size} of "
-                        f"{layer.size} bytes")
+    writer: BlobWriter = await trio.to_thread.run_sync(store.blob_writer, layer.digest)
+    try:
+        async with client.stream("GET", client.repo.blob_url(layer.digest)) as reply:
+            pending = bytearray()
+            async with aclosing(client.chunks(reply)) as pieces:
+                async for piece in pieces:
+                    pending += piece
+                    if writer.size + len(pending) > layer.size:
+                        raise PullError(f"blob {layer.digest}: the registry sent more than "
+                                        f"the {layer.size} bytes the manifest says")
+                    if len(pending) >= WRITE_CHUNK:
+                        await trio.to_thread.run_sync(writer.write, bytes(pending))
+                        pending.clear()
+                    if throttle.ready() and writer.size < layer.size:
+                        yield transfer("pulling", layer.digest, layer.size, writer.size)
+            if pending:
+                await trio.to_thread.run_sync(writer.write, bytes(pending))
+        if writer.size != layer.size:
+            raise PullError(f"blob {layer.digest}: the download ended after {writer.size} of "
+                            f"{layer.size} bytes")
+        try:
+            await trio.to_thread.run_sync(writer.commit)
+        except DigestMismatch as exc:
+            raise PullError("digest mismatch, file must be downloaded again: "
+                            f"want {exc.expected}, got {exc.got}") from None
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(writer.__exit__, None, None, None)
     yield transfer("pulling", layer.digest, layer.size, layer.size)
-

@@ -6,18 +6,25 @@ blob in `PATCH` chunks (each answer gives the next upload location), finish with
 holds, so the registry's manifest digest is the local model's digest. Progress, as Ollama:
 `retrieving manifest`, `pushing <12hex>` {digest,total,completed}, `pushing manifest`, `success`.
 A blob the registry already has is reported once, complete, and not uploaded.
+
+An async generator on trio, like pull: the network waits are cancellable and under the
+client's deadlines; each chunk is read from the blob file in a worker thread, one file open at
+a time.
 """
 
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from trio_llm.registry.client import Client, RegistryError, Repository
+import trio
+
+from trio_llm.registry.client import Client, RegistryError, Reply, Repository
 from trio_llm.store.manifests import MANIFEST_V2, Layer
 from trio_llm.store.names import parse_name
-from trio_llm.store.progress import Progress, ProgressStream, Throttle, status, transfer
+from trio_llm.store.progress import Progress, Throttle, status, transfer
 
 if TYPE_CHECKING:
     from trio_llm.store.store import Store
@@ -25,69 +32,73 @@ if TYPE_CHECKING:
 CHUNK = 8 << 20    # bytes per PATCH: progress advances per chunk
 
 
-def push(store: Store, name: str, *, insecure: bool = False) -> ProgressStream[str]:
-    """Push the stored model `name` to the registry its host names; returns the manifest's
-    digest (`sha256:<hex>`). ModelNotFound if there is no such model, RegistryError if the
-    registry fails or refuses."""
-    stored = store.manifests.read(parse_name(name), shown=name)
+async def push(store: Store, name: str, *, insecure: bool = False,
+               **timeouts: Any) -> AsyncIterator[Progress]:
+    """Push the stored model `name` to the registry its host names. ModelNotFound if there is
+    no such model, RegistryError if the registry fails or refuses. `timeouts` are the
+    Client's (idle_timeout, total_timeout)."""
+    stored = await trio.to_thread.run_sync(
+        lambda: store.manifests.read(parse_name(name), shown=name))
     repo = Repository.of(stored.name, name, insecure)
-    client = Client(repo)
-    yield status("retrieving manifest")
-    with store.pins() as pins:
-        pins.add(*stored.manifest.digests)
-        for layer in (*stored.manifest.layers, stored.manifest.config):
-            yield from _push_blob(store, client, layer)
-    yield status("pushing manifest")
-    reply = client.request("PUT", repo.manifest_url(stored.name.tag), data=stored.raw,
-                           headers={"Content-Type": MANIFEST_V2}, ok=(200, 201))
-    with reply:
-        reply.read()
+    async with Client(repo, **timeouts) as client:
+        yield status("retrieving manifest")
+        with store.pins() as pins:
+            pins.add(*stored.manifest.digests)
+            for layer in (*stored.manifest.layers, stored.manifest.config):
+                async with aclosing(_push_blob(store, client, layer)) as reports:
+                    async for report in reports:
+                        yield report
+        yield status("pushing manifest")
+        await client.request("PUT", repo.manifest_url(stored.name.tag), content=stored.raw,
+                             headers={"Content-Type": MANIFEST_V2}, ok=(200, 201))
     yield status("success")
-    return "sha256:" + stored.digest
 
 
-def blob_present(client: Client, digest: str) -> bool:
+async def blob_present(client: Client, digest: str) -> bool:
     """Whether the registry already holds the blob (`HEAD blobs/<digest>` answers 200)."""
-    with client.request("HEAD", client.repo.blob_url(digest), ok=(200, 404)) as reply:
-        return reply.status == 200
+    reply = await client.request("HEAD", client.repo.blob_url(digest), ok=(200, 404))
+    return reply.status == 200
 
 
-def _push_blob(store: Store, client: Client, layer: Layer) -> Iterator[Progress]:
-    if blob_present(client, layer.digest):
+async def _push_blob(store: Store, client: Client, layer: Layer) -> AsyncIterator[Progress]:
+    if await blob_present(client, layer.digest):
         yield transfer("pushing", layer.digest, layer.size, layer.size)
         return
     path = store.blob_path(layer.digest)
-    with client.request("POST", client.repo.uploads_url, data=b"", ok=(202,)) as reply:
-        location = _location(reply)
+    location = _location(await client.request("POST", client.repo.uploads_url, content=b"",
+                                              ok=(202,)))
     yield transfer("pushing", layer.digest, layer.size, 0)
     throttle = Throttle()
     sent = 0
-    with open(path, "rb") as blob:
-        while chunk := blob.read(CHUNK):
+    blob: BinaryIO = await trio.to_thread.run_sync(open, path, "rb")
+    try:
+        while chunk := await trio.to_thread.run_sync(blob.read, CHUNK):
             headers = {"Content-Type": "application/octet-stream",
                        "Content-Range": f"{sent}-{sent + len(chunk) - 1}"}
-            with client.request("PATCH", location, data=chunk, headers=headers,
-                                ok=(202,)) as reply:
-                location = _location(reply)
+            location = _location(await client.request("PATCH", location, content=chunk,
+                                                      headers=headers, ok=(202,)))
             sent += len(chunk)
             if throttle.ready() and sent < layer.size:
                 yield transfer("pushing", layer.digest, layer.size, sent)
+    finally:
+        blob.close()
     if sent != layer.size:
         raise RegistryError(f"blob {layer.digest} has {sent} bytes, the manifest says "
                             f"{layer.size}")
-    finish = _with_query(location, digest=layer.digest)
-    with client.request("PUT", finish, data=b"", ok=(201, 204)) as reply:
-        reply.read()
+    await client.request("PUT", _with_query(location, digest=layer.digest), content=b"",
+                         ok=(201, 204))
     yield transfer("pushing", layer.digest, layer.size, layer.size)
 
 
-def _location(reply: object) -> str:
+def _location(reply: Reply) -> str:
     """Where the upload continues: Docker-Upload-Location or Location."""
-    headers = reply.headers  # type: ignore[attr-defined]
-    location = headers.get("Docker-Upload-Location") or headers.get("Location")
+    location = reply.headers.get("Docker-Upload-Location") or reply.headers.get("Location")
     if not location:
         raise RegistryError("the registry's upload answer has no Location")
-    return urllib.parse.urljoin(reply.url, location)  # type: ignore[attr-defined]
+    joined = urllib.parse.urljoin(reply.url, location)
+    if urllib.parse.urlsplit(joined).scheme.lower() not in ("http", "https"):
+        raise RegistryError("the registry's upload location is not http or https")
+    return joined
 
 
 def _with_query(url: str, **params: str) -> str:

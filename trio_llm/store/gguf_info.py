@@ -14,13 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import LlamaFileType
+from gguf import GGUFValueType, LlamaFileType
 
-from trio_llm.engine.gguf_file import GGUFError, read_gguf
+from trio_llm.engine.gguf_file import GGUFArray, GGUFError, read_gguf
 from trio_llm.store.errors import NotGGUF
 
 _HIDDEN_KEYS = ("general.name", "tokenizer.chat_template")
 _MAX_SHOWN_ARRAY = 5
+# What a verbose show expands, at most: arrays beyond these are shown empty, as a brief show
+# shows every long array, so a crafted file cannot make one request build gigabytes of JSON.
+# Gemma 3's vocabulary (262,144 tokens, scores and types) fits.
+MAX_VERBOSE_ARRAY = 1 << 20       # items of one array
+MAX_VERBOSE_ITEMS = 1 << 22       # items of all arrays together
+MAX_VERBOSE_BYTES = 32 << 20      # bytes of all arrays together, as stored in the file
+_SMALL_ARRAY_BYTES = 1 << 16      # a short array shown even when brief: at most this big
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
@@ -51,11 +58,12 @@ def summarize(path: Path | str, verbose: bool = False) -> GGUFSummary:
         arch = str(meta.get("general.architecture", "unknown"))
         count = sum(t.n_elements for t in gguf.tensors.values())
         info: dict[str, Any] = {}
+        budget = _Budget(MAX_VERBOSE_ITEMS if verbose else 0, MAX_VERBOSE_BYTES)
         for key, value in meta.items():
             if key in _HIDDEN_KEYS:
                 continue
-            if isinstance(value, list) and len(value) > _MAX_SHOWN_ARRAY and not verbose:
-                info[key] = []
+            if isinstance(value, GGUFArray):
+                info[key] = _shown_array(value, budget)
             else:
                 info[key] = _json_value(value)
         info.setdefault("general.parameter_count", count)
@@ -75,6 +83,32 @@ def summarize(path: Path | str, verbose: bool = False) -> GGUFSummary:
             chat_template=str(meta.get("tokenizer.chat_template", "")),
             tensors=tensors,
         )
+
+
+@dataclass
+class _Budget:
+    """What is left of the items and bytes a show may still expand."""
+
+    items: int
+    nbytes: int
+
+    def take(self, array: GGUFArray) -> bool:
+        # an array of arrays may hold as many items as it has bytes
+        items = array.nbytes if array.item_type == GGUFValueType.ARRAY else len(array)
+        if items > MAX_VERBOSE_ARRAY or items > self.items or array.nbytes > self.nbytes:
+            return False
+        self.items -= items
+        self.nbytes -= array.nbytes
+        return True
+
+
+def _shown_array(array: GGUFArray, budget: _Budget) -> list[Any]:
+    """A metadata array as show lists it: short ones always, long ones only within the
+    verbose budget, else empty (Ollama empties long arrays unless verbose)."""
+    small = len(array) <= _MAX_SHOWN_ARRAY and array.nbytes <= _SMALL_ARRAY_BYTES
+    if small or budget.take(array):
+        return _json_value(array.tolist())
+    return []
 
 
 def _size_label(meta: dict[str, Any], count: int) -> str:

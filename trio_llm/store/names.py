@@ -18,7 +18,7 @@ DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 
 MAX_PART = 80
-MAX_HOST = 350
+MAX_HOST = 255       # Ollama allows 350, but the host is a directory name: 255 bytes at most
 MAX_NAME = MAX_HOST + 3 * MAX_PART + 16   # an upper bound on any valid spelling, scheme included
 
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")

@@ -37,7 +37,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, LlamaFileType
 
 from trio_llm.engine import kernels
-from trio_llm.engine.gguf_file import GGUFError, GGUFFile, TensorInfo, read_gguf
+from trio_llm.engine.gguf_file import GGUFArray, GGUFError, GGUFFile, TensorInfo, read_gguf
 from trio_llm.store.errors import InvalidRequest, QuantizationNotSupported
 from trio_llm.store.gguf_info import quantization_level
 
@@ -147,6 +147,7 @@ def quantize_gguf(source: Path, dest: Path, target: str | Target,
     """
     wanted = target if isinstance(target, Target) else parse_target(target)
     with read_gguf(source) as gguf:
+        _check_header_size(gguf)
         kind = source_type(gguf)
         types = plan(gguf, wanted)
         total = sum(t.nbytes for t in gguf.tensors.values())
@@ -166,6 +167,19 @@ def quantize_gguf(source: Path, dest: Path, target: str | Target,
         finally:
             writer.close()
         _verify(gguf, dest, wanted, types)
+
+
+MAX_COPIED_ITEMS = 1 << 22     # metadata array items a quantize copies (Gemma 3 has ~800k)
+
+
+def _check_header_size(gguf: GGUFFile) -> None:
+    """Refuse to copy a header whose arrays GGUFWriter would expand item by item into more
+    than MAX_COPIED_ITEMS Python objects (a crafted file holds arrays of millions)."""
+    items = sum(v.nbytes if v.item_type == GGUFValueType.ARRAY else len(v)   # nested: bound
+                for v in gguf.metadata.values() if isinstance(v, GGUFArray))
+    if items > MAX_COPIED_ITEMS:
+        raise CannotQuantize("", f"the model's metadata holds {items} array items; "
+                                 f"quantization copies at most {MAX_COPIED_ITEMS}")
 
 
 def _writer(gguf: GGUFFile, dest: Path, target: Target,

@@ -276,6 +276,9 @@ class FakeBackend:
     def queue_depth(self) -> int:
         return self.waiting
 
+    def busy_slots(self) -> int:
+        return self.active
+
     async def _acquire_slot(self) -> None:
         if self.slots.value == 0 and self.waiting >= self.max_queue:
             raise QueueFull()

@@ -39,9 +39,15 @@ def vocabulary_of(path: Path | str) -> dict[str, Any]:
     (Read with our own reader: gguf's GGUFReader takes seconds over 100k strings.)"""
     gguf = read_gguf(path)
     try:
-        return {key: gguf.metadata[key] for key in TOKENIZER_KEYS if key in gguf.metadata}
+        return {key: _expanded(gguf.metadata[key]) for key in TOKENIZER_KEYS
+                if key in gguf.metadata}
     finally:
         gguf.close()
+
+
+def _expanded(value: Any) -> Any:
+    """A metadata value as plain Python (a lazy GGUF array read out before the file closes)."""
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 @dataclass
