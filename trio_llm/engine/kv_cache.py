@@ -18,7 +18,7 @@ from trio_llm._kernels import lib
 from trio_llm.engine.kernels import KernelError, ptr
 from trio_llm.engine.ops import KVLayer
 
-KV_TYPES = {"f16": lib.TL_F16}  # GGML type ids; q8_0 and q4_0 arrive with the quantized cache
+KV_TYPES = {"f16": lib.TL_F16, "q8_0": lib.TL_Q8_0, "q4_0": lib.TL_Q4_0}  # GGML type ids
 
 
 @dataclass(frozen=True)
