@@ -8,8 +8,8 @@ in their callers' tasks; leaving — finished, stopped or cancelled — frees th
 from __future__ import annotations
 
 import codecs
+import logging
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import trio
 
-from trio_llm.engine.gguf_file import read_gguf
-from trio_llm.engine.model import Model
+from trio_llm.engine.model import ON_GPU, Model, plan_model
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
 from trio_llm.engine.slots import Sequence as SlotSequence
-from trio_llm.gpu.memory import MemoryEstimate, estimate_from_gguf
+from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import Placement
 from trio_llm.nursery.runner import LoadSpec
 
 SAMPLER_FIELDS = {f.name for f in fields(SamplerOptions)}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,8 @@ class EngineRunner:
 
     @property
     def memory(self) -> int:
-        return self.model.weight_bytes + self.model.net.packed_bytes + self.model.net.kv_bytes
+        """The network's memory plan: what it was admitted by and what ps shows."""
+        return self.model.net.memory.total
 
     async def run(self) -> None:
         """Plan, forward + sample in a worker thread, deliver tokens; until cancelled."""
@@ -233,21 +234,26 @@ class EngineFactory:
     """Estimates and loads GGUF models for the scheduler."""
 
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
+        """The loaded network's own memory plan, read from the file's header (nothing loaded)."""
         def estimate() -> MemoryEstimate:
-            gguf = read_gguf(spec.model.path)
-            try:
-                sizes = {name: t.nbytes for name, t in gguf.tensors.items()}
-                return estimate_from_gguf(gguf.metadata, sizes, os.path.getsize(spec.model.path),
-                                          spec.num_ctx, spec.n_slots, spec.kv_cache_type,
-                                          spec.num_batch)
-            finally:
-                gguf.close()
+            plan = plan_model(spec.model.path, spec.num_ctx, spec.n_slots, spec.num_batch,
+                              spec.kv_cache_type)
+            return plan.estimate(cpu_only=not ON_GPU)
 
         return await trio.to_thread.run_sync(estimate)
 
     async def load(self, spec: LoadSpec, placement: Placement) -> EngineRunner:
         def load() -> Model:
             return Model.load(spec.model.path, n_ctx=spec.num_ctx, n_slots=spec.n_slots,
-                              n_threads=spec.num_thread, max_batch=spec.num_batch)
+                              n_threads=spec.num_thread, max_batch=spec.num_batch,
+                              kv_type=spec.kv_cache_type)
 
-        return EngineRunner(await trio.to_thread.run_sync(load), spec)
+        model = await trio.to_thread.run_sync(load)
+        plan = model.net.memory
+        if plan.kv_note:
+            log.warning("%s: KV cache %s, not %s: %s", spec.name, plan.kv_type,
+                        spec.kv_cache_type, plan.kv_note)
+        log.info("%s: %d bytes (weights %d mapped + %d repacked, KV cache %s %d, scratch %d)",
+                 spec.name, plan.total, plan.total - plan.packed - plan.kv - plan.scratch,
+                 plan.packed, plan.kv_type, plan.kv, plan.scratch)
+        return EngineRunner(model, spec)
