@@ -11,13 +11,14 @@ import codecs
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import trio
 
+from trio_llm.engine.context import Fit, fit_messages, fit_prompt
 from trio_llm.engine.model import ON_GPU, Model, plan_model
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
@@ -32,11 +33,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerateJob:
-    """Generate a continuation of `prompt` (already rendered; special tokens are parsed)."""
+    """Generate a continuation of `prompt` (already rendered; special tokens are parsed).
+
+    A chat also gives its messages and the callable that renders a list of them (tools and
+    template included), so that a prompt too long for the context can lose whole older
+    messages (truncate); shift: at the end of the context, shift it (True) or stop."""
 
     prompt: str
     options: Mapping[str, Any] = field(default_factory=dict)
     context: Sequence[int] = ()          # tokens of an earlier exchange (/api/generate context)
+    messages: Sequence[Mapping[str, Any]] = ()
+    render: Callable[[Sequence[Mapping[str, Any]]], str] | None = None
+    truncate: bool = True
+    shift: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,16 +67,21 @@ class GenerateOutput:
     eval_count: int = 0
     eval_duration: int = 0
     context: list[int] | None = None
+    truncated_messages: int = 0          # older messages dropped to fit (on every output)
 
 
 @dataclass
 class EmbedOutput:
     embeddings: list[list[float]]
     prompt_eval_count: int
+    truncated: list[int] = field(default_factory=list)   # indices of the inputs that were cut
 
 
 class ContextTooLong(ValueError):
     """An embedding input longer than the context with truncate off."""
+
+
+OPEN_ENDED_CONTEXTS = 10  # num_predict -1 generates at most this many contexts' worth (Ollama)
 
 
 def sampler_options(options: Mapping[str, Any]) -> SamplerOptions:
@@ -155,13 +169,17 @@ class EngineRunner:
 
     async def _embed(self, job: EmbedJob) -> AsyncIterator[EmbedOutput]:
         n_ctx, tokenizer = self.model.net.n_ctx, self.model.tokenizer
-        token_lists = []
-        for text in job.inputs:
+        token_lists, cut = [], []
+        for index, text in enumerate(job.inputs):
             ids = tokenizer.encode(text) or [tokenizer.bos_id or 0]
             if len(ids) > n_ctx:
                 if not job.truncate:
-                    raise ContextTooLong("input length exceeds maximum context length")
+                    raise ContextTooLong(f"input {index} is {len(ids)} tokens, but the context "
+                                         f"is {n_ctx} tokens")
+                log.info("embedding input %d of %d tokens cut to the context of %d", index,
+                         len(ids), n_ctx)
                 ids = ids[:n_ctx]
+                cut.append(index)
             token_lists.append(ids)
         slot = self.table.reserve()
         try:
@@ -169,26 +187,42 @@ class EngineRunner:
                 vectors = await trio.to_thread.run_sync(self._pooled, token_lists, slot)
         finally:
             self.table.release(slot)
-        yield EmbedOutput(vectors, sum(len(t) for t in token_lists))
+        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
 
     def _pooled(self, token_lists: list[list[int]], slot: int) -> list[list[float]]:
         return [self.model.net.hidden_states(ids, slot).mean(axis=0, dtype=np.float64).tolist()
                 for ids in token_lists]
 
+    def _fit(self, job: GenerateJob, num_predict: int) -> Fit:
+        """The prompt's tokens, older messages dropped if it does not fit (PromptTooLong when
+        it cannot); blocking (rendering, tokenizing), so it runs in a worker thread."""
+        tokenizer, n_ctx = self.model.tokenizer, self.model.net.n_ctx
+        if job.messages and job.render is not None:
+            fit = fit_messages(job.messages, job.render, tokenizer.encode, n_ctx, num_predict,
+                               job.truncate)
+        else:
+            fit = fit_prompt(job.context, tokenizer.encode(job.prompt), n_ctx, num_predict,
+                             job.truncate)
+        if fit.dropped:
+            log.info("%s: a prompt of %d tokens does not fit num_ctx %d: dropped the %d oldest "
+                     "messages, %d tokens left", self.spec.name, fit.original, n_ctx,
+                     fit.dropped, len(fit.tokens))
+        return fit
+
     async def _generate(self, job: GenerateJob) -> AsyncIterator[GenerateOutput]:
         start = time.perf_counter_ns()
         tokenizer, n_ctx = self.model.tokenizer, self.model.net.n_ctx
-        prompt = list(job.context) + tokenizer.encode(job.prompt)
-        if len(prompt) >= n_ctx:                      # keep the most recent part, as Ollama does
-            prompt = prompt[len(prompt) - (n_ctx - 1):]
-        if not prompt:
-            prompt = [tokenizer.bos_id or 0]
         options = job.options
         raw_predict = options.get("num_predict")
         num_predict = -1 if raw_predict is None else int(raw_predict)
+        fit = await trio.to_thread.run_sync(self._fit, job, num_predict)
+        prompt = fit.tokens or [tokenizer.bos_id or 0]
+        dropped = fit.dropped
+        keep = max(int(options.get("num_keep") or 4), fit.keep)
         seq = SlotSequence(prompt, Sampler(sampler_options(options), tokenizer.vocab_size),
-                           max_tokens=num_predict if num_predict >= 0 else -1,
-                           stop_ids=tokenizer.eot_ids)
+                           max_tokens=num_predict if num_predict >= 0
+                           else OPEN_ENDED_CONTEXTS * n_ctx,
+                           stop_ids=tokenizer.eot_ids, shift=job.shift, keep=keep)
         send, receive = trio.open_memory_channel[int](math.inf)
         stops = StopMatcher(stop_strings(options))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -214,7 +248,7 @@ class EngineRunner:
                 if hit:
                     reason = DoneReason.STOP.value
                 if piece:
-                    yield GenerateOutput(piece)
+                    yield GenerateOutput(piece, truncated_messages=dropped)
         finally:
             self._inboxes.pop(id(seq), None)
             self.table.remove(seq)
@@ -224,7 +258,8 @@ class EngineRunner:
         yield GenerateOutput(
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
             prompt_eval_count=len(prompt), prompt_eval_duration=first - start, eval_count=count,
-            eval_duration=end - first, context=prompt + seq.generated)
+            eval_duration=end - first, context=prompt + seq.generated,
+            truncated_messages=dropped)
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self.model.close)
