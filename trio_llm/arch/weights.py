@@ -43,23 +43,9 @@ class Weight:
 EMBEDDING_FIELD = "token_embd"  # the weights field that is only looked up, never multiplied
 
 
-def matrices(weights: Any) -> Iterator[Weight]:
-    """Every Weight in a weights dataclass, its layers' included (for repacking and memory)."""
+def _weights_in(weights: Any, skip: str) -> Iterator[Weight]:
     for f in dataclasses.fields(weights):
-        value = getattr(weights, f.name)
-        items = value if isinstance(value, list | tuple) else [value]
-        for item in items:
-            if isinstance(item, Weight):
-                yield item
-            elif dataclasses.is_dataclass(item):
-                yield from matrices(item)
-
-
-def decode_matrices(weights: Any) -> Iterator[Weight]:
-    """The Weights that get a repacked decode copy at load: all but the embedding table's field
-    (a tied output head is its own field, so it has its copy)."""
-    for f in dataclasses.fields(weights):
-        if f.name == EMBEDDING_FIELD:
+        if f.name == skip:
             continue
         value = getattr(weights, f.name)
         items = value if isinstance(value, list | tuple) else [value]
@@ -67,7 +53,18 @@ def decode_matrices(weights: Any) -> Iterator[Weight]:
             if isinstance(item, Weight):
                 yield item
             elif dataclasses.is_dataclass(item):
-                yield from decode_matrices(item)
+                yield from _weights_in(item, skip)
+
+
+def matrices(weights: Any) -> Iterator[Weight]:
+    """Every Weight in a weights dataclass, its layers' included (for repacking and memory)."""
+    return _weights_in(weights, "")
+
+
+def decode_matrices(weights: Any) -> Iterator[Weight]:
+    """The Weights that get a repacked decode copy at load: all but the embedding table's field
+    (a tied output head is its own field, so it has its copy)."""
+    return _weights_in(weights, EMBEDDING_FIELD)
 
 
 class WeightLoader:
