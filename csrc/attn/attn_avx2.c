@@ -50,10 +50,16 @@ static inline __m256 gather_d8(const uint8_t *const rows[8], int64_t off) {
 /* Pointers to rows j8 .. j8 + 7 of a tile, the last valid one repeated past its end. */
 static inline void tile_rows(const uint8_t *t, int64_t stride, int j8, int jn,
                              const uint8_t *rows[8]) {
-    for (int r = 0; r < 8; r++) rows[r] = t + (int64_t)(j8 + (r < jn ? r : jn - 1)) * stride;
+    const uint8_t *row = t + (int64_t)j8 * stride;
+    for (int r = 0; r < 8; r++, row += stride) rows[r] = r < jn ? row : rows[r - 1];
 }
 
+/* Bring n rows' bytes [0, bytes) at p (rows stride apart) into L2: whole rows are one run. */
 static inline void prefetch_rows(const uint8_t *p, int64_t stride, int n, int64_t bytes) {
+    if (bytes == stride) {
+        for (int64_t b = 0; b < n * stride; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T1);
+        return;
+    }
     for (int j = 0; j < n; j++)
         for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + j * stride + b,
                                                              _MM_HINT_T1);
@@ -273,11 +279,12 @@ static inline __attribute__((always_inline)) void accumulate_block(const tl_attn
             a1[g] = _mm256_mul_ps(_mm256_loadu_ps(acc + g * hd + c + 8), cv);
         }
         const uint8_t *blk = vt + b * bb + 2;
-        for (int jj = 0; jj < nt; jj++) {
+        const float *wb = ws + b * TILE;  /* head g's weights at wb + g * nb * TILE */
+        for (int jj = 0; jj < nt; jj++, blk += Q->stride) {
             __m256 x0, x1;
-            block_quants16(blk + jj * Q->stride, o, q4, &x0, &x1);
+            block_quants16(blk, o, q4, &x0, &x1);
             for (int g = 0; g < gs; g++) {
-                __m256 w = _mm256_broadcast_ss(ws + (g * nb + b) * TILE + jj);
+                __m256 w = _mm256_broadcast_ss(wb + g * nb * TILE + jj);
                 a0[g] = _mm256_fmadd_ps(w, x0, a0[g]);
                 a1[g] = _mm256_fmadd_ps(w, x1, a1[g]);
             }
