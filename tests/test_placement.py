@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.gpu import (
     GpuInfo,
     MemoryEstimate,
     SystemDevices,
     devices,
-    estimate_from_gguf,
-    estimate_memory,
     place,
     read_meminfo,
 )
@@ -107,28 +104,12 @@ def test_a_gpu_too_small_for_any_layer_leaves_the_model_on_the_cpu():
     assert place(MODEL, gpus(300 * MB)).gpus == ()
 
 
-def test_kv_cache_grows_with_context_and_slots():
-    one = estimate_memory(file_size=100 * MB, n_layer=30, k_dim=192, v_dim=192, num_ctx=2048)
-    four = estimate_memory(file_size=100 * MB, n_layer=30, k_dim=192, v_dim=192, num_ctx=2048,
-                           n_slots=4)
-    assert one.kv == 30 * 2048 * (192 + 192) * 2
-    assert four.kv == 4 * one.kv
-    assert one.weights == 100 * MB
-    q8 = estimate_memory(file_size=100 * MB, n_layer=30, k_dim=192, v_dim=192, num_ctx=2048,
-                         kv_cache_type="q8_0")
-    assert q8.kv == 30 * 2048 * 384 * 34 // 32
-
-
-def test_estimate_from_the_real_gguf_header(smollm2_path: Path):
-    with read_gguf(smollm2_path) as gguf:
-        sizes = {name: info.nbytes for name, info in gguf.tensors.items()}
-        estimate = estimate_from_gguf(gguf.metadata, sizes, smollm2_path.stat().st_size,
-                                      num_ctx=4096, n_slots=1)
-    assert estimate.n_layer == 30
-    assert estimate.kv == 30 * 4096 * (3 * 64 * 2) * 2  # 3 KV heads of 64, K and V, f16
-    assert estimate.weights == smollm2_path.stat().st_size
-    assert estimate.other_weights > 30 * MB  # the Q8_0 token embedding is outside the blocks
-    assert 0 < estimate.compute < estimate.weights
+def test_a_cpu_only_model_is_placed_on_the_cpu_whatever_gpus_there_are():
+    cpu = MemoryEstimate(n_layer=10, layer_weights=400 * MB, layer_kv=100 * MB,
+                         other_weights=500 * MB, compute=200 * MB, cpu_only=True)
+    placement = place(cpu, gpus(80 * GB, 80 * GB))
+    assert placement.gpus == () and placement.size_vram == 0
+    assert placement.size == cpu.total and placement.cpu_bytes == cpu.total
 
 
 def test_real_devices_is_an_empty_list_without_a_gpu_and_answers_fast():

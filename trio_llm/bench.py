@@ -1,10 +1,13 @@
 """Benchmark: prompt-eval and decode speed of a GGUF model on our kernels.
 
     python -m trio_llm.bench MODEL.gguf [--threads 2] [--prompt 512] [--gen 128] [--reps 3]
+                                        [--kv-type f16|q8_0|q4_0]
 
 Measures the same work as shared/bench/llamacpp_bench.py so the two can be compared side by
 side: prompt eval of a 512-token batch, 128 single-token decode steps from an empty context and
-128 right after the prompt. Decode GB/s is the weight bytes read per token times tokens/s.
+128 right after the prompt (`--prompt 4096 --kv-type q8_0` is llamacpp_bench.py's
+`MODEL 2 4096 128 3 q8_0`). Decode GB/s is the bytes read per token times tokens/s: the
+weights, plus the KV cache up to the depth for the decode after the prompt.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import argparse
 import statistics
 import time
 
+from trio_llm.config import KV_CACHE_TYPES
 from trio_llm.engine.batch import Batch
+from trio_llm.engine.kv_cache import kv_cache_bytes
 from trio_llm.engine.model import Model
 
 
@@ -50,14 +55,23 @@ def main(argv: list[str] | None = None) -> None:
                         help="also measure N sequences decoded in one batch against 1")
     parser.add_argument("--bandwidth", type=float, default=0.0,
                         help="machine read bandwidth in GB/s, to print the fraction of it")
+    parser.add_argument("--kv-type", choices=KV_CACHE_TYPES, default="f16",
+                        help="KV cache type (OLLAMA_KV_CACHE_TYPE)")
     args = parser.parse_args(argv)
 
     model = Model.load(args.model, n_ctx=args.prompt + args.gen + 16, n_threads=args.threads,
-                       max_batch=max(args.prompt, 1), n_slots=max(args.parallel, 1))
+                       max_batch=max(args.prompt, 1), n_slots=max(args.parallel, 1),
+                       kv_type=args.kv_type)
     gigabytes = model.weight_bytes / 1e9
+    plan = model.net.memory
+    # K and V of every layer up to the depth, read once by a decode step after the prompt.
+    cache_gb = kv_cache_bytes(model.net.shape.kv_layers, 1, args.prompt, model.net.max_batch,
+                              plan.kv_type) / 1e9
     prompt = [1] + list(range(1000, 1000 + args.prompt - 1))
     print(f"model {args.model}: {gigabytes * 1e3:.1f} MB of weights read per token, "
-          f"{model.pool.n_threads} threads, SIMD {'on' if model.pool.simd else 'off'}")
+          f"{model.pool.n_threads} threads, SIMD {'on' if model.pool.simd else 'off'}, "
+          f"KV cache {plan.kv_type} ({cache_gb * 1e3:.1f} MB read at depth {args.prompt})"
+          + (f" [{plan.kv_note}]" if plan.kv_note else ""))
     pp_runs, tg_runs, tgd_runs = [], [], []
     for rep in range(args.reps):
         model.net.forward(Batch.decode(1, 0))
@@ -70,11 +84,14 @@ def main(argv: list[str] | None = None) -> None:
         tg_runs.append(tg)
         tgd_runs.append(tgd)
         print(f"rep {rep}: pp{args.prompt} {pp:.1f} tok/s  tg{args.gen} {tg:.1f} tok/s "
-              f"({tg * gigabytes:.1f} GB/s)  tg{args.gen}@d{args.prompt} {tgd:.1f} tok/s")
-    tg = statistics.median(tg_runs)
+              f"({tg * gigabytes:.1f} GB/s)  tg{args.gen}@d{args.prompt} {tgd:.1f} tok/s "
+              f"({tgd * (gigabytes + cache_gb):.1f} GB/s)")
+    tg, tgd = statistics.median(tg_runs), statistics.median(tgd_runs)
     line = (f"median: pp{args.prompt} {statistics.median(pp_runs):.1f} tok/s  "
             f"tg{args.gen} {tg:.1f} tok/s = {tg * gigabytes:.1f} GB/s  "
-            f"tg{args.gen}@d{args.prompt} {statistics.median(tgd_runs):.1f} tok/s")
+            f"tg{args.gen}@d{args.prompt} {tgd:.1f} tok/s = "
+            f"{tgd * (gigabytes + cache_gb):.1f} GB/s "
+            f"({tgd * (gigabytes + cache_gb) / (tg * gigabytes):.0%} of depth 0's per byte)")
     if args.bandwidth > 0:
         line += f"  ({tg * gigabytes / args.bandwidth:.0%} of {args.bandwidth:g} GB/s)"
     print(line)

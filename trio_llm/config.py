@@ -59,6 +59,16 @@ def parse_uint(text: str) -> int:
     return value
 
 
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # OLLAMA_KV_CACHE_TYPE's values (engine/kv_cache.py)
+
+
+def parse_kv_cache_type(text: str) -> str:
+    value = text.lower()
+    if value not in KV_CACHE_TYPES:
+        raise ValueError(f"not one of {', '.join(KV_CACHE_TYPES)}")
+    return value
+
+
 def parse_origins(text: str) -> list[str]:
     return [o.strip() for o in text.split(",") if o.strip()]
 
@@ -161,8 +171,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_MAX_LOADED_MODELS", "0", parse_uint,
             "models loaded at once (0: 3 per GPU, 3 on CPU)"),
     Setting("OLLAMA_MAX_QUEUE", "512", parse_uint, "pending requests before answering 503"),
-    Setting("OLLAMA_FLASH_ATTENTION", "false", parse_bool, "flash attention"),
-    Setting("OLLAMA_KV_CACHE_TYPE", "f16", str, "KV cache type: f16, q8_0 or q4_0"),
+    Setting("OLLAMA_FLASH_ATTENTION", "false", parse_bool,
+            "flash attention (accepted; attention is always the online-softmax form, so a "
+            "quantized KV cache never needs it)"),
+    Setting("OLLAMA_KV_CACHE_TYPE", "f16", parse_kv_cache_type,
+            "KV cache type: f16, q8_0 or q4_0 (models that cannot take a quantized cache keep "
+            "f16, with a warning)"),
+    Setting("OLLAMA_TRUNCATE", "true", parse_bool,
+            "default of a request's `truncate`: drop older messages from a prompt that does not "
+            "fit num_ctx (false: answer 400 instead)"),
     Setting("OLLAMA_ORIGINS", "", parse_origins, "extra allowed CORS origins, comma-separated"),
     Setting("OLLAMA_SCHED_SPREAD", "false", parse_bool, "always spread a model over all GPUs"),
     Setting("OLLAMA_GPU_OVERHEAD", "0", parse_uint, "bytes of GPU memory kept free per GPU"),

@@ -26,6 +26,7 @@ from trio_llm.api.backend import (
     RunningModel,
 )
 from trio_llm.api.serve import serve
+from trio_llm.engine.context import PromptTooLong
 from trio_llm.errors import ContextOverflow
 from trio_llm.gpu.devices import SystemDevices
 from trio_llm.nursery.engine_runner import (
@@ -159,13 +160,18 @@ class EngineBackend:
 
     # -- scheduler side ---------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        job = GenerateJob(request.prompt, dict(request.options), tuple(request.context))
+        job = GenerateJob(request.prompt, dict(request.options), tuple(request.context),
+                          messages=request.messages, render=request.render,
+                          truncate=request.truncate, shift=request.shift)
         async with self.scheduler.acquire(request.model.name, request.options,
                                           request.keep_alive) as lease:
             load_ns = int(lease.load_duration * 1e9)
-            async with contextlib.aclosing(lease.serve(job)) as outputs:
-                async for out in outputs:
-                    yield to_chunk(out, load_ns)
+            try:
+                async with contextlib.aclosing(lease.serve(job)) as outputs:
+                    async for out in outputs:
+                        yield to_chunk(out, load_ns)
+            except PromptTooLong as exc:
+                raise ContextOverflow(str(exc)) from None
 
     async def load(self, model: ModelRef, options: Mapping[str, Any],
                    keep_alive: float | None) -> None:
@@ -186,10 +192,11 @@ class EngineBackend:
             try:
                 async with contextlib.aclosing(lease.serve(EmbedJob(inputs, truncate))) as out:
                     result: EmbedOutput = await out.__anext__()
-            except ContextTooLong:
-                raise ContextOverflow("the input length exceeds the context length") from None
+            except ContextTooLong as exc:
+                raise ContextOverflow(f"the input length exceeds the context length: {exc}"
+                                      ) from None
         return EmbedResult(result.embeddings, result.prompt_eval_count,
-                           int(lease.load_duration * 1e9))
+                           int(lease.load_duration * 1e9), truncated_inputs=result.truncated)
 
     def queue_depth(self) -> int:
         return self.scheduler.waiting
@@ -200,12 +207,12 @@ class EngineBackend:
 
 def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
     if out.done_reason is None:
-        return GenerationChunk(text=out.text)
+        return GenerationChunk(text=out.text, truncated_messages=out.truncated_messages)
     return GenerationChunk(
         text=out.text, done=True, done_reason=out.done_reason,
         prompt_eval_count=out.prompt_eval_count, prompt_eval_duration=out.prompt_eval_duration,
         eval_count=out.eval_count, eval_duration=out.eval_duration, load_duration=load_ns,
-        context=out.context)
+        context=out.context, truncated_messages=out.truncated_messages)
 
 
 class _Resolver:

@@ -1,18 +1,27 @@
-/* Causal grouped-query attention over an f16 KV cache, in the online-softmax ("flash") form.
+/* Causal grouped-query attention over an f16, Q8_0 or Q4_0 KV cache, in the online-softmax
+   ("flash") form, reading the cache's own blocks (no dequantized copy is ever made).
 
    A token's positions are cut into chunks of CHUNK positions counted from its first attended
-   position. A chunk is streamed in tiles of TILE rows, scoring every query head of the group
-   against each K row as the row is read (so a K/V row read from memory serves the whole group),
-   keeping per query head a running maximum m, a running sum l of exp(score - m) and an
-   accumulator of exp(score - m) * V. No score matrix beyond one tile is ever held. Chunk 0's
-   (m, l, acc) is then folded with chunks 1, 2, ... in that order (fold_chunk) and divided out.
+   position. A chunk is streamed by a range kernel (attn_ref.c, attn_avx2.c), scoring every query
+   head of the group against each K row as the row is read (so a K/V row read from memory serves
+   the whole group), keeping per query head a running maximum m, a running sum l of
+   exp(score - m) and an accumulator of exp(score - m) * V. No score matrix beyond one tile is
+   ever held. Chunk 0's (m, l, acc) is then folded with chunks 1, 2, ... in that order
+   (fold_chunk) and divided out. For a block type the group's queries are first quantized to
+   16 bits per 32-element block (the same bytes on every path), so a K block's score is an
+   exact integer dot.
+
+   A work unit covers one token and a run of its KV heads: all of them, so that the kernel reads
+   whole cache rows front to back (measured: about 2.5x the bandwidth of reading one head's slice
+   of every row), or one each when there would be too few units for the threads (short decodes).
 
    Batch invariance: the chunks of a token depend only on its own position and the window, each
-   chunk starts from a fresh state, and the fold order is fixed, so a token's output has the same
-   bits whatever else is in the batch and however many threads run. Only the schedule changes:
-   a work unit is a whole (token, KV head), its chunks run in sequence, or, when those units
-   cannot keep the threads busy (decode), one chunk whose partial result is stored and folded
-   by merge_partials with the same function. */
+   chunk starts from a fresh state, a head's arithmetic does not depend on which other heads
+   share its unit, and the fold order is fixed, so a token's output has the same bits whatever
+   else is in the batch and however many threads run. Only the schedule changes: a unit's chunks
+   run in sequence, or, when whole-token units cannot keep the threads busy (decode), a unit is
+   one chunk whose partial result is stored and folded by merge_partials with the same function.
+   Long contexts are thus split across threads over blocks of KV positions. */
 #pragma STDC FP_CONTRACT OFF /* a*b+c must round twice in every copy of the code: same bits */
 #include <math.h>
 #include <stdatomic.h>
@@ -21,17 +30,18 @@
 
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
-#include "../ggml/vmath.h"
 #include "attn.h"
 #include "kv_internal.h"
 
-#define GMAX 4        /* query heads scored together against one K row */
-#define TILE 32       /* positions scored before one online-softmax step */
-#define CHUNK 256     /* positions per chunk (a multiple of TILE) */
+#define GMAX TL_ATTN_GMAX
+#define CHUNK 256     /* positions per chunk (a multiple of TL_ATTN_TILE) */
 
 typedef struct {
-    const uint16_t *k, *v;
-    int64_t n_cache, kv_dim; /* rows per slot; position p is row p mod n_cache */
+    const uint8_t *k, *v;
+    int kv_type;
+    int64_t n_cache;        /* rows per slot; position p is row p mod n_cache */
+    int64_t row_bytes;      /* bytes of one row (kv_dim elements) */
+    int64_t head_bytes;     /* bytes of one KV head's slice of a row */
     const float *q;
     float *out;
     const int32_t *slot, *pos;
@@ -39,11 +49,13 @@ typedef struct {
     int n_head, n_kv_head, head_dim, group, window;
     float scale;
     int avx2;
-    int split;              /* 1: a unit is one chunk of one (token, KV head); 0: all its chunks */
-    const int64_t *unit0;   /* split: first unit of each token, n_tok + 1 entries */
-    float *partial;         /* split: per unit, group x (2 + head_dim) floats: m, l, acc */
-    float *scratch;         /* per thread, scratch_floats each */
-    int64_t scratch_floats;
+    int hpu;                /* KV heads per unit */
+    int n_hb;               /* units per token (chunk): ceil(n_kv_head / hpu) */
+    int split;              /* 1: a unit is one chunk of one token's heads; 0: all its chunks */
+    const int64_t *chunk0;  /* split: first chunk (global index) of each token, n_tok + 1 */
+    float *partial;         /* split: per (chunk, KV head), group x (2 + head_dim) floats */
+    char *scratch;          /* per thread, scratch_bytes each */
+    int64_t scratch_bytes;
     int64_t n_units;
     atomic_llong next;      /* the next unit to hand out (dynamic scheduling) */
 } attn_job;
@@ -55,166 +67,46 @@ static int64_t first_pos(const attn_job *J, int64_t t) {
     return 0;
 }
 
-/* ---------------------------------------------------------------- scalar reference */
-
-/* One position at a time: score each head, rescale its state when the maximum grows, add the
-   weighted V row. k and v point at the first row; rows are `stride` elements apart. */
-static void range_ref(const float *qs, const uint16_t *k, const uint16_t *v, int64_t stride,
-                      int64_t n, int hd, int gs, float *m, float *l, float *acc, float *kr,
-                      float *vr) {
-    for (int64_t j = 0; j < n; j++) {
-        for (int i = 0; i < hd; i++) kr[i] = tl_half_to_float(k[j * stride + i]);
-        for (int i = 0; i < hd; i++) vr[i] = tl_half_to_float(v[j * stride + i]);
-        for (int g = 0; g < gs; g++) {
-            const float *qg = qs + (int64_t)g * hd;
-            float *a = acc + (int64_t)g * hd;
-            float s = 0.0f;
-            for (int i = 0; i < hd; i++) s += qg[i] * kr[i];
-            if (s > m[g]) {
-                float c = m[g] == -INFINITY ? 0.0f : expf(m[g] - s);
-                l[g] *= c;
-                for (int i = 0; i < hd; i++) a[i] *= c;
-                m[g] = s;
-            }
-            float p = expf(s - m[g]);
-            l[g] += p;
-            for (int i = 0; i < hd; i++) a[i] += p * vr[i];
-        }
-    }
-}
-
-/* ---------------------------------------------------------------- AVX2 */
-
-#if TL_HAVE_X86
-TL_AVX2_BEGIN
-
-static inline __m256 load_h8(const uint16_t *p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-/* The 8 lane sums of v[0..7], as one vector. */
-static inline __m256 sum8x8(const __m256 *v) {
-    __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-    __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-    /* a: low half sums the low 4 lanes of v0..v3, high half their high 4 lanes; b for v4..v7 */
-    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-}
-
-/* gs is a compile-time constant at every call site, so the per-head arrays of vectors below
-   live in registers. hd is a multiple of 8. */
-static inline __attribute__((always_inline)) void range_avx2_g(
-    const float *qs, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n, int hd,
-    const int gs, float *m, float *l, float *acc) {
-    _Alignas(32) float s[GMAX][TILE];
-    float corr[GMAX];
-    const __m256 ninf = _mm256_set1_ps(-INFINITY);
-    for (int64_t p0 = 0; p0 < n; p0 += TILE) {
-        const int nt = n - p0 < TILE ? (int)(n - p0) : TILE;
-        const uint16_t *kt = k + p0 * stride, *vt = v + p0 * stride;
-
-        /* Scores, two K rows at a time for independent FMA chains; the dot-product vectors of
-           8 rows are summed across lanes together (sum8x8) rather than one by one. */
-        for (int j8 = 0; j8 < nt; j8 += 8) {
-            const int jn = nt - j8 < 8 ? nt - j8 : 8;
-            __m256 D[GMAX][8];
-            for (int jj = 0; jj < jn; jj += 2) {
-                const uint16_t *k0 = kt + (j8 + jj) * stride;
-                const uint16_t *k1 = jj + 1 < jn ? k0 + stride : k0;
-                __m256 d0[GMAX], d1[GMAX];
-                for (int g = 0; g < gs; g++) d0[g] = d1[g] = _mm256_setzero_ps();
-                for (int c = 0; c < hd; c += 8) {
-                    __m256 x0 = load_h8(k0 + c), x1 = load_h8(k1 + c);
-                    for (int g = 0; g < gs; g++) {
-                        __m256 qv = _mm256_loadu_ps(qs + g * hd + c);
-                        d0[g] = _mm256_fmadd_ps(qv, x0, d0[g]);
-                        d1[g] = _mm256_fmadd_ps(qv, x1, d1[g]);
-                    }
-                }
-                for (int g = 0; g < gs; g++) {
-                    D[g][jj] = d0[g];
-                    D[g][jj + 1] = d1[g];
-                }
-            }
-            for (int jj = (jn + 1) & ~1; jj < 8; jj++)
-                for (int g = 0; g < gs; g++) D[g][jj] = _mm256_setzero_ps();
-            for (int g = 0; g < gs; g++) _mm256_store_ps(&s[g][j8], sum8x8(D[g]));
-        }
-
-        /* Online softmax step: new maximum, rescale factor, weights exp(s - m) in place. */
-        const int nv = (nt + 7) & ~7;
-        for (int g = 0; g < gs; g++) {
-            for (int i = nt; i < nv; i++) s[g][i] = -INFINITY;
-            __m256 mx = ninf;
-            for (int i = 0; i < nv; i += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(&s[g][i]));
-            float mt = tl_hmax8(mx);
-            float mn = mt > m[g] ? mt : m[g];
-            corr[g] = m[g] == -INFINITY ? 0.0f : expf(m[g] - mn);
-            __m256 mv = _mm256_set1_ps(mn), sum = _mm256_setzero_ps();
-            for (int i = 0; i < nv; i += 8) {
-                __m256 e = tl_exp8(_mm256_sub_ps(_mm256_load_ps(&s[g][i]), mv));
-                _mm256_store_ps(&s[g][i], e);
-                sum = _mm256_add_ps(sum, e);
-            }
-            l[g] = l[g] * corr[g] + tl_hsum8(sum);
-            m[g] = mn;
-        }
-
-        /* acc = acc * corr + sum_j w_j V_j, 16 columns at a time for independent chains. */
-        int c = 0;
-        for (; c + 16 <= hd; c += 16) {
-            __m256 a0[GMAX], a1[GMAX];
-            for (int g = 0; g < gs; g++) {
-                __m256 cv = _mm256_set1_ps(corr[g]);
-                a0[g] = _mm256_mul_ps(_mm256_loadu_ps(acc + g * hd + c), cv);
-                a1[g] = _mm256_mul_ps(_mm256_loadu_ps(acc + g * hd + c + 8), cv);
-            }
-            for (int jj = 0; jj < nt; jj++) {
-                const uint16_t *vr = vt + jj * stride + c;
-                __m256 x0 = load_h8(vr), x1 = load_h8(vr + 8);
-                for (int g = 0; g < gs; g++) {
-                    __m256 w = _mm256_broadcast_ss(&s[g][jj]);
-                    a0[g] = _mm256_fmadd_ps(w, x0, a0[g]);
-                    a1[g] = _mm256_fmadd_ps(w, x1, a1[g]);
-                }
-            }
-            for (int g = 0; g < gs; g++) {
-                _mm256_storeu_ps(acc + g * hd + c, a0[g]);
-                _mm256_storeu_ps(acc + g * hd + c + 8, a1[g]);
-            }
-        }
-        if (c < hd) {
-            __m256 a0[GMAX];
-            for (int g = 0; g < gs; g++)
-                a0[g] = _mm256_mul_ps(_mm256_loadu_ps(acc + g * hd + c), _mm256_set1_ps(corr[g]));
-            for (int jj = 0; jj < nt; jj++) {
-                __m256 x0 = load_h8(vt + jj * stride + c);
-                for (int g = 0; g < gs; g++)
-                    a0[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(&s[g][jj]), x0, a0[g]);
-            }
-            for (int g = 0; g < gs; g++) _mm256_storeu_ps(acc + g * hd + c, a0[g]);
-        }
-    }
-}
-
-static void range_avx2(const float *qs, const uint16_t *k, const uint16_t *v, int64_t stride,
-                       int64_t n, int hd, int gs, float *m, float *l, float *acc) {
-    switch (gs) {
-    case 1: range_avx2_g(qs, k, v, stride, n, hd, 1, m, l, acc); break;
-    case 2: range_avx2_g(qs, k, v, stride, n, hd, 2, m, l, acc); break;
-    case 3: range_avx2_g(qs, k, v, stride, n, hd, 3, m, l, acc); break;
-    default: range_avx2_g(qs, k, v, stride, n, hd, 4, m, l, acc); break;
-    }
-}
-
-TL_AVX2_END
-#endif
-
-/* ---------------------------------------------------------------- work units */
-
 /* Chunk c of a token covers positions [first + c CHUNK, first + (c + 1) CHUNK) up to its own. */
 static int64_t token_chunks(const attn_job *J, int64_t t) {
     return ((int64_t)J->pos[t] - first_pos(J, t) + CHUNK) / CHUNK;
 }
+
+/* ---------------------------------------------------------------- scratch */
+
+/* A thread's scratch for a unit of up to hpu KV heads (hu = hpu * group query heads). */
+typedef struct {
+    float *qs, *O, *acc, *M, *L, *m, *l, *kr, *vr, *ws;
+    tl_attn_qblk *qq;
+    tl_attn_group *groups;
+} unit_scratch;
+
+static int64_t align64(int64_t n) { return (n + 63) & ~(int64_t)63; }
+
+/* Bytes of one thread's scratch, and (when base is given) its pieces. */
+static int64_t carve_scratch(const attn_job *J, char *base, unit_scratch *S) {
+    const int64_t hd = J->head_dim, nb = J->head_dim / TL_QK ? J->head_dim / TL_QK : 1;
+    const int64_t hu = (int64_t)J->hpu * J->group, ngroups = J->hpu * ((J->group + GMAX - 1) / GMAX);
+    const int64_t sizes[12] = {
+        4 * hu * hd, 4 * hu * hd, 4 * hu * hd, 4 * hu, 4 * hu, 4 * hu, 4 * hu, 4 * hd, 4 * hd,
+        4 * GMAX * nb * TL_ATTN_TILE, (int64_t)sizeof(tl_attn_qblk) * hu * nb,
+        (int64_t)sizeof(tl_attn_group) * ngroups,
+    };
+    void *at[12];
+    int64_t off = 0;
+    for (int i = 0; i < 12; i++) {
+        at[i] = base ? base + off : NULL;
+        off += align64(sizes[i]);
+    }
+    if (base) {
+        S->qs = at[0]; S->O = at[1]; S->acc = at[2]; S->M = at[3]; S->L = at[4]; S->m = at[5];
+        S->l = at[6]; S->kr = at[7]; S->vr = at[8]; S->ws = at[9]; S->qq = at[10];
+        S->groups = at[11];
+    }
+    return off;
+}
+
+/* ---------------------------------------------------------------- folding */
 
 /* Fold one chunk's (m, l, acc) into the running state (M, L, O) of a head: every token's result
    is chunk 0's state folded with chunks 1, 2, ... in that order, by this one function, whichever
@@ -233,16 +125,64 @@ static void finish_head(float *out, float L, const float *O, int hd) {
     for (int i = 0; i < hd; i++) out[i] = O[i] * inv;
 }
 
-/* One chunk of one token for gs query heads from qs (already scaled): fresh (m, l, acc). */
-static void run_chunk(const attn_job *J, int64_t t, int64_t kh, int64_t c, const float *qs,
-                      int gs, float *m, float *l, float *acc, float *kr, float *vr) {
-    const int hd = J->head_dim;
+/* ---------------------------------------------------------------- work units */
+
+/* x ~ d * q with |q| <= 32767 per 32-element block, rounded to nearest even (NaN -> 0). */
+static void quantize_query_block(const float *x, tl_attn_qblk *out) {
+    float amax = 0.0f;
+    for (int i = 0; i < TL_QK; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float d = amax / 32767.0f, id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int i = 0; i < TL_QK; i++) {
+        float r = nearbyintf(x[i] * id);
+        int16_t q = r >= -32767.0f && r <= 32767.0f ? (int16_t)r : 0;
+        out->qs[i] = q;
+        sum += q;
+    }
+    out->d = d;
+    out->sum = sum;
+}
+
+/* The queries of heads [h0, h0 + hu) of token t as the cache type wants them: scaled floats, and
+   for a block type their 16-bit encoding per block (one function, so the scalar and AVX2 paths
+   read the same bytes). Then the unit's groups: each KV head's query heads, GMAX at a time. */
+static int prepare_unit(const attn_job *J, int64_t t, int kh0, int kh1, unit_scratch *S,
+                        tl_attn_q *Q) {
+    const int hd = J->head_dim, nb = hd / TL_QK;
+    const int64_t n = (int64_t)(kh1 - kh0) * J->group * hd;
+    const float *qt = J->q + (t * J->n_head + (int64_t)kh0 * J->group) * hd;
+    for (int64_t i = 0; i < n; i++) S->qs[i] = qt[i] * J->scale;
+    if (J->kv_type != TL_F16)
+        for (int64_t b = 0; b < n / TL_QK; b++) quantize_query_block(S->qs + b * TL_QK, &S->qq[b]);
+    int ng = 0;
+    for (int kh = kh0; kh < kh1; kh++) {
+        for (int g0 = 0; g0 < J->group; g0 += GMAX) {
+            const int64_t h = (int64_t)(kh - kh0) * J->group + g0; /* head within the unit */
+            tl_attn_group *G = &S->groups[ng++];
+            G->gs = J->group - g0 < GMAX ? J->group - g0 : GMAX;
+            G->offset = kh * J->head_bytes;
+            G->qs = S->qs + h * hd;
+            G->qq = S->qq + h * nb;
+            G->m = S->m + h;
+            G->l = S->l + h;
+            G->acc = S->acc + h * hd;
+        }
+    }
+    *Q = (tl_attn_q){.kv_type = J->kv_type, .head_dim = hd, .stride = J->row_bytes,
+                     .n_groups = ng, .groups = S->groups, .lo = kh0 * J->head_bytes,
+                     .hi = kh1 * J->head_bytes, .kr = S->kr, .vr = S->vr, .ws = S->ws};
+    return (kh1 - kh0) * J->group;
+}
+
+/* Chunk c of token t into the unit's fresh chunk state (m, l, acc of every head). */
+static void run_chunk(const attn_job *J, int64_t t, int64_t c, const tl_attn_q *Q, int hu,
+                      unit_scratch *S) {
     int64_t p0 = first_pos(J, t) + c * CHUNK, p1 = p0 + CHUNK;
     if (p1 > (int64_t)J->pos[t] + 1) p1 = (int64_t)J->pos[t] + 1;
-    for (int64_t i = 0; i < (int64_t)gs * hd; i++) acc[i] = 0.0f;
-    for (int g = 0; g < gs; g++) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
+    for (int64_t i = 0; i < (int64_t)hu * J->head_dim; i++) S->acc[i] = 0.0f;
+    for (int h = 0; h < hu; h++) {
+        S->m[h] = -INFINITY;
+        S->l[h] = 0.0f;
     }
     /* Rows [p0, p1) mod n_cache: one run, or two where a ring wraps (the same two for the same
        positions in any batch). */
@@ -250,74 +190,72 @@ static void run_chunk(const attn_job *J, int64_t t, int64_t kh, int64_t c, const
     while (p0 < p1) {
         int64_t r = p0 % J->n_cache, n = p1 - p0;
         if (n > J->n_cache - r) n = J->n_cache - r;
-        int64_t row0 = (slot_row + r) * J->kv_dim + kh * hd;
-        const uint16_t *kb = J->k + row0, *vb = J->v + row0;
+        int64_t off = (slot_row + r) * J->row_bytes;
 #if TL_HAVE_X86
-        if (J->avx2) range_avx2(qs, kb, vb, J->kv_dim, n, hd, gs, m, l, acc);
+        if (J->avx2) tl_attn_range_avx2(Q, J->k + off, J->v + off, n);
         else
 #endif
-            range_ref(qs, kb, vb, J->kv_dim, n, hd, gs, m, l, acc, kr, vr);
+            tl_attn_range_ref(Q, J->k + off, J->v + off, n);
         p0 += n;
     }
 }
 
-/* Unit u: a whole (token, KV head) with its chunks folded in order, or (split) one chunk of one,
-   left as a partial result for merge_partials. */
-static void run_unit(const attn_job *J, int64_t u, float *scr) {
-    const int hd = J->head_dim, group = J->group;
-    int64_t t, kh, c0, c1;
+/* Unit u: a token's heads [kh0, kh1) with their chunks folded in order, or (split) one chunk of
+   them, left as partial results for merge_partials. */
+static void run_unit(const attn_job *J, int64_t u, char *scratch) {
+    const int hd = J->head_dim;
+    int64_t t, c0 = 0, ci = 0;
+    const int64_t hb = u % J->n_hb, tu = u / J->n_hb; /* head block; token (or chunk) index */
     if (!J->split) {
-        t = u / J->n_kv_head;
-        kh = u % J->n_kv_head;
-        c0 = 0;
-        c1 = token_chunks(J, t);
+        t = tu;
     } else {
-        int64_t lo = 0, hi = J->n_tok - 1; /* the token whose units hold u */
+        ci = tu;                                   /* global chunk index */
+        int64_t lo = 0, hi = J->n_tok - 1;         /* the token that owns it */
         while (lo < hi) {
             int64_t mid = (lo + hi + 1) / 2;
-            if (J->unit0[mid] <= u) lo = mid;
+            if (J->chunk0[mid] <= ci) lo = mid;
             else hi = mid - 1;
         }
         t = lo;
-        int64_t r = u - J->unit0[t];
-        kh = r % J->n_kv_head;
-        c0 = r / J->n_kv_head;
-        c1 = c0 + 1;
+        c0 = ci - J->chunk0[t];
     }
-    float *qs = scr, *O = qs + GMAX * hd, *acc = O + GMAX * hd, *kr = acc + GMAX * hd;
-    float *vr = kr + hd;
-    for (int h0 = 0; h0 < group; h0 += GMAX) {
-        const int gs = group - h0 < GMAX ? group - h0 : GMAX;
-        const int64_t h = kh * group + h0;
-        const float *qt = J->q + (t * J->n_head + h) * hd;
-        for (int64_t i = 0; i < (int64_t)gs * hd; i++) qs[i] = qt[i] * J->scale;
-        float M[GMAX], L[GMAX], m[GMAX], l[GMAX];
-        if (J->split) {
-            run_chunk(J, t, kh, c0, qs, gs, m, l, acc, kr, vr);
-            for (int g = 0; g < gs; g++) {
-                float *P = J->partial + (u * group + h0 + g) * (int64_t)(2 + hd);
-                P[0] = m[g];
-                P[1] = l[g];
-                memcpy(P + 2, acc + (int64_t)g * hd, sizeof(float) * (size_t)hd);
-            }
-            continue;
+    const int kh0 = (int)hb * J->hpu;
+    const int kh1 = kh0 + J->hpu < J->n_kv_head ? kh0 + J->hpu : J->n_kv_head;
+    unit_scratch S;
+    carve_scratch(J, scratch, &S);
+    tl_attn_q Q;
+    const int hu = prepare_unit(J, t, kh0, kh1, &S, &Q);
+    const size_t state = sizeof(float) * (size_t)hu * (size_t)hd;
+    if (J->split) {
+        run_chunk(J, t, c0, &Q, hu, &S);
+        for (int h = 0; h < hu; h++) {
+            float *P = J->partial + ((ci * J->n_kv_head + kh0) * J->group + h) * (int64_t)(2 + hd);
+            P[0] = S.m[h];
+            P[1] = S.l[h];
+            memcpy(P + 2, S.acc + (int64_t)h * hd, sizeof(float) * (size_t)hd);
         }
-        run_chunk(J, t, kh, 0, qs, gs, M, L, O, kr, vr);
-        for (int64_t c = 1; c < c1; c++) {
-            run_chunk(J, t, kh, c, qs, gs, m, l, acc, kr, vr);
-            for (int g = 0; g < gs; g++)
-                fold_chunk(&M[g], &L[g], O + (int64_t)g * hd, m[g], l[g], acc + (int64_t)g * hd,
-                           hd);
-        }
-        for (int g = 0; g < gs; g++)
-            finish_head(J->out + (t * J->n_head + h + g) * hd, L[g], O + (int64_t)g * hd, hd);
+        return;
     }
+    const int64_t n_chunks = token_chunks(J, t);
+    run_chunk(J, t, 0, &Q, hu, &S);
+    memcpy(S.M, S.m, sizeof(float) * (size_t)hu);
+    memcpy(S.L, S.l, sizeof(float) * (size_t)hu);
+    memcpy(S.O, S.acc, state);
+    for (int64_t c = 1; c < n_chunks; c++) {
+        run_chunk(J, t, c, &Q, hu, &S);
+        for (int h = 0; h < hu; h++)
+            fold_chunk(&S.M[h], &S.L[h], S.O + (int64_t)h * hd, S.m[h], S.l[h],
+                       S.acc + (int64_t)h * hd, hd);
+    }
+    float *out = J->out + (t * J->n_head + (int64_t)kh0 * J->group) * hd;
+    for (int h = 0; h < hu; h++)
+        finish_head(out + (int64_t)h * hd, S.L[h], S.O + (int64_t)h * hd, hd);
 }
 
 static void attn_worker(void *arg, int ith, int nth) {
     (void)nth;
     attn_job *J = arg;
-    float *scr = J->scratch + ith * J->scratch_floats;
+    char *scr = J->scratch + ith * J->scratch_bytes;
     for (;;) {
         int64_t u = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed);
         if (u >= J->n_units) break;
@@ -328,22 +266,20 @@ static void attn_worker(void *arg, int ith, int nth) {
 
 /* Fold the partial results of every split token's chunks, in chunk order, into out. */
 static void merge_partials(const attn_job *J) {
-    const int hd = J->head_dim, group = J->group;
-    const int64_t stride = 2 + hd;
+    const int hd = J->head_dim;
+    const int64_t stride = 2 + hd, heads = (int64_t)J->n_kv_head * J->group;
     for (int64_t t = 0; t < J->n_tok; t++) {
-        int64_t n_chunks = (J->unit0[t + 1] - J->unit0[t]) / J->n_kv_head;
-        for (int64_t kh = 0; kh < J->n_kv_head; kh++) {
-            for (int g = 0; g < group; g++) {
-                float *o = J->out + (t * J->n_head + kh * group + g) * hd;
-                const float *P = J->partial + ((J->unit0[t] + kh) * group + g) * stride;
-                float M = P[0], L = P[1];
-                memcpy(o, P + 2, sizeof(float) * (size_t)hd); /* o holds O until the end */
-                for (int64_t c = 1; c < n_chunks; c++) {
-                    P = J->partial + ((J->unit0[t] + c * J->n_kv_head + kh) * group + g) * stride;
-                    fold_chunk(&M, &L, o, P[0], P[1], P + 2, hd);
-                }
-                finish_head(o, L, o, hd);
+        const int64_t c0 = J->chunk0[t], n_chunks = J->chunk0[t + 1] - c0;
+        for (int64_t h = 0; h < heads; h++) {
+            float *o = J->out + (t * J->n_head + h) * hd;
+            const float *P = J->partial + (c0 * heads + h) * stride;
+            float M = P[0], L = P[1];
+            memcpy(o, P + 2, sizeof(float) * (size_t)hd); /* o holds O until the end */
+            for (int64_t c = 1; c < n_chunks; c++) {
+                P = J->partial + ((c0 + c) * heads + h) * stride;
+                fold_chunk(&M, &L, o, P[0], P[1], P + 2, hd);
             }
+            finish_head(o, L, o, hd);
         }
     }
 }
@@ -360,6 +296,7 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
     int64_t kv_dim = (int64_t)n_kv_head * head_dim;
     int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
     if (row < 0) return (int)-row;
+    if (kv_type != TL_F16 && head_dim % TL_QK != 0) return TL_ERR_SIZE; /* a head = whole blocks */
     if (n_tok == 0) return TL_OK;
     if (!k_cache || !v_cache || !q || !slot || !pos || !out) return TL_ERR_ARG;
     int64_t lmax = 0, lsum = 0;
@@ -374,8 +311,10 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
     attn_job J;
     J.k = k_cache;
     J.v = v_cache;
+    J.kv_type = kv_type;
     J.n_cache = n_cache;
-    J.kv_dim = kv_dim;
+    J.row_bytes = row;
+    J.head_bytes = row / n_kv_head;
     J.q = q;
     J.out = out;
     J.slot = slot;
@@ -391,38 +330,39 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
              (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET;
     atomic_init(&J.next, 0);
 
-    /* Split into one unit per chunk when whole (token, KV head) units cannot keep every thread
-       busy: too few of them, or one so long that it alone outlasts an even share of the work.
-       Tokens of one chunk gain nothing from splitting. */
+    /* Split into one unit per chunk when whole-token units cannot keep every thread busy: too
+       few of them, or one so long that it alone outlasts an even share of the work. Tokens of one
+       chunk gain nothing from splitting. Units take all of a token's KV heads, unless that
+       leaves fewer units than threads. */
     int nth = tl_pool_threads(pool);
-    int64_t base_units = n_tok * n_kv_head;
-    J.split = nth > 1 && lmax > CHUNK && (base_units < 4 * (int64_t)nth || 2 * lmax * nth > lsum);
+    J.split = nth > 1 && lmax > CHUNK && (n_tok < 4 * (int64_t)nth || 2 * lmax * nth > lsum);
+    int64_t n_chunks = 0;
+    if (J.split)
+        for (int64_t t = 0; t < n_tok; t++) n_chunks += token_chunks(&J, t);
+    J.hpu = (J.split ? n_chunks : n_tok) >= nth ? n_kv_head : 1;
+    J.n_hb = (n_kv_head + J.hpu - 1) / J.hpu;
+    J.n_units = (J.split ? n_chunks : n_tok) * J.n_hb;
 
-    /* Scratch: per thread the scaled queries, two accumulators and two converted rows; when
-       split, the unit table and the partial results. */
-    int64_t per_thread = ((int64_t)(3 * GMAX + 2) * head_dim + 15) & ~(int64_t)15;
-    int64_t table_bytes = 0, partial_floats = 0;
+    /* Scratch: per thread the queries, states, converted rows and tile weights; when split, the
+       chunk table and the partial results. */
+    int64_t per_thread = carve_scratch(&J, NULL, NULL);
+    int64_t table_bytes = 0, partial_bytes = 0;
     if (J.split) {
-        J.n_units = 0;
-        for (int64_t t = 0; t < n_tok; t++) J.n_units += token_chunks(&J, t) * n_kv_head;
-        table_bytes = ((n_tok + 1) * 8 + 63) & ~(int64_t)63;
-        partial_floats = (J.n_units * J.group * (int64_t)(2 + head_dim) + 15) & ~(int64_t)15;
-    } else {
-        J.n_units = base_units;
+        table_bytes = align64((n_tok + 1) * 8);
+        partial_bytes = align64(4 * n_chunks * n_head * (int64_t)(2 + head_dim));
     }
-    size_t bytes = (size_t)table_bytes + 4 * (size_t)(partial_floats + per_thread * nth);
+    size_t bytes = (size_t)(table_bytes + partial_bytes + per_thread * nth);
     char *mem = tl_pool_scratch(pool, bytes);
     if (!mem) return TL_ERR_MEMORY;
-    J.scratch = (float *)(mem + table_bytes + 4 * partial_floats);
-    J.scratch_floats = per_thread;
-    J.unit0 = NULL;
+    J.scratch = mem + table_bytes + partial_bytes;
+    J.scratch_bytes = per_thread;
+    J.chunk0 = NULL;
     J.partial = NULL;
     if (J.split) {
-        int64_t *unit0 = (int64_t *)mem;
-        unit0[0] = 0;
-        for (int64_t t = 0; t < n_tok; t++)
-            unit0[t + 1] = unit0[t] + token_chunks(&J, t) * n_kv_head;
-        J.unit0 = unit0;
+        int64_t *chunk0 = (int64_t *)mem;
+        chunk0[0] = 0;
+        for (int64_t t = 0; t < n_tok; t++) chunk0[t + 1] = chunk0[t] + token_chunks(&J, t);
+        J.chunk0 = chunk0;
         J.partial = (float *)(mem + table_bytes);
     }
 

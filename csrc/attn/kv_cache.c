@@ -1,18 +1,28 @@
 /* KV cache storage: one layer's keys (or values) are [n_slots][n_cache] rows of kv_dim elements of
-   the cache type, so a row of a block type (Q8_0, Q4_0 later) is a whole number of blocks. A layer
-   with a sliding window may keep fewer rows than the context (a ring: position p in row
-   p mod n_cache). */
+   the cache type: F16, or the GGML block types Q8_0 and Q4_0, whose rows are whole numbers of
+   32-element blocks (the GGUF tensor layout), quantized by GGML's reference encoders as each
+   token's row is stored. A layer with a sliding window may keep fewer rows than the context (a
+   ring: position p in row p mod n_cache). */
 #include <stdint.h>
 
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
 #include "attn.h"
 #include "kv_internal.h"
+#include "../ggml/quants.h"
 
 int64_t tl_kv_row_bytes(int kv_type, int64_t kv_dim) {
-    if (kv_type != TL_F16) return -TL_ERR_TYPE;
+    int64_t block;
+    switch (kv_type) {
+    case TL_F16: block = 0; break;
+    case TL_Q8_0: block = (int64_t)sizeof(tl_block_q8_0); break;
+    case TL_Q4_0: block = (int64_t)sizeof(tl_block_q4_0); break;
+    default: return -TL_ERR_TYPE;
+    }
     if (kv_dim <= 0 || kv_dim > INT64_MAX / 2) return -TL_ERR_ARG;
-    return kv_dim * 2;
+    if (!block) return kv_dim * 2;
+    if (kv_dim % TL_QK != 0) return -TL_ERR_SIZE;
+    return kv_dim / TL_QK * block;
 }
 
 /* Returns the byte count, or a negated tl_status (-TL_ERR_TYPE, -TL_ERR_ARG, -TL_ERR_SIZE). */
@@ -25,8 +35,13 @@ int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_di
     return n_slots * n_cache * row;
 }
 
-static void store_row_f16(uint16_t *dst, const float *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = tl_float_to_half(src[i]);
+static void store_row(int kv_type, void *dst, const float *src, int64_t n) {
+    switch (kv_type) {
+    case TL_Q8_0: tl_quant_q8_0(src, dst, n / TL_QK); break;
+    case TL_Q4_0: tl_quant_q4_0(src, dst, n / TL_QK); break;
+    default:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tl_float_to_half(src[i]);
+    }
 }
 
 /* Every (slot, pos) is checked before anything is written: a bad token leaves the cache as it was.
@@ -43,8 +58,8 @@ int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int6
         if (slot[t] < 0 || pos[t] < 0 || (window == 0 && pos[t] >= n_cache)) return TL_ERR_ARG;
     for (int64_t t = 0; t < n_tok; t++) {
         int64_t r = (int64_t)slot[t] * n_cache + pos[t] % n_cache;
-        store_row_f16((uint16_t *)((char *)k_cache + r * row), k + t * kv_dim, kv_dim);
-        store_row_f16((uint16_t *)((char *)v_cache + r * row), v + t * kv_dim, kv_dim);
+        store_row(kv_type, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);
+        store_row(kv_type, (char *)v_cache + r * row, v + t * kv_dim, kv_dim);
     }
     return TL_OK;
 }

@@ -12,7 +12,7 @@ OLLAMA_KEEP_ALIVE for a model not yet loaded), timestamps are timezone-aware dat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -74,6 +74,12 @@ class GenerationRequest:
     raw: bool = False  # the prompt was not templated
     think: bool | str | None = None  # passed through
     tools: Sequence[Mapping[str, Any]] | None = None  # passed through (already in the prompt)
+    # A chat's messages and the callable that renders a list of them (template, tools and all),
+    # so a prompt too long for num_ctx can lose whole older messages; `prompt` is render(messages).
+    messages: Sequence[Mapping[str, Any]] = ()
+    render: Callable[[Sequence[Mapping[str, Any]]], str] | None = None
+    truncate: bool = True  # False: a prompt that does not fit is a 400 (ContextOverflow)
+    shift: bool = True  # at the end of the context: shift it (True) or stop ("length")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class GenerationChunk:
     eval_duration: int = 0  # ns
     load_duration: int = 0  # ns spent waiting for the model to be ready
     context: Sequence[int] | None = None  # final chunk: prompt + output token ids
+    truncated_messages: int = 0  # older messages dropped to fit num_ctx (on every chunk)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class EmbedResult:
     embeddings: Sequence[Sequence[float]]
     prompt_eval_count: int = 0  # total input tokens
     load_duration: int = 0  # ns
+    truncated_inputs: Sequence[int] = ()  # indices of inputs cut to the context
 
 
 class ModelStore(Protocol):
@@ -173,7 +181,8 @@ class Scheduler(Protocol):
     async def embed(self, model: ModelRef, inputs: Sequence[str], *, truncate: bool,
                     options: Mapping[str, Any], keep_alive: float | None) -> EmbedResult:
         """Embed each input. With truncate=False an input longer than the context raises
-        ContextOverflow("the input length exceeds the context length")."""
+        ContextOverflow("the input length exceeds the context length: input I is N tokens,
+        ..."); with truncate=True such inputs are cut and listed in truncated_inputs."""
         ...
 
     def queue_depth(self) -> int:

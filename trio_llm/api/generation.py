@@ -3,10 +3,13 @@ against the model, render the prompt, start the backend's stream, count what it 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
+
+from quart import Response
 
 from trio_llm.api.backend import Backend, GenerationChunk, GenerationRequest, ModelRef
 from trio_llm.api.metrics import Metrics
@@ -60,7 +63,8 @@ def generate_request(ref: ModelRef, req: GenerateRequest) -> GenerationRequest:
     return GenerationRequest(model=ref, prompt=prompt,
                              options=merged_options(ref, req.options),
                              keep_alive=req.keep_alive, context=req.context,
-                             images=req.images, format=req.format, raw=req.raw, think=req.think)
+                             images=req.images, format=req.format, raw=req.raw, think=req.think,
+                             truncate=req.truncate, shift=req.shift)
 
 
 def chat_messages(ref: ModelRef, req: ChatRequest) -> list[dict[str, Any]]:
@@ -78,14 +82,18 @@ def chat_request(ref: ModelRef, req: ChatRequest) -> GenerationRequest:
     if req.tools:
         require(ref, "tools", f"{ref.name} does not support tools")
     check_think(ref, req.think)
-    prompt = render_chat(as_jinja(ref.template), chat_messages(ref, req), bos_token=ref.bos_token,
-                         eos_token=ref.eos_token, tools=list(req.tools) or None,
-                         **_thinking_variables(req.think))
+    render = functools.partial(render_chat, as_jinja(ref.template), bos_token=ref.bos_token,
+                               eos_token=ref.eos_token, tools=list(req.tools) or None,
+                               **_thinking_variables(req.think))
+    messages = chat_messages(ref, req)
     images = [image for m in req.messages for image in decode_images(m.images)]
     check_images(ref, images)
-    return GenerationRequest(model=ref, prompt=prompt, options=merged_options(ref, req.options),
+    return GenerationRequest(model=ref, prompt=render(messages),
+                             options=merged_options(ref, req.options),
                              keep_alive=req.keep_alive, images=images, format=req.format,
-                             think=req.think, tools=list(req.tools) or None)
+                             think=req.think, tools=list(req.tools) or None,
+                             messages=messages, render=render, truncate=req.truncate,
+                             shift=req.shift)
 
 
 async def preload(backend: Backend, ref: ModelRef, options: Mapping[str, Any],
@@ -141,6 +149,21 @@ async def collect(chunks: Primed[GenerationChunk]) -> GenerationChunk:
 
 def done_reason(chunk: GenerationChunk) -> str:
     return chunk.done_reason or "stop"
+
+
+def truncation_fields(chunk: GenerationChunk) -> dict[str, Any]:
+    """What a final response says when older messages were dropped to fit num_ctx."""
+    if not chunk.truncated_messages:
+        return {}
+    return {"truncated": True, "truncated_messages": chunk.truncated_messages}
+
+
+def report_truncation(response: Response, chunks: Primed[GenerationChunk]) -> Response:
+    """The X-Truncated-Messages header, known from the first chunk (before any is sent)."""
+    first = chunks.first
+    if first is not None and first.truncated_messages:
+        response.headers["X-Truncated-Messages"] = str(first.truncated_messages)
+    return response
 
 
 def check_raw(req: GenerateRequest) -> None:

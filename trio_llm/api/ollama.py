@@ -96,11 +96,13 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
                 if not req.raw and chunk.context is not None:
                     out["context"] = list(chunk.context)
                 out.update(final_stats(chunk, time.monotonic_ns() - began))
+                out.update(generation.truncation_fields(chunk))
             return out
 
         if req.stream:
-            return ndjson(chunks, shape)
-        return json_response(shape(await generation.collect(chunks)))
+            return generation.report_truncation(ndjson(chunks, shape), chunks)
+        return generation.report_truncation(
+            json_response(shape(await generation.collect(chunks))), chunks)
 
     @bp.post("/api/chat")
     async def chat() -> Response:
@@ -127,11 +129,13 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
             if chunk.done:
                 out["done_reason"] = generation.done_reason(chunk)
                 out.update(final_stats(chunk, time.monotonic_ns() - began))
+                out.update(generation.truncation_fields(chunk))
             return out
 
         if req.stream:
-            return ndjson(chunks, shape)
-        return json_response(shape(await generation.collect(chunks)))
+            return generation.report_truncation(ndjson(chunks, shape), chunks)
+        return generation.report_truncation(
+            json_response(shape(await generation.collect(chunks))), chunks)
 
     @bp.post("/api/embed")
     async def embed() -> Response:
@@ -152,7 +156,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         out: dict[str, Any] = {"model": req.model, "embeddings": vectors,
                                "total_duration": time.monotonic_ns() - began,
                                "load_duration": result.load_duration,
-                               "prompt_eval_count": result.prompt_eval_count}
+                               "prompt_eval_count": result.prompt_eval_count,
+                               "truncated_inputs": list(result.truncated_inputs)}
         return json_response({k: v for k, v in out.items() if v or k == "embeddings"})
 
     @bp.post("/api/embeddings")

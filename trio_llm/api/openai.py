@@ -55,6 +55,11 @@ def sampling_options(f: Fields) -> dict[str, Any]:
     raw["num_predict"] = max_tokens if max_tokens is not None else f.get("max_tokens")
     for name in ("seed", "frequency_penalty", "presence_penalty", "stop"):
         raw[name] = f.get(name)
+    # Ollama's options as an extension (an `options` object, or a top-level num_ctx), so that
+    # OpenAI clients can set the context: they override what the OpenAI fields say.
+    raw.update(f.obj("options"))
+    if f.get("num_ctx") is not None:
+        raw["num_ctx"] = f.get("num_ctx")
     return parse_options(raw)
 
 
@@ -224,7 +229,7 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
                 {"index": 0, "message": assistant_message(final, calls),
                  "finish_reason": finish_reason(final, bool(calls))}])
             out["usage"] = usage(final)
-            return json_response(out)
+            return generation.report_truncation(json_response(out), chunks)
         calls_sent = 0
 
         def encode(chunk: GenerationChunk) -> bytes:
@@ -246,7 +251,7 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
                     events += sse_event(last)
             return events
 
-        return sse(chunks, encode)
+        return generation.report_truncation(sse(chunks, encode), chunks)
 
     @bp.post("/v1/completions")
     async def completions() -> Response:

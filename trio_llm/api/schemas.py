@@ -19,6 +19,7 @@ from typing import Any
 
 from quart import request
 
+from trio_llm import config
 from trio_llm.api.backend import GenerationChunk
 from trio_llm.api.validation import check_depth, check_image
 from trio_llm.config import parse_duration
@@ -169,6 +170,11 @@ class Fields:
         return self.string("model") or self.string("name")
 
 
+def default_truncate() -> bool:
+    """`truncate` when a request leaves it out: true, as Ollama, unless OLLAMA_TRUNCATE=0."""
+    return bool(config.get("OLLAMA_TRUNCATE"))
+
+
 def parse_options(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Type-checked generation options; unknown names are logged and dropped."""
     options: dict[str, Any] = {}
@@ -295,6 +301,8 @@ class GenerateRequest:
     stream: bool = True
     keep_alive: float | None = None
     think: bool | str | None = None
+    truncate: bool = True    # a prompt longer than num_ctx loses its earlier context (or 400)
+    shift: bool = True       # at the end of the context: shift it, or stop with "length"
 
     @classmethod
     def parse(cls, body: Any) -> GenerateRequest:
@@ -306,7 +314,9 @@ class GenerateRequest:
                    images=tuple(decode_images(f.strings("images"))),
                    options=parse_options(f.obj("options")), stream=f.boolean("stream", True),
                    keep_alive=parse_keep_alive(f.get("keep_alive")),
-                   think=parse_think(f.get("think")))
+                   think=parse_think(f.get("think")),
+                   truncate=f.boolean("truncate", default_truncate()),
+                   shift=f.boolean("shift", True))
 
 
 @dataclass(frozen=True)
@@ -319,6 +329,8 @@ class ChatRequest:
     stream: bool = True
     keep_alive: float | None = None
     think: bool | str | None = None
+    truncate: bool = True    # a prompt longer than num_ctx loses older messages (or 400)
+    shift: bool = True       # at the end of the context: shift it, or stop with "length"
 
     @classmethod
     def parse(cls, body: Any) -> ChatRequest:
@@ -332,7 +344,9 @@ class ChatRequest:
                    format=parse_format(f.get("format")), options=parse_options(f.obj("options")),
                    stream=f.boolean("stream", True),
                    keep_alive=parse_keep_alive(f.get("keep_alive")),
-                   think=parse_think(f.get("think")))
+                   think=parse_think(f.get("think")),
+                   truncate=f.boolean("truncate", default_truncate()),
+                   shift=f.boolean("shift", True))
 
 
 @dataclass(frozen=True)
@@ -360,7 +374,7 @@ class EmbedRequest:
         if dimensions < 0:
             raise BadRequest("dimensions must be a positive integer")
         return cls(model=f.string("model"), inputs=tuple(inputs),
-                   truncate=f.boolean("truncate", True), dimensions=dimensions,
+                   truncate=f.boolean("truncate", default_truncate()), dimensions=dimensions,
                    options=parse_options(f.obj("options")),
                    keep_alive=parse_keep_alive(f.get("keep_alive")))
 

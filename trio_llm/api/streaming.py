@@ -59,6 +59,11 @@ class Primed(AsyncIterator[T]):
     def __aiter__(self) -> Primed[T]:
         return self
 
+    @property
+    def first(self) -> T | None:
+        """The first item (fetched before the response started), None if there was none."""
+        return self._first
+
     async def __anext__(self) -> T:
         if self._pending:
             self._pending = False

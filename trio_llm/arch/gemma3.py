@@ -52,7 +52,8 @@ class Params:
         return Shape(
             n_layer=self.n_layer, dim=self.dim, vocab_size=self.vocab_size,
             context_length=self.context_length,
-            kv_layers=tuple(KVLayout(kv_dim, 0 if g else self.window) for g in self.is_global),
+            kv_layers=tuple(KVLayout(kv_dim, 0 if g else self.window, self.heads.head_dim)
+                            for g in self.is_global),
             buffers={"x": self.dim, "xn": self.dim, "q": q_dim, "k": kv_dim, "v": kv_dim,
                      "att": q_dim, "tmp": self.dim, "gate": self.ffn_dim, "up": self.ffn_dim},
             logit_softcap=self.logit_softcap)

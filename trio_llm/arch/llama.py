@@ -40,7 +40,7 @@ class Params:
         return Shape(
             n_layer=self.n_layer, dim=self.dim, vocab_size=self.vocab_size,
             context_length=self.context_length,
-            kv_layers=(KVLayout(kv_dim, self.window),) * self.n_layer,
+            kv_layers=(KVLayout(kv_dim, self.window, self.heads.head_dim),) * self.n_layer,
             buffers={"x": self.dim, "xn": self.dim, "q": q_dim, "k": kv_dim, "v": kv_dim,
                      "att": q_dim, "tmp": self.dim, "gate": self.ffn_dim, "up": self.ffn_dim})
 

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trio_llm.arch.weights import Weight, WeightLoader
+from trio_llm.arch.memory import MemoryPlan, plan_memory, runtime_batch
+from trio_llm.arch.weights import EMBEDDING_FIELD, Weight, WeightLoader, matrices
 from trio_llm.engine.batch import Batch
 from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.engine.kernels import ptr
@@ -122,25 +123,13 @@ class Architecture(Protocol):
     def forward(self, rt: Network, weights: Any, params: Any) -> None: ...
 
 
-def matrices(weights: Any) -> Iterator[Weight]:
-    """Every Weight in a weights dataclass, its layers' included (for repacking and memory)."""
-    for f in dataclasses.fields(weights):
-        value = getattr(weights, f.name)
-        items = value if isinstance(value, list | tuple) else [value]
-        for item in items:
-            if isinstance(item, Weight):
-                yield item
-            elif dataclasses.is_dataclass(item):
-                yield from matrices(item)
-
-
 def _repacked(weights: Any) -> Any:
     """The weights with a repacked decode copy of every matrix the linear layers use (all but
-    the embedding table, which is only looked up)."""
+    the embedding table, which is only looked up): the set weights.decode_matrices names."""
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(weights):
         value = getattr(weights, f.name)
-        if f.name == "token_embd":
+        if f.name == EMBEDDING_FIELD:
             continue
         if isinstance(value, Weight):
             changes[f.name] = value.repacked()
@@ -163,13 +152,17 @@ class Network:
         self.params = arch.read_params(gguf)
         shape: Shape = self.params.shape
         self.shape = shape
-        if not shape.causal:  # a sequence's tokens must all be in one chunk to see each other
-            max_batch = max(max_batch, n_ctx)
+        max_batch = runtime_batch(shape, n_ctx, max_batch)
         self.n_ctx, self.n_slots, self.max_batch = n_ctx, n_slots, max_batch
-        self.weights = _repacked(arch.load_weights(WeightLoader(gguf), self.params))
+        views = arch.load_weights(WeightLoader(gguf), self.params)
+        # What all of this holds, by the rules the allocations below follow (the scheduler
+        # reads the same plan before loading): the cache type in force is the plan's.
+        self.memory: MemoryPlan = plan_memory(shape, views, gguf, n_ctx, n_slots, max_batch,
+                                              kv_type)
+        self.weights = _repacked(views)
         self.token_embd: Weight = self.weights.token_embd
         self.output: Weight | None = self.weights.output  # tied or not, its own decode copy
-        self.cache = KVCache(shape.kv_layers, n_slots, n_ctx, max_batch, kv_type)
+        self.cache = KVCache(shape.kv_layers, n_slots, n_ctx, max_batch, self.memory.kv_type)
         self.buf = SimpleNamespace(**{name: ops.buffer(max_batch, width)
                                       for name, width in shape.buffers.items()})
         self.x: Buffer = self.buf.x

@@ -3,6 +3,8 @@ repacked once at load time into the layout of TL_PATH_PACKED (where the format h
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +38,33 @@ class Weight:
         if raw == ffi.NULL:
             raise MemoryError(f"cannot repack tensor {self.name!r} ({size} bytes)")
         return replace(self, packed=ffi.gc(raw, lib.tl_repack_free, size=size), packed_bytes=size)
+
+
+EMBEDDING_FIELD = "token_embd"  # the weights field that is only looked up, never multiplied
+
+
+def _weights_in(weights: Any, skip: str) -> Iterator[Weight]:
+    for f in dataclasses.fields(weights):
+        if f.name == skip:
+            continue
+        value = getattr(weights, f.name)
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if isinstance(item, Weight):
+                yield item
+            elif dataclasses.is_dataclass(item):
+                yield from _weights_in(item, skip)
+
+
+def matrices(weights: Any) -> Iterator[Weight]:
+    """Every Weight in a weights dataclass, its layers' included (for repacking and memory)."""
+    return _weights_in(weights, "")
+
+
+def decode_matrices(weights: Any) -> Iterator[Weight]:
+    """The Weights that get a repacked decode copy at load: all but the embedding table's field
+    (a tied output head is its own field, so it has its copy)."""
+    return _weights_in(weights, EMBEDDING_FIELD)
 
 
 class WeightLoader:

@@ -5,6 +5,11 @@ sliding window of the last `window` positions; such a layer keeps only the windo
 call's tokens, as a ring (position p in row p mod n_cache), so a long context costs the local
 layers of gemma3 or mistral nothing more. `kv_cache_bytes` is the one function that says how
 much memory that is: the allocation below and the scheduler's estimate both read it.
+
+The cache type (OLLAMA_KV_CACHE_TYPE) is f16, q8_0 or q4_0: rows of GGML blocks, quantized as
+each token is stored and read as blocks by the attention kernel. `cache_type_for` says which
+type a network really gets; a quantized type it cannot take falls back to f16 with the reason,
+which the engine logs (never silently).
 """
 
 from __future__ import annotations
@@ -15,19 +20,40 @@ from dataclasses import dataclass
 import numpy as np
 
 from trio_llm._kernels import lib
+from trio_llm.config import KV_CACHE_TYPES
 from trio_llm.engine.kernels import KernelError, ptr
 from trio_llm.engine.ops import KVLayer
 
-KV_TYPES = {"f16": lib.TL_F16}  # GGML type ids; q8_0 and q4_0 arrive with the quantized cache
+KV_TYPES = dict(zip(KV_CACHE_TYPES, (lib.TL_F16, lib.TL_Q8_0, lib.TL_Q4_0), strict=True))
+BLOCK = 32  # elements per Q8_0 / Q4_0 block: a quantized cache needs heads of whole blocks
 
 
 @dataclass(frozen=True)
 class KVLayout:
-    """What one layer caches per position: kv_dim = KV heads x head size for K (and for V), and
-    the sliding window it attends to (0: every earlier position)."""
+    """What one layer caches per position: kv_dim = KV heads x head size for K (and for V), the
+    sliding window it attends to (0: every earlier position) and the head size (0: not given;
+    a quantized cache then cannot be used, since a head must be whole 32-element blocks)."""
 
     kv_dim: int
     window: int = 0
+    head_dim: int = 0
+
+
+def cache_type_for(layouts: Sequence[KVLayout], requested: str,
+                   causal: bool = True) -> tuple[str, str]:
+    """(cache type in force, why it is not the requested one or ""). Like Ollama, an embedding
+    model (bidirectional, its cache lives for one call) keeps f16; a quantized cache also needs
+    every head to be whole blocks."""
+    _kind(requested)
+    if requested == "f16":
+        return requested, ""
+    if not causal:
+        return "f16", "embedding models keep an f16 cache"
+    for lay in layouts:
+        if lay.head_dim <= 0 or lay.head_dim % BLOCK or lay.kv_dim % lay.head_dim:
+            size = f"head size {lay.head_dim}" if lay.head_dim > 0 else "an unknown head size"
+            return "f16", f"{requested} needs heads of whole {BLOCK}-element blocks ({size})"
+    return requested, ""
 
 
 def cache_rows(layout: KVLayout, n_ctx: int, max_batch: int) -> tuple[int, int]:

@@ -6,12 +6,15 @@ import os
 from dataclasses import dataclass
 
 from trio_llm.arch import architecture_for
+from trio_llm.arch.memory import MemoryPlan, plan_memory
 from trio_llm.arch.runtime import Network
 from trio_llm.arch.weights import WeightLoader
 from trio_llm.engine.gguf_file import GGUFFile, read_gguf
 from trio_llm.engine.kernels import Pool
 from trio_llm.engine.ops import CpuOps
 from trio_llm.engine.tokenizer import Tokenizer
+
+ON_GPU = False  # CpuOps is the only compute backend: a loaded model never holds GPU memory
 
 
 def check_model_file(gguf: GGUFFile) -> frozenset[str]:
@@ -23,6 +26,20 @@ def check_model_file(gguf: GGUFFile) -> frozenset[str]:
     arch.load_weights(WeightLoader(gguf), params)  # views into the mmap only
     Tokenizer.from_metadata(gguf.metadata)
     return arch.CAPABILITIES
+
+
+def plan_model(path: str | os.PathLike[str], n_ctx: int, n_slots: int = 1,
+               max_batch: int = 512, kv_type: str = "f16") -> MemoryPlan:
+    """The memory the model in `path` will hold once loaded with these options (Network's own
+    plan), read from its header and tensor table without loading anything."""
+    def plan(gguf: GGUFFile) -> MemoryPlan:  # the views into the mmap die with this frame
+        arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
+        params = arch.read_params(gguf)
+        views = arch.load_weights(WeightLoader(gguf), params)
+        return plan_memory(params.shape, views, gguf, n_ctx, n_slots, max_batch, kv_type)
+
+    with read_gguf(path) as gguf:
+        return plan(gguf)
 
 
 @dataclass

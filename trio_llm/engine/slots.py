@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trio_llm.engine.batch import Batch
+from trio_llm.engine.context import shifted
 
 if TYPE_CHECKING:
     from trio_llm.engine.sampler import Sampler
@@ -46,6 +47,11 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None        # sampled, not yet fed
     done: DoneReason | None = None
+    shift: bool = False                  # at the end of the context: shift (True) or stop
+    keep: int = 0                        # leading tokens a shift keeps (num_keep, the system)
+    in_cache: list[int] = field(default_factory=list)  # the tokens the KV cache holds, in order
+    replay: list[int] = field(default_factory=list)    # after a shift: tokens to re-evaluate
+    shifts: int = 0
 
     @property
     def history(self) -> list[int]:
@@ -53,7 +59,23 @@ class Sequence:
 
     @property
     def prefilling(self) -> bool:
-        return self.fed_prompt < len(self.prompt)
+        return bool(self.replay) or self.fed_prompt < len(self.prompt)
+
+    @property
+    def pending(self) -> list[int]:
+        """Tokens to evaluate before the next sample: the prompt's rest, or a shift's replay."""
+        return self.replay if self.replay else self.prompt[self.fed_prompt:]
+
+    def shift_context(self, token: int) -> bool:
+        """The cache is full and `token` was just sampled: keep the first `keep` tokens and the
+        newer half of the rest, to be re-evaluated from position 0 with `token` after them
+        (positions stay consistent). False when nothing can go."""
+        kept = shifted(self.in_cache, self.keep)
+        if kept is None:
+            return False
+        self.replay, self.in_cache, self.position = kept + [token], [], 0
+        self.shifts += 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -134,8 +156,9 @@ class SlotTable:
                 budget -= 1
         for seq in self.active:
             if seq.done is None and seq.prefilling and budget:
-                chunk = seq.prompt[seq.fed_prompt: seq.fed_prompt + budget]
-                finishes = seq.fed_prompt + len(chunk) == len(seq.prompt)
+                pending = seq.pending
+                chunk = pending[:budget]
+                finishes = len(chunk) == len(pending)
                 batch = Batch.sequence(chunk, seq.position, seq.slot)
                 if not finishes:
                     batch.logits_for = np.zeros(0, dtype=np.int32)
@@ -151,8 +174,14 @@ class SlotTable:
     def apply(self, plan: StepPlan, logits: np.ndarray) -> list[StepEvent]:
         """Advance every sequence past what it fed; sample a token for each logits row."""
         for seq, n in plan.fed:
-            if seq.prefilling:
+            if seq.replay:
+                seq.in_cache += seq.replay[:n]
+                del seq.replay[:n]
+            elif seq.prefilling:
+                seq.in_cache += seq.prompt[seq.fed_prompt: seq.fed_prompt + n]
                 seq.fed_prompt += n
+            elif seq.next_token is not None:
+                seq.in_cache.append(seq.next_token)
             seq.position += n
             seq.next_token = None
         events = []
@@ -161,8 +190,11 @@ class SlotTable:
             seq.generated.append(token)
             if token in seq.stop_ids:
                 seq.done = DoneReason.STOP
-            elif len(seq.generated) == seq.max_tokens or seq.position >= self.n_ctx:
+            elif len(seq.generated) == seq.max_tokens:
                 seq.done = DoneReason.LENGTH
+            elif seq.position >= self.n_ctx:
+                if not (seq.shift and seq.shift_context(token)):
+                    seq.done = DoneReason.LENGTH
             else:
                 seq.next_token = token
             events.append(StepEvent(seq, token, seq.done))

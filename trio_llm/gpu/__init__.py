@@ -10,16 +10,10 @@ from trio_llm.gpu.devices import (
     devices,
     read_meminfo,
 )
-from trio_llm.gpu.memory import (
-    KV_BYTES_PER_ELEMENT,
-    MemoryEstimate,
-    estimate_from_gguf,
-    estimate_memory,
-)
+from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import GpuShare, Placement, place
 
 __all__ = [
-    "KV_BYTES_PER_ELEMENT",
     "DeviceInventory",
     "GpuInfo",
     "GpuShare",
@@ -28,8 +22,6 @@ __all__ = [
     "SystemDevices",
     "SystemMemory",
     "devices",
-    "estimate_from_gguf",
-    "estimate_memory",
     "place",
     "read_meminfo",
 ]

@@ -1,6 +1,7 @@
 """Where a model's pieces go: one GPU, spread over all GPUs, or split between GPUs and the CPU.
 
-Rules, in order: `num_gpu` 0 (or no GPU) means CPU only. A model that fits on one GPU goes on the
+Rules, in order: `num_gpu` 0, no GPU, or an engine that runs the model on the CPU only
+(`MemoryEstimate.cpu_only`) means CPU only. A model that fits on one GPU goes on the
 GPU with the most free memory, unless spreading is forced (OLLAMA_SCHED_SPREAD). Otherwise its
 blocks are dealt round-robin over the GPUs, from the last block backwards and the non-repeating
 weights last; whatever does not fit runs on the CPU (partial offload). Every GPU in use holds a
@@ -66,7 +67,7 @@ def place(estimate: MemoryEstimate, gpus: Sequence[GpuInfo], *, spread: bool = F
     cpu_only = Placement(size=estimate.total, n_pieces=n_pieces)
     candidates = [g for g in gpus if g.index == main_gpu] if main_gpu is not None else []
     candidates = candidates or list(gpus)
-    if not candidates or num_gpu == 0:
+    if not candidates or num_gpu == 0 or estimate.cpu_only:
         return cpu_only
     limit = n_pieces if num_gpu < 0 else min(num_gpu, n_pieces)
     usable = {g.id: max(0, g.free - overhead) for g in candidates}

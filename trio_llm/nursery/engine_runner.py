@@ -8,38 +8,47 @@ in their callers' tasks; leaving — finished, stopped or cancelled — frees th
 from __future__ import annotations
 
 import codecs
+import logging
 import math
-import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import trio
 
-from trio_llm.engine.gguf_file import read_gguf
+from trio_llm.engine.context import Fit, fit_messages, fit_prompt
 from trio_llm.engine.kernels import physical_cores
-from trio_llm.engine.model import Model
+from trio_llm.engine.model import ON_GPU, Model, plan_model
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
 from trio_llm.engine.slots import Sequence as SlotSequence
 from trio_llm.errors import TrioLLMError
-from trio_llm.gpu.memory import MemoryEstimate, estimate_from_gguf
+from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import Placement
 from trio_llm.limits import check_job
 from trio_llm.nursery.errors import RunnerStopped, StepFailed, raise_failure
 from trio_llm.nursery.runner import LoadSpec
 
 SAMPLER_FIELDS = {f.name for f in fields(SamplerOptions)}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class GenerateJob:
-    """Generate a continuation of `prompt` (already rendered; special tokens are parsed)."""
+    """Generate a continuation of `prompt` (already rendered; special tokens are parsed).
+
+    A chat also gives its messages and the callable that renders a list of them (tools and
+    template included), so that a prompt too long for the context can lose whole older
+    messages (truncate); shift: at the end of the context, shift it (True) or stop."""
 
     prompt: str
     options: Mapping[str, Any] = field(default_factory=dict)
     context: Sequence[int] = ()          # tokens of an earlier exchange (/api/generate context)
+    messages: Sequence[Mapping[str, Any]] = ()
+    render: Callable[[Sequence[Mapping[str, Any]]], str] | None = None
+    truncate: bool = True
+    shift: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,16 +70,21 @@ class GenerateOutput:
     eval_count: int = 0
     eval_duration: int = 0
     context: list[int] | None = None
+    truncated_messages: int = 0          # older messages dropped to fit (on every output)
 
 
 @dataclass
 class EmbedOutput:
     embeddings: list[list[float]]
     prompt_eval_count: int
+    truncated: list[int] = field(default_factory=list)   # indices of the inputs that were cut
 
 
 class ContextTooLong(ValueError):
     """An embedding input longer than the context with truncate off."""
+
+
+OPEN_ENDED_CONTEXTS = 10  # num_predict -1 generates at most this many contexts' worth (Ollama)
 
 
 def sampler_options(options: Mapping[str, Any]) -> SamplerOptions:
@@ -130,7 +144,8 @@ class EngineRunner:
 
     @property
     def memory(self) -> int:
-        return self.model.weight_bytes + self.model.net.packed_bytes + self.model.net.kv_bytes
+        """The network's memory plan: what it was admitted by and what ps shows."""
+        return self.model.net.memory.total
 
     async def run(self) -> None:
         """Plan, forward + sample in a worker thread, deliver tokens; until cancelled."""
@@ -174,14 +189,18 @@ class EngineRunner:
 
     async def _embed(self, job: EmbedJob) -> AsyncIterator[EmbedOutput]:
         n_ctx, tokenizer = self.model.net.n_ctx, self.model.tokenizer
-        token_lists = []
-        for text in job.inputs:
+        token_lists, cut = [], []
+        for index, text in enumerate(job.inputs):
             ids = tokenizer.encode(text) or [tokenizer.bos_id or 0]
             if len(ids) > n_ctx:
                 if not job.truncate:
-                    raise ContextTooLong("input length exceeds maximum context length")
+                    raise ContextTooLong(f"input {index} is {len(ids)} tokens, but the context "
+                                         f"is {n_ctx} tokens")
+                log.info("embedding input %d of %d tokens cut to the context of %d", index,
+                         len(ids), n_ctx)
                 # a closing EOS ([SEP] of a BERT) stays: the text is cut, not the sequence
                 ids = ids[: n_ctx - 1] + ids[-1:] if tokenizer.add_eos else ids[:n_ctx]
+                cut.append(index)
             token_lists.append(ids)
         slot = self.table.reserve()
         try:
@@ -189,27 +208,43 @@ class EngineRunner:
                 vectors = await trio.to_thread.run_sync(self._pooled, token_lists, slot)
         finally:
             self.table.release(slot)
-        yield EmbedOutput(vectors, sum(len(t) for t in token_lists))
+        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
 
     def _pooled(self, token_lists: list[list[int]], slot: int) -> list[list[float]]:
         net = self.model.net
         return [net.shape.pooling.pool(net.hidden_states(ids, slot)).tolist()
                 for ids in token_lists]
 
+    def _fit(self, job: GenerateJob, num_predict: int) -> Fit:
+        """The prompt's tokens, older messages dropped if it does not fit (PromptTooLong when
+        it cannot); blocking (rendering, tokenizing), so it runs in a worker thread."""
+        tokenizer, n_ctx = self.model.tokenizer, self.model.net.n_ctx
+        if job.messages and job.render is not None:
+            fit = fit_messages(job.messages, job.render, tokenizer.encode, n_ctx, num_predict,
+                               job.truncate)
+        else:
+            fit = fit_prompt(job.context, tokenizer.encode(job.prompt), n_ctx, num_predict,
+                             job.truncate)
+        if fit.dropped:
+            log.info("%s: a prompt of %d tokens does not fit num_ctx %d: dropped the %d oldest "
+                     "messages, %d tokens left", self.spec.name, fit.original, n_ctx,
+                     fit.dropped, len(fit.tokens))
+        return fit
+
     async def _generate(self, job: GenerateJob) -> AsyncIterator[GenerateOutput]:
         start = time.perf_counter_ns()
         tokenizer, n_ctx = self.model.tokenizer, self.model.net.n_ctx
-        prompt = list(job.context) + tokenizer.encode(job.prompt)
-        if len(prompt) >= n_ctx:                      # keep the most recent part, as Ollama does
-            prompt = prompt[len(prompt) - (n_ctx - 1):]
-        if not prompt:
-            prompt = [tokenizer.bos_id or 0]
         options = check_job(job.options, job.context, tokenizer.vocab_size)
         raw_predict = options.get("num_predict")
         num_predict = -1 if raw_predict is None else int(raw_predict)
+        fit = await trio.to_thread.run_sync(self._fit, job, num_predict)
+        prompt = fit.tokens or [tokenizer.bos_id or 0]
+        dropped = fit.dropped
+        keep = max(int(options.get("num_keep") or 4), fit.keep)
         seq = SlotSequence(prompt, Sampler(sampler_options(options), tokenizer.vocab_size),
-                           max_tokens=num_predict if num_predict >= 0 else -1,
-                           stop_ids=tokenizer.eot_ids)
+                           max_tokens=num_predict if num_predict >= 0
+                           else OPEN_ENDED_CONTEXTS * n_ctx,
+                           stop_ids=tokenizer.eot_ids, shift=job.shift, keep=keep)
         send, receive = trio.open_memory_channel[int | TrioLLMError](math.inf)
         stops = StopMatcher(stop_strings(options))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -235,7 +270,7 @@ class EngineRunner:
                 if hit:
                     reason = DoneReason.STOP.value
                 if piece:
-                    yield GenerateOutput(piece)
+                    yield GenerateOutput(piece, truncated_messages=dropped)
         finally:
             self._inboxes.pop(id(seq), None)
             self.table.remove(seq)
@@ -245,7 +280,8 @@ class EngineRunner:
         yield GenerateOutput(
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
             prompt_eval_count=len(prompt), prompt_eval_duration=first - start, eval_count=count,
-            eval_duration=end - first, context=prompt + seq.generated)
+            eval_duration=end - first, context=prompt + seq.generated,
+            truncated_messages=dropped)
 
     async def aclose(self) -> None:
         self._fail(self.table.active, RunnerStopped())   # should the step loop have died
@@ -256,15 +292,11 @@ class EngineFactory:
     """Estimates and loads GGUF models for the scheduler."""
 
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
+        """The loaded network's own memory plan, read from the file's header (nothing loaded)."""
         def estimate() -> MemoryEstimate:
-            gguf = read_gguf(spec.model.path)
-            try:
-                sizes = {name: t.nbytes for name, t in gguf.tensors.items()}
-                return estimate_from_gguf(gguf.metadata, sizes, os.path.getsize(spec.model.path),
-                                          spec.num_ctx, spec.n_slots, spec.kv_cache_type,
-                                          spec.num_batch)
-            finally:
-                gguf.close()
+            plan = plan_model(spec.model.path, spec.num_ctx, spec.n_slots, spec.num_batch,
+                              spec.kv_cache_type)
+            return plan.estimate(cpu_only=not ON_GPU)
 
         return await trio.to_thread.run_sync(estimate)
 
@@ -272,6 +304,14 @@ class EngineFactory:
         def load() -> Model:
             return Model.load(spec.model.path, n_ctx=spec.num_ctx, n_slots=spec.n_slots,
                               n_threads=min(spec.num_thread, physical_cores()),
-                              max_batch=spec.num_batch)
+                              max_batch=spec.num_batch, kv_type=spec.kv_cache_type)
 
-        return EngineRunner(await trio.to_thread.run_sync(load), spec)
+        model = await trio.to_thread.run_sync(load)
+        plan = model.net.memory
+        if plan.kv_note:
+            log.warning("%s: KV cache %s, not %s: %s", spec.name, plan.kv_type,
+                        spec.kv_cache_type, plan.kv_note)
+        log.info("%s: %d bytes (weights %d mapped + %d repacked, KV cache %s %d, scratch %d)",
+                 spec.name, plan.total, plan.total - plan.packed - plan.kv - plan.scratch,
+                 plan.packed, plan.kv_type, plan.kv, plan.scratch)
+        return EngineRunner(model, spec)

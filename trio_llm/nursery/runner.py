@@ -123,7 +123,8 @@ class RunnerFactory(Protocol):
 
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
         """Memory the model needs with this spec (read the GGUF header; run blocking I/O via
-        trio.to_thread). See trio_llm.gpu.memory.estimate_from_gguf."""
+        trio.to_thread): the figure admission, eviction and ps use. The engine's is its
+        network's own memory plan (trio_llm.arch.memory)."""
         ...
 
     async def load(self, spec: LoadSpec, placement: Placement) -> Runner:
