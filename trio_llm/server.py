@@ -155,7 +155,9 @@ class EngineBackend:
 
     # -- scheduler side ---------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        job = GenerateJob(request.prompt, dict(request.options), tuple(request.context))
+        job = GenerateJob(request.prompt, dict(request.options), tuple(request.context),
+                          constraint=request.constraint,
+                          top_logprobs=request.top_logprobs if request.logprobs else None)
         async with self.scheduler.acquire(request.model.name, request.options,
                                           request.keep_alive) as lease:
             load_ns = int(lease.load_duration * 1e9)
@@ -193,12 +195,12 @@ class EngineBackend:
 
 def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
     if out.done_reason is None:
-        return GenerationChunk(text=out.text)
+        return GenerationChunk(text=out.text, logprobs=out.logprobs)
     return GenerationChunk(
         text=out.text, done=True, done_reason=out.done_reason,
         prompt_eval_count=out.prompt_eval_count, prompt_eval_duration=out.prompt_eval_duration,
         eval_count=out.eval_count, eval_duration=out.eval_duration, load_duration=load_ns,
-        context=out.context)
+        context=out.context, logprobs=out.logprobs)
 
 
 class _Resolver:

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from trio_llm.engine.constraint import Constraint
+from trio_llm.engine.logprobs import TokenLogprob
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -70,10 +73,15 @@ class GenerationRequest:
     keep_alive: float | None = None
     context: Sequence[int] = ()  # token ids from an earlier reply; they go before the prompt
     images: Sequence[bytes] = ()
-    format: str | Mapping[str, Any] | None = None  # "json" or a JSON schema (passed through)
+    format: str | Mapping[str, Any] | None = None  # "json" or a JSON schema (as sent)
     raw: bool = False  # the prompt was not templated
     think: bool | str | None = None  # passed through
     tools: Sequence[Mapping[str, Any]] | None = None  # passed through (already in the prompt)
+    # what the output must match: from `format`, `response_format` or the grammar/regex
+    # options (api/constraints.py builds it), or set directly (json_schema_constraint)
+    constraint: Constraint | None = None
+    logprobs: bool = False  # report each output token's log-probability
+    top_logprobs: int = 0  # ... and the N most likely tokens at each step (0..20)
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class GenerationChunk:
     eval_duration: int = 0  # ns
     load_duration: int = 0  # ns spent waiting for the model to be ready
     context: Sequence[int] | None = None  # final chunk: prompt + output token ids
+    logprobs: Sequence[TokenLogprob] = ()  # this chunk's tokens, when the request asked
 
 
 @dataclass(frozen=True)

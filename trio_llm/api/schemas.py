@@ -21,6 +21,7 @@ from quart import request
 
 from trio_llm.api.backend import GenerationChunk
 from trio_llm.config import parse_duration
+from trio_llm.engine.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from trio_llm.errors import BadRequest, TrioLLMError
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ OPTION_TYPES: dict[str, type] = {
     "frequency_penalty": float, "stop": list,
     "num_batch": int, "num_gpu": int, "main_gpu": int, "num_thread": int, "use_mmap": bool,
     "draft_num_predict": int,
+    "grammar": str, "regex": str,  # beyond Ollama: constrain the output (api/constraints.py)
 }
-_OPTION_TYPE_WORDS = {int: "integer", float: "float32", bool: "boolean", list: "array of strings"}
+_OPTION_TYPE_WORDS = {int: "integer", float: "float32", bool: "boolean", list: "array of strings",
+                      str: "string"}
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 
@@ -180,8 +183,8 @@ def parse_options(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _coerce_option(key: str, value: Any, kind: type) -> Any:
     wrong = BadRequest(f'option "{key}" must be of type {_OPTION_TYPE_WORDS[kind]}')
-    if kind is bool:
-        if not isinstance(value, bool):
+    if kind is bool or kind is str:
+        if not isinstance(value, kind):
             raise wrong
         return value
     if kind is list:
@@ -229,6 +232,15 @@ def parse_format(value: Any) -> str | dict[str, Any] | None:
         return value
     raise BadRequest(f"invalid format: {value!r}; expected \"json\" or a valid JSON Schema "
                      "object")
+
+
+def parse_top_logprobs(value: int | None) -> int:
+    """top_logprobs: how many of the most likely tokens to list at each step (0..20)."""
+    if value is None:
+        return 0
+    if not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return value
 
 
 def decode_images(images: Sequence[str]) -> list[bytes]:
@@ -289,6 +301,8 @@ class GenerateRequest:
     stream: bool = True
     keep_alive: float | None = None
     think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @classmethod
     def parse(cls, body: Any) -> GenerateRequest:
@@ -300,7 +314,8 @@ class GenerateRequest:
                    images=tuple(decode_images(f.strings("images"))),
                    options=parse_options(f.obj("options")), stream=f.boolean("stream", True),
                    keep_alive=parse_keep_alive(f.get("keep_alive")),
-                   think=parse_think(f.get("think")))
+                   think=parse_think(f.get("think")), logprobs=f.boolean("logprobs", False),
+                   top_logprobs=parse_top_logprobs(f.integer("top_logprobs")))
 
 
 @dataclass(frozen=True)
@@ -313,6 +328,8 @@ class ChatRequest:
     stream: bool = True
     keep_alive: float | None = None
     think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @classmethod
     def parse(cls, body: Any) -> ChatRequest:
@@ -326,7 +343,8 @@ class ChatRequest:
                    format=parse_format(f.get("format")), options=parse_options(f.obj("options")),
                    stream=f.boolean("stream", True),
                    keep_alive=parse_keep_alive(f.get("keep_alive")),
-                   think=parse_think(f.get("think")))
+                   think=parse_think(f.get("think")), logprobs=f.boolean("logprobs", False),
+                   top_logprobs=parse_top_logprobs(f.integer("top_logprobs")))
 
 
 @dataclass(frozen=True)
@@ -400,6 +418,23 @@ def final_stats(chunk: GenerationChunk, total_duration: int,
         "eval_duration": chunk.eval_duration,
     }
     return {key: value for key, value in stats.items() if value}
+
+
+def token_logprobs(entries: Sequence[TokenLogprob], *, always_top: bool = False
+                   ) -> list[dict[str, Any]]:
+    """`logprobs` entries as Ollama and OpenAI's chat both shape them: {token, logprob, bytes,
+    top_logprobs: [{token, logprob, bytes}]}; Ollama leaves an empty top_logprobs out."""
+
+    def one(entry: TokenLogprob) -> dict[str, Any]:
+        return {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.bytes)}
+
+    out = []
+    for entry in entries:
+        item = one(entry)
+        if entry.top or always_top:
+            item["top_logprobs"] = [one(top) for top in entry.top]
+        out.append(item)
+    return out
 
 
 def l2_normalise(vector: Sequence[float]) -> list[float]:

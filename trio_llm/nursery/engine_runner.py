@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 import trio
 
+from trio_llm.engine.constraint import Constraint, LazyGrammarVocabulary, MaskPrefetch
 from trio_llm.engine.gguf_file import read_gguf
+from trio_llm.engine.logprobs import TokenLogprob, describe
 from trio_llm.engine.model import Model
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
 from trio_llm.engine.slots import Sequence as SlotSequence
+from trio_llm.errors import TrioLLMError
 from trio_llm.gpu.memory import MemoryEstimate, estimate_from_gguf
 from trio_llm.gpu.placement import Placement
 from trio_llm.nursery.runner import LoadSpec
@@ -37,6 +40,8 @@ class GenerateJob:
     prompt: str
     options: Mapping[str, Any] = field(default_factory=dict)
     context: Sequence[int] = ()          # tokens of an earlier exchange (/api/generate context)
+    constraint: Constraint | None = None  # every output token keeps this grammar satisfiable
+    top_logprobs: int | None = None      # None: no logprobs; N: each token's and the top N
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class GenerateOutput:
     eval_count: int = 0
     eval_duration: int = 0
     context: list[int] | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # this piece's tokens
 
 
 @dataclass
@@ -68,6 +74,11 @@ class EmbedOutput:
 
 class ContextTooLong(ValueError):
     """An embedding input longer than the context with truncate off."""
+
+
+class ConstraintFailed(TrioLLMError):
+    """The grammar matcher gave up mid-generation (an internal limit): the output so far is
+    not trusted to complete, so the request ends in an error rather than a broken object."""
 
 
 def sampler_options(options: Mapping[str, Any]) -> SamplerOptions:
@@ -117,7 +128,9 @@ class EngineRunner:
         self.model = model
         self.spec = spec
         self.table = SlotTable(spec.n_slots, model.net.n_ctx, model.net.max_batch)
-        self._inboxes: dict[int, trio.MemorySendChannel[int]] = {}
+        self._inboxes: dict[int, trio.MemorySendChannel[StepEvent]] = {}
+        self._grammars = LazyGrammarVocabulary(model.tokenizer)
+        self._masks = MaskPrefetch()
         self._work = trio.Event()
         self._engine = trio.Lock()       # one forward pass at a time (step loop or embeddings)
 
@@ -142,10 +155,10 @@ class EngineRunner:
             for event in events:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
-                    inbox.send_nowait(event.token)
+                    inbox.send_nowait(event)
 
     def _step(self, plan: StepPlan) -> list[StepEvent]:
-        return self.table.apply(plan, self.model.net.forward(plan.batch))
+        return self.table.apply(plan, self._masks.forward(plan, self.model.net.forward))
 
     def serve(self, request: GenerateJob | EmbedJob) -> AsyncIterator[Any]:
         if isinstance(request, EmbedJob):
@@ -187,11 +200,14 @@ class EngineRunner:
         num_predict = -1 if raw_predict is None else int(raw_predict)
         seq = SlotSequence(prompt, Sampler(sampler_options(options), tokenizer.vocab_size),
                            max_tokens=num_predict if num_predict >= 0 else -1,
-                           stop_ids=tokenizer.eot_ids)
-        send, receive = trio.open_memory_channel[int](math.inf)
+                           stop_ids=tokenizer.eot_ids, top_logprobs=job.top_logprobs)
+        if job.constraint is not None:  # an unusable grammar fails here, before any token
+            seq.grammar = await trio.to_thread.run_sync(self._grammars.start, job.constraint)
+        send, receive = trio.open_memory_channel[StepEvent](math.inf)
         stops = StopMatcher(stop_strings(options))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         first_token_at, count = 0, 0
+        logprobs: list[TokenLogprob] = []              # of the tokens not yet handed out
         reason: str | None = DoneReason.LENGTH.value if num_predict == 0 else None
         try:
             if reason is None:
@@ -199,7 +215,10 @@ class EngineRunner:
                 self._inboxes[id(seq)] = send
                 self._work.set()
             while reason is None:
-                token = await receive.receive()
+                event = await receive.receive()
+                token = event.token
+                if seq.failure is not None:
+                    raise ConstraintFailed(f"constrained decoding failed: {seq.failure}")
                 count += 1
                 first_token_at = first_token_at or time.perf_counter_ns()
                 if seq.done == DoneReason.STOP and token in tokenizer.eot_ids:
@@ -208,12 +227,15 @@ class EngineRunner:
                 else:
                     text = decoder.decode(tokenizer.token_bytes(token),
                                           final=seq.done is not None)
+                    if event.logprobs is not None:
+                        logprobs.append(describe(event.logprobs, tokenizer.token_bytes))
                 reason = seq.done.value if seq.done is not None else None
                 piece, hit = stops.feed(text)
                 if hit:
                     reason = DoneReason.STOP.value
                 if piece:
-                    yield GenerateOutput(piece)
+                    yield GenerateOutput(piece, logprobs=logprobs)
+                    logprobs = []
         finally:
             self._inboxes.pop(id(seq), None)
             self.table.remove(seq)
@@ -223,10 +245,14 @@ class EngineRunner:
         yield GenerateOutput(
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
             prompt_eval_count=len(prompt), prompt_eval_duration=first - start, eval_count=count,
-            eval_duration=end - first, context=prompt + seq.generated)
+            eval_duration=end - first, context=prompt + seq.generated, logprobs=logprobs)
 
     async def aclose(self) -> None:
-        await trio.to_thread.run_sync(self.model.close)
+        def close() -> None:
+            self._masks.close()
+            self.model.close()
+
+        await trio.to_thread.run_sync(close)
 
 
 class EngineFactory:
