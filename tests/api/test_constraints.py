@@ -8,7 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from trio_llm.api.backend import GenerationRequest, ModelRef
+from trio_llm.api.constraints import constrained, json_schema_constraint
 from trio_llm.engine.constraint import ConstraintKind
+from trio_llm.errors import BadRequest
 from trio_llm.testing.fake_backend import FakeBackend
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -91,3 +94,12 @@ async def test_logprobs_requests_reach_the_backend(client: httpx.AsyncClient, fa
     assert reply.status_code == 200, reply.text
     request = fake.requests[-1]
     assert (request.logprobs, request.top_logprobs) == wanted
+
+
+async def test_a_request_level_schema_constraint_is_kept_and_not_silently_combined() -> None:
+    own = await json_schema_constraint(SCHEMA)
+    request = GenerationRequest(ModelRef("m"), "hi", {}, constraint=own)
+    assert (await constrained(request)).constraint is own
+    with pytest.raises(BadRequest, match="cannot be combined"):
+        await constrained(GenerationRequest(ModelRef("m"), "hi", {}, format="json",
+                                            constraint=own))

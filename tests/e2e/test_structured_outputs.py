@@ -80,6 +80,10 @@ def prompt(kind: str, subject: str) -> str:
             "event": f"Describe an event that {subject} would enjoy, as JSON."}[kind]
 
 
+def short_json(subject: str) -> str:
+    return f"Give the name and the favourite food of {subject} as a short JSON object."
+
+
 async def all_of(jobs: list[Callable[[], Awaitable[Any]]], limit: int = 4) -> list[Any]:
     """Run the jobs concurrently (`limit` at a time, the server's slots), results in order."""
     results: list[Any] = [None] * len(jobs)
@@ -136,10 +140,9 @@ async def test_format_json_always_parses_as_an_object_unless_it_says_it_was_cut(
         http: httpx.AsyncClient) -> None:
     budget = 160
     jobs = [lambda seed=seed, subject=subject: chat(
-                http, f"Give the name and the favourite food of {subject} as a short JSON "
-                "object.", format="json",
+                http, short_json(subject), format="json",
                 options={"temperature": HOT, "seed": seed, "num_predict": budget})
-            for seed, subject in enumerate(SUBJECTS[:10])]
+            for seed, subject in enumerate(SUBJECTS[:8])]
     replies = await all_of(jobs)
     for reply in replies:
         if reply["done_reason"] == "length":   # any JSON is unbounded: num_predict can cut it
@@ -156,18 +159,19 @@ async def test_openai_response_format_json_schema_and_json_object_hold(host: Hos
     async def complete(content: str, response_format: dict[str, Any], seed: int) -> Any:
         done = await client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": content}],
-            response_format=response_format, temperature=HOT, seed=seed,
+            response_format=response_format, temperature=HOT, top_p=0.9, seed=seed,
             max_tokens=NUM_PREDICT)
         return done.choices[0]
 
     jobs = [lambda kind=kind, seed=seed, subject=subject: complete(
                 prompt(kind, subject), {"type": "json_schema", "json_schema": {
                     "name": kind, "schema": SCHEMAS[kind]}}, seed)
-            for kind in SCHEMAS for seed, subject in enumerate(SUBJECTS[:5])]
-    jobs += [lambda seed=seed: complete("Describe a cat as a small JSON object.",
-                                        {"type": "json_object"}, seed) for seed in range(5)]
+            for kind in SCHEMAS for seed, subject in enumerate(SUBJECTS[:4])]
+    jobs += [lambda seed=seed, subject=subject: complete(short_json(subject),
+                                                         {"type": "json_object"}, seed)
+             for seed, subject in enumerate(SUBJECTS[:4])]
     choices = await all_of(jobs)
-    kinds = [k for k in SCHEMAS for _ in SUBJECTS[:5]] + [None] * 5
+    kinds = [k for k in SCHEMAS for _ in SUBJECTS[:4]] + [None] * 4
     for choice, kind in zip(choices, kinds, strict=True):
         if kind is None:                      # any JSON object: parses unless cut, and says so
             assert choice.finish_reason in ("stop", "length")
@@ -176,7 +180,7 @@ async def test_openai_response_format_json_schema_and_json_object_hold(host: Hos
         else:
             assert choice.finish_reason == "stop", choice
             jsonschema.validate(json.loads(choice.message.content), SCHEMAS[kind])
-    assert sum(c.finish_reason == "stop" for c in choices[-5:]) >= 2
+    assert sum(c.finish_reason == "stop" for c in choices[-4:]) >= 1
 
 
 class Address(pydantic.BaseModel):
@@ -212,7 +216,7 @@ async def test_the_official_clients_return_validated_objects(host: Host) -> None
     assert isinstance(await trio.to_thread.run_sync(structured.invoke, question), Person)
 
 
-@pytest.mark.parametrize(("fmt", "named"), [
+UNENFORCEABLE = [
     ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "uniqueItems"),
     ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "not"),
     ({"$ref": "https://schemas.example/person.json"}, "https://schemas.example/person.json"),
@@ -221,22 +225,25 @@ async def test_the_official_clients_return_validated_objects(host: Host) -> None
     ({"type": "strnig"}, "strnig"),
     ({"type": "array", "x-guidance": {"lenient": True}, "contains": {"type": "integer"}},
      "contains"),
-])
+]
+
+
 async def test_a_schema_that_cannot_be_enforced_is_a_400_naming_it(
-        http: httpx.AsyncClient, fmt: dict[str, Any], named: str) -> None:
-    for route, body in (("/api/chat", {"format": fmt,
-                                       "messages": [{"role": "user", "content": "hi"}]}),
-                        ("/api/generate", {"format": fmt, "prompt": "hi"}),
-                        ("/v1/chat/completions", {
-                            "messages": [{"role": "user", "content": "hi"}],
-                            "response_format": {"type": "json_schema",
-                                                "json_schema": {"name": "x", "schema": fmt}}})):
-        reply = await http.post(route, json={"model": MODEL, **body})
-        assert reply.status_code == 400, (route, reply.text)
-        error = reply.json()["error"]
-        assert named in (error["message"] if isinstance(error, dict) else error)
-    ok = await chat(http, "Say hi.", options={"temperature": 0, "num_predict": 4})
-    assert ok["done"] is True
+        http: httpx.AsyncClient) -> None:
+    for fmt, named in UNENFORCEABLE:
+        for route, body in (("/api/chat", {"format": fmt, "messages": [
+                                {"role": "user", "content": "hi"}]}),
+                            ("/api/generate", {"format": fmt, "prompt": "hi"}),
+                            ("/v1/chat/completions", {
+                                "messages": [{"role": "user", "content": "hi"}],
+                                "response_format": {"type": "json_schema", "json_schema": {
+                                    "name": "x", "schema": fmt}}})):
+            reply = await http.post(route, json={"model": MODEL, **body})
+            assert reply.status_code == 400, (route, reply.text)
+            error = reply.json()["error"]
+            assert named in (error["message"] if isinstance(error, dict) else error)
+        ok = await chat(http, "Say hi.", options={"temperature": 0, "num_predict": 4})
+        assert ok["done"] is True                            # and the server keeps serving
 
 
 @pytest.mark.parametrize("body", [

@@ -31,15 +31,18 @@ async def json_schema_constraint(schema: Mapping[str, Any]) -> Constraint:
 
 async def constrained(request: GenerationRequest) -> GenerationRequest:
     """`request` with the constraint its format or options ask for (at most one of them), and
-    without the constraint options. A request that already carries a constraint keeps it."""
+    without the constraint options. A request that already carries a constraint (set by the
+    route, e.g. for tool calls) keeps it, and then may not ask for another."""
     options = {k: v for k, v in request.options.items() if k not in CONSTRAINT_OPTIONS}
     sources = [name for name, value in (("format", request.format),
                                         ("grammar", request.options.get("grammar")),
                                         ("regex", request.options.get("regex"))) if value]
+    if request.constraint is not None and sources:
+        raise BadRequest(f"{sources[0]} cannot be combined with the request's own constraint")
     if len(sources) > 1:
         raise BadRequest(f"{' and '.join(sources)} cannot be combined: choose one constraint")
     constraint = request.constraint
-    if constraint is None and sources:
+    if sources:
         constraint = await trio.to_thread.run_sync(_builder(request, sources[0]))
     return replace(request, options=options, constraint=constraint)
 
