@@ -25,6 +25,9 @@ from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import Sequence, SlotTable
 
 CONSTRAINED_PROMPT = "Describe one example as a JSON object:\n"
+# Tokens after which a sampled sequence is replaced, constrained or not, so both runs decode
+# over contexts of about the same lengths (a schema's object is usually done sooner).
+SEQUENCE_TOKENS = 64
 
 
 def decode_speed(model: Model, n: int, start: int) -> float:
@@ -52,8 +55,9 @@ def parallel_speed(model: Model, n_seq: int, steps: int) -> float:
 def sampled_speed(model: Model, n_seq: int, steps: int, constraint: Constraint | None,
                   vocabulary: GrammarVocabulary) -> float:
     """Aggregate tok/s of n_seq sequences sampled (default settings, seeded) through the slot
-    table, each with `constraint` when given; a sequence that ends is replaced by a fresh one.
-    Only steps that decode every sequence count (prompt steps are left out)."""
+    table, each with `constraint` when given; a sequence that ends (its grammar complete, an
+    end token, SEQUENCE_TOKENS) is replaced by a fresh one. Only steps that decode every
+    sequence count (prompt steps are left out)."""
     table = SlotTable(n_seq, model.net.n_ctx, model.net.max_batch)
     prompt = model.tokenizer.encode(CONSTRAINED_PROMPT)
     masks = MaskPrefetch()
@@ -62,8 +66,7 @@ def sampled_speed(model: Model, n_seq: int, steps: int, constraint: Constraint |
     def admit() -> None:
         nonlocal started
         seq = Sequence(prompt, Sampler(SamplerOptions(seed=started), model.tokenizer.vocab_size),
-                       max_tokens=model.net.n_ctx - len(prompt) - 1,
-                       stop_ids=model.tokenizer.eot_ids)
+                       max_tokens=SEQUENCE_TOKENS, stop_ids=model.tokenizer.eot_ids)
         if constraint is not None:
             seq.grammar = vocabulary.start(constraint)
         table.add(seq)
@@ -96,6 +99,7 @@ def constrained_report(model: Model, schema_path: str, steps: int, parallel: int
     with open(schema_path, encoding="utf-8") as f:
         constraint = Constraint.json_schema(json.load(f))
     vocabulary = GrammarVocabulary(model.tokenizer)
+    sampled_speed(model, max(parallel, 1), 4, constraint, vocabulary)   # warm up
     for n_seq in sorted({1, max(parallel, 1)}):
         free = statistics.median(sampled_speed(model, n_seq, steps, None, vocabulary)
                                  for _ in range(reps))
@@ -121,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                              "against unconstrained (1 and --parallel sequences)")
     args = parser.parse_args(argv)
     if args.json_schema:
-        model = Model.load(args.model, n_ctx=args.prompt + args.gen + 16, n_threads=args.threads,
-                           max_batch=max(args.prompt, 1), n_slots=max(args.parallel, 1))
+        model = Model.load(args.model, n_ctx=4 * SEQUENCE_TOKENS, n_threads=args.threads,
+                           n_slots=max(args.parallel, 1))
         try:
             constrained_report(model, args.json_schema, args.gen, args.parallel, args.reps)
         finally:
