@@ -162,7 +162,9 @@ class EngineBackend:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         job = GenerateJob(request.prompt, dict(request.options), tuple(request.context),
                           messages=request.messages, render=request.render,
-                          truncate=request.truncate, shift=request.shift)
+                          truncate=request.truncate, shift=request.shift,
+                          constraint=request.constraint,
+                          top_logprobs=request.top_logprobs if request.logprobs else None)
         async with self.scheduler.acquire(request.model.name, request.options,
                                           request.keep_alive) as lease:
             load_ns = int(lease.load_duration * 1e9)
@@ -207,12 +209,13 @@ class EngineBackend:
 
 def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
     if out.done_reason is None:
-        return GenerationChunk(text=out.text, truncated_messages=out.truncated_messages)
+        return GenerationChunk(text=out.text, truncated_messages=out.truncated_messages,
+                               logprobs=out.logprobs)
     return GenerationChunk(
         text=out.text, done=True, done_reason=out.done_reason,
         prompt_eval_count=out.prompt_eval_count, prompt_eval_duration=out.prompt_eval_duration,
         eval_count=out.eval_count, eval_duration=out.eval_duration, load_duration=load_ns,
-        context=out.context, truncated_messages=out.truncated_messages)
+        context=out.context, truncated_messages=out.truncated_messages, logprobs=out.logprobs)
 
 
 class _Resolver:

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from trio_llm.engine.constraint import Constraint
+from trio_llm.engine.logprobs import TokenLogprob
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -70,7 +73,7 @@ class GenerationRequest:
     keep_alive: float | None = None
     context: Sequence[int] = ()  # token ids from an earlier reply; they go before the prompt
     images: Sequence[bytes] = ()
-    format: str | Mapping[str, Any] | None = None  # "json" or a JSON schema (passed through)
+    format: str | Mapping[str, Any] | None = None  # "json" or a JSON schema (as sent)
     raw: bool = False  # the prompt was not templated
     think: bool | str | None = None  # passed through
     tools: Sequence[Mapping[str, Any]] | None = None  # passed through (already in the prompt)
@@ -80,6 +83,11 @@ class GenerationRequest:
     render: Callable[[Sequence[Mapping[str, Any]]], str] | None = None
     truncate: bool = True  # False: a prompt that does not fit is a 400 (ContextOverflow)
     shift: bool = True  # at the end of the context: shift it (True) or stop ("length")
+    # what the output must match: from `format`, `response_format` or the grammar/regex
+    # options (api/constraints.py builds it), or set directly (json_schema_constraint)
+    constraint: Constraint | None = None
+    logprobs: bool = False  # report each output token's log-probability
+    top_logprobs: int = 0  # ... and the N most likely tokens at each step (0..20)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ class GenerationChunk:
     load_duration: int = 0  # ns spent waiting for the model to be ready
     context: Sequence[int] | None = None  # final chunk: prompt + output token ids
     truncated_messages: int = 0  # older messages dropped to fit num_ctx (on every chunk)
+    logprobs: Sequence[TokenLogprob] = ()  # this chunk's tokens, when the request asked
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The path every completion takes, shared by the Ollama and OpenAI routes: check the request
-against the model, render the prompt, start the backend's stream, count what it produced."""
+against the model, render the prompt, check its constraint, start the backend's stream, count
+what it produced."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any
 from quart import Response
 
 from trio_llm.api.backend import Backend, GenerationChunk, GenerationRequest, ModelRef
+from trio_llm.api.constraints import constrained
 from trio_llm.api.metrics import Metrics
 from trio_llm.api.schemas import ChatRequest, GenerateRequest, decode_images
 from trio_llm.api.streaming import Primed, prime
 from trio_llm.api.templates import as_jinja, render_chat, render_generate, uses_variable
+from trio_llm.engine.logprobs import TokenLogprob
 from trio_llm.errors import BadRequest, Unsupported
 from trio_llm.limits import check_options
 
@@ -64,7 +67,9 @@ def generate_request(ref: ModelRef, req: GenerateRequest) -> GenerationRequest:
                              options=merged_options(ref, req.options),
                              keep_alive=req.keep_alive, context=req.context,
                              images=req.images, format=req.format, raw=req.raw, think=req.think,
-                             truncate=req.truncate, shift=req.shift)
+                             truncate=req.truncate, shift=req.shift,
+                             logprobs=req.logprobs or req.top_logprobs > 0,
+                             top_logprobs=req.top_logprobs)
 
 
 def chat_messages(ref: ModelRef, req: ChatRequest) -> list[dict[str, Any]]:
@@ -93,7 +98,8 @@ def chat_request(ref: ModelRef, req: ChatRequest) -> GenerationRequest:
                              keep_alive=req.keep_alive, images=images, format=req.format,
                              think=req.think, tools=list(req.tools) or None,
                              messages=messages, render=render, truncate=req.truncate,
-                             shift=req.shift)
+                             shift=req.shift, logprobs=req.logprobs or req.top_logprobs > 0,
+                             top_logprobs=req.top_logprobs)
 
 
 async def preload(backend: Backend, ref: ModelRef, options: Mapping[str, Any],
@@ -126,7 +132,9 @@ async def _counted(chunks: AsyncIterator[GenerationChunk], metrics: Metrics,
 
 async def start(backend: Backend, metrics: Metrics,
                 request: GenerationRequest) -> Primed[GenerationChunk]:
-    """Start a generation and wait for its first chunk (errors before it raise here)."""
+    """Check the request's constraint, start the generation and wait for its first chunk
+    (errors before it raise here)."""
+    request = await constrained(request)
     return await prime(_counted(backend.generate(request), metrics, request.model.name))
 
 
@@ -136,15 +144,18 @@ async def collect(chunks: Primed[GenerationChunk]) -> GenerationChunk:
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[Mapping[str, Any]] = []
+    logprobs: list[TokenLogprob] = []
     final = GenerationChunk(done=True, done_reason="stop")
     async with aclosing(chunks):
         async for chunk in chunks:
             texts.append(chunk.text)
             thoughts.append(chunk.thinking)
             calls.extend(chunk.tool_calls)
+            logprobs.extend(chunk.logprobs)
             if chunk.done:
                 final = chunk
-    return replace(final, text="".join(texts), thinking="".join(thoughts), tool_calls=calls)
+    return replace(final, text="".join(texts), thinking="".join(thoughts), tool_calls=calls,
+                   logprobs=logprobs)
 
 
 def done_reason(chunk: GenerationChunk) -> str:

@@ -31,6 +31,7 @@ from trio_llm.api.schemas import (
     now_rfc3339,
     read_json,
     rfc3339,
+    token_logprobs,
 )
 from trio_llm.api.streaming import (
     NDJSON,
@@ -90,6 +91,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
                                    "response": chunk.text}
             if chunk.thinking:
                 out["thinking"] = chunk.thinking
+            if chunk.logprobs:
+                out["logprobs"] = token_logprobs(chunk.logprobs)
             out["done"] = chunk.done
             if chunk.done:
                 out["done_reason"] = generation.done_reason(chunk)
@@ -125,7 +128,10 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
             if chunk.tool_calls:
                 message["tool_calls"] = [dict(call) for call in chunk.tool_calls]
             out: dict[str, Any] = {"model": req.model, "created_at": now_rfc3339(),
-                                   "message": message, "done": chunk.done}
+                                   "message": message}
+            if chunk.logprobs:
+                out["logprobs"] = token_logprobs(chunk.logprobs)
+            out["done"] = chunk.done
             if chunk.done:
                 out["done_reason"] = generation.done_reason(chunk)
                 out.update(final_stats(chunk, time.monotonic_ns() - began))

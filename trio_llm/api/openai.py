@@ -15,6 +15,7 @@ from quart import Blueprint, Response
 
 from trio_llm.api import generation
 from trio_llm.api.backend import Backend, GenerationChunk
+from trio_llm.api.constraints import CONSTRAINT_OPTIONS
 from trio_llm.api.errors import sse_error
 from trio_llm.api.metrics import Metrics
 from trio_llm.api.schemas import (
@@ -24,9 +25,10 @@ from trio_llm.api.schemas import (
     Message,
     check_finite,
     l2_normalise,
-    parse_format,
     parse_options,
+    parse_top_logprobs,
     read_json,
+    token_logprobs,
 )
 from trio_llm.api.streaming import (
     SSE,
@@ -55,6 +57,8 @@ def sampling_options(f: Fields) -> dict[str, Any]:
     raw["num_predict"] = max_tokens if max_tokens is not None else f.get("max_tokens")
     for name in ("seed", "frequency_penalty", "presence_penalty", "stop"):
         raw[name] = f.get(name)
+    for name in CONSTRAINT_OPTIONS:  # beyond OpenAI: top-level grammar / regex fields
+        raw[name] = f.get(name)
     # Ollama's options as an extension (an `options` object, or a top-level num_ctx), so that
     # OpenAI clients can set the context: they override what the OpenAI fields say.
     raw.update(f.obj("options"))
@@ -64,15 +68,37 @@ def sampling_options(f: Fields) -> dict[str, Any]:
 
 
 def response_format(value: Any) -> str | dict[str, Any] | None:
-    if not isinstance(value, dict):
+    """`response_format` as our `format`: text -> none, json_object -> "json", json_schema ->
+    its schema (any JSON object when it has none)."""
+    if value is None:
         return None
-    kind = value.get("type")
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        schema = (value.get("json_schema") or {}).get("schema")
-        return parse_format(schema if isinstance(schema, dict) else None)
-    return None
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if schema is None:
+            return "json"
+        if not isinstance(schema, dict):
+            raise BadRequest("invalid response_format: json_schema.schema must be an object")
+        return schema
+    raise BadRequest(f"invalid response_format type: {kind!r}; expected \"text\", "
+                     "\"json_object\" or \"json_schema\"")
+
+
+def _logprobs_wanted(f: Fields) -> tuple[bool, int]:
+    """Chat's `logprobs` (bool) and `top_logprobs` (0..20); top_logprobs implies logprobs."""
+    top = parse_top_logprobs(f.integer("top_logprobs"))
+    return f.boolean("logprobs", False) or top > 0, top
+
+
+def _completion_logprobs(f: Fields) -> tuple[bool, int]:
+    """/v1/completions' `logprobs`: an integer, how many of the most likely tokens to list."""
+    value = f.integer("logprobs")
+    return value is not None, parse_top_logprobs(value)
 
 
 def _content_and_images(content: Any) -> tuple[str, list[str]]:
@@ -132,11 +158,12 @@ def chat_from_openai(body: Any) -> tuple[ChatRequest, bool]:
         raise BadRequest("[] is too short - 'messages'")
     effort = f.get("reasoning_effort") or (f.obj("reasoning").get("effort"))
     think = REASONING_EFFORT.get(effort) if isinstance(effort, str) else None
+    logprobs, top_logprobs = _logprobs_wanted(f)
     request = ChatRequest(model=f.string("model"), messages=tuple(messages),
                           tools=tuple(f.array("tools", "[]openai.Tool")),
                           format=response_format(f.get("response_format")),
                           options=sampling_options(f), stream=f.boolean("stream", False),
-                          think=think)
+                          think=think, logprobs=logprobs, top_logprobs=top_logprobs)
     return request, bool(f.obj("stream_options").get("include_usage"))
 
 
@@ -145,9 +172,12 @@ def completion_from_openai(body: Any) -> tuple[GenerateRequest, bool]:
     prompt = f.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise BadRequest("invalid prompt: only a single string is supported")
+    logprobs, top_logprobs = _completion_logprobs(f)
     request = GenerateRequest(model=f.string("model"), prompt=prompt or "",
                               suffix=f.string("suffix"), options=sampling_options(f),
-                              stream=f.boolean("stream", False))
+                              format=response_format(f.get("response_format")),
+                              stream=f.boolean("stream", False), logprobs=logprobs,
+                              top_logprobs=top_logprobs)
     return request, bool(f.obj("stream_options").get("include_usage"))
 
 
@@ -181,6 +211,32 @@ def assistant_message(chunk: GenerationChunk, calls: list[dict[str, Any]]) -> di
     if calls:
         message["tool_calls"] = calls
     return message
+
+
+def chat_logprobs(chunk: GenerationChunk, wanted: bool) -> dict[str, Any] | None:
+    """A chat choice's `logprobs`: {content: [{token, logprob, bytes, top_logprobs}]}."""
+    return {"content": token_logprobs(chunk.logprobs, always_top=True)} if wanted else None
+
+
+class CompletionLogprobs:
+    """/v1/completions' `logprobs` objects (tokens, token_logprobs, top_logprobs,
+    text_offset), the offsets counted across the chunks of one answer."""
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+        self.offset = 0
+
+    def of(self, chunk: GenerationChunk) -> dict[str, Any] | None:
+        if not self.wanted:
+            return None
+        offsets = []
+        for entry in chunk.logprobs:
+            offsets.append(self.offset)
+            self.offset += len(entry.token)
+        return {"tokens": [e.token for e in chunk.logprobs],
+                "token_logprobs": [e.logprob for e in chunk.logprobs],
+                "top_logprobs": [{t.token: t.logprob for t in e.top} for e in chunk.logprobs],
+                "text_offset": offsets}
 
 
 def usage(chunk: GenerationChunk) -> dict[str, int]:
@@ -227,7 +283,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
             calls = openai_tool_calls(final.tool_calls)
             out = answer.envelope("chat.completion", [
                 {"index": 0, "message": assistant_message(final, calls),
-                 "finish_reason": finish_reason(final, bool(calls))}])
+                 "finish_reason": finish_reason(final, bool(calls)),
+                 "logprobs": chat_logprobs(final, req.logprobs)}])
             out["usage"] = usage(final)
             return generation.report_truncation(json_response(out), chunks)
         calls_sent = 0
@@ -235,12 +292,13 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         def encode(chunk: GenerationChunk) -> bytes:
             nonlocal calls_sent
             events = b""
-            if chunk.text or chunk.thinking or chunk.tool_calls or not chunk.done:
+            if chunk.text or chunk.thinking or chunk.tool_calls or chunk.logprobs \
+                    or not chunk.done:
                 calls = openai_tool_calls(chunk.tool_calls, calls_sent)
                 calls_sent += len(calls)
                 events += sse_event(answer.envelope("chat.completion.chunk", [
                     {"index": 0, "delta": assistant_message(chunk, calls),
-                     "finish_reason": None}]))
+                     "finish_reason": None, "logprobs": chat_logprobs(chunk, req.logprobs)}]))
             if chunk.done:
                 events += sse_event(answer.envelope("chat.completion.chunk", [
                     {"index": 0, "delta": {},
@@ -261,17 +319,18 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         ref = await backend.resolve(req.model)
         chunks = await generation.start(backend, metrics, generation.generate_request(ref, req))
         answer = Completion("cmpl", req.model)
+        logprobs = CompletionLogprobs(req.logprobs)
         if not req.stream:
             final = await generation.collect(chunks)
             out = answer.envelope("text_completion", [
-                {"text": final.text, "index": 0, "logprobs": None,
+                {"text": final.text, "index": 0, "logprobs": logprobs.of(final),
                  "finish_reason": finish_reason(final)}])
             out["usage"] = usage(final)
             return json_response(out)
 
         def encode(chunk: GenerationChunk) -> bytes:
             events = sse_event(answer.envelope("text_completion", [
-                {"text": chunk.text, "index": 0, "logprobs": None,
+                {"text": chunk.text, "index": 0, "logprobs": logprobs.of(chunk),
                  "finish_reason": finish_reason(chunk) if chunk.done else None}]))
             if chunk.done and include_usage:
                 last = answer.envelope("text_completion", [])

@@ -23,6 +23,7 @@ from trio_llm import config
 from trio_llm.api.backend import GenerationChunk
 from trio_llm.api.validation import check_depth, check_image
 from trio_llm.config import parse_duration
+from trio_llm.engine.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from trio_llm.errors import BadRequest, TrioLLMError
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ OPTION_TYPES: dict[str, type] = {
     "frequency_penalty": float, "stop": list,
     "num_batch": int, "num_gpu": int, "main_gpu": int, "num_thread": int, "use_mmap": bool,
     "draft_num_predict": int,
+    "grammar": str, "regex": str,  # beyond Ollama: constrain the output (api/constraints.py)
 }
-_OPTION_TYPE_WORDS = {int: "integer", float: "float32", bool: "boolean", list: "array of strings"}
+_OPTION_TYPE_WORDS = {int: "integer", float: "float32", bool: "boolean", list: "array of strings",
+                      str: "string"}
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 
@@ -191,8 +194,8 @@ def parse_options(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _coerce_option(key: str, value: Any, kind: type) -> Any:
     wrong = BadRequest(f'option "{key}" must be of type {_OPTION_TYPE_WORDS[kind]}')
-    if kind is bool:
-        if not isinstance(value, bool):
+    if kind is bool or kind is str:
+        if not isinstance(value, kind):
             raise wrong
         return value
     if kind is list:
@@ -240,6 +243,15 @@ def parse_format(value: Any) -> str | dict[str, Any] | None:
         return value
     raise BadRequest(f"invalid format: {value!r}; expected \"json\" or a valid JSON Schema "
                      "object")
+
+
+def parse_top_logprobs(value: int | None) -> int:
+    """top_logprobs: how many of the most likely tokens to list at each step (0..20)."""
+    if value is None:
+        return 0
+    if not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return value
 
 
 def decode_images(images: Sequence[str]) -> list[bytes]:
@@ -303,6 +315,8 @@ class GenerateRequest:
     think: bool | str | None = None
     truncate: bool = True    # a prompt longer than num_ctx loses its earlier context (or 400)
     shift: bool = True       # at the end of the context: shift it, or stop with "length"
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @classmethod
     def parse(cls, body: Any) -> GenerateRequest:
@@ -316,7 +330,8 @@ class GenerateRequest:
                    keep_alive=parse_keep_alive(f.get("keep_alive")),
                    think=parse_think(f.get("think")),
                    truncate=f.boolean("truncate", default_truncate()),
-                   shift=f.boolean("shift", True))
+                   shift=f.boolean("shift", True), logprobs=f.boolean("logprobs", False),
+                   top_logprobs=parse_top_logprobs(f.integer("top_logprobs")))
 
 
 @dataclass(frozen=True)
@@ -331,6 +346,8 @@ class ChatRequest:
     think: bool | str | None = None
     truncate: bool = True    # a prompt longer than num_ctx loses older messages (or 400)
     shift: bool = True       # at the end of the context: shift it, or stop with "length"
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @classmethod
     def parse(cls, body: Any) -> ChatRequest:
@@ -346,7 +363,8 @@ class ChatRequest:
                    keep_alive=parse_keep_alive(f.get("keep_alive")),
                    think=parse_think(f.get("think")),
                    truncate=f.boolean("truncate", default_truncate()),
-                   shift=f.boolean("shift", True))
+                   shift=f.boolean("shift", True), logprobs=f.boolean("logprobs", False),
+                   top_logprobs=parse_top_logprobs(f.integer("top_logprobs")))
 
 
 @dataclass(frozen=True)
@@ -420,6 +438,23 @@ def final_stats(chunk: GenerationChunk, total_duration: int,
         "eval_duration": chunk.eval_duration,
     }
     return {key: value for key, value in stats.items() if value}
+
+
+def token_logprobs(entries: Sequence[TokenLogprob], *, always_top: bool = False
+                   ) -> list[dict[str, Any]]:
+    """`logprobs` entries as Ollama and OpenAI's chat both shape them: {token, logprob, bytes,
+    top_logprobs: [{token, logprob, bytes}]}; Ollama leaves an empty top_logprobs out."""
+
+    def one(entry: TokenLogprob) -> dict[str, Any]:
+        return {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.bytes)}
+
+    out = []
+    for entry in entries:
+        item = one(entry)
+        if entry.top or always_top:
+            item["top_logprobs"] = [one(top) for top in entry.top]
+        out.append(item)
+    return out
 
 
 def l2_normalise(vector: Sequence[float]) -> list[float]:

@@ -1,4 +1,5 @@
-"""Choosing the next token from logits: penalties, top-k, temperature, top-p, min-p, a draw.
+"""Choosing the next token from logits: penalties, a constraint's allowed tokens, top-k,
+temperature, top-p, min-p, a draw.
 
 The steps run in that order over numpy arrays, touching the whole vocabulary only where a step
 needs it (penalties on the recent tokens, a partial sort for top-k), so a draw from a 49k
@@ -41,16 +42,26 @@ class Sampler:
         self.vocab_size = vocab_size
         self._rng = np.random.default_rng(options.seed)
 
-    def sample(self, logits: np.ndarray, history: Sequence[int]) -> int:
+    def sample(self, logits: np.ndarray, history: Sequence[int],
+               allowed: np.ndarray | None = None) -> int:
         """The next token id given `logits` (float32, one per vocabulary entry) and the tokens
-        of the sequence so far (prompt and generated), which the penalties read."""
+        of the sequence so far (prompt and generated), which the penalties read. With
+        `allowed` (a constraint's mask) only allowed tokens can be drawn, whatever the
+        settings: greedy is the argmax of the allowed ones."""
         opts = self.options
         if logits.shape[0] < self.vocab_size:
             raise ValueError(f"{logits.shape[0]} logits for a vocabulary of {self.vocab_size}")
         scores = self.apply_penalties(logits[: self.vocab_size], history)
+        allowed_ids = None
+        if allowed is not None:  # from here on only the allowed tokens are candidates
+            allowed_ids = allowed_token_ids(allowed, self.vocab_size)
+            scores = scores[allowed_ids]
         if opts.temperature <= 0:
-            return int(np.argmax(scores))
+            best = int(np.argmax(scores))
+            return best if allowed_ids is None else int(allowed_ids[best])
         ids, scores = _top_k(scores, opts.top_k)
+        if allowed_ids is not None:
+            ids = allowed_ids[ids]
         top = scores.max()
         if not np.isfinite(top):
             return int(ids[np.argmax(scores)])
@@ -93,6 +104,15 @@ class Sampler:
         penalized = np.array(logits, dtype=np.float32)
         penalized[ids] = values
         return penalized
+
+
+def allowed_token_ids(allowed: np.ndarray, vocab_size: int) -> np.ndarray:
+    """The ids a constraint's mask (bool, one per token) allows, ascending. Sampling among
+    these alone keeps forbidden tokens out of reach of every setting, and costs less than
+    masking the whole vocabulary. An empty mask only comes from a matcher that has failed,
+    which the caller sees when the token is fed back; every id is returned then."""
+    ids = np.flatnonzero(allowed[:vocab_size])
+    return ids if ids.size else np.arange(vocab_size)
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

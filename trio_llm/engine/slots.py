@@ -4,6 +4,8 @@
 are decoding, and chunks of the prompts of newly admitted ones — so a single forward pass serves
 them all. `SlotTable.apply()` samples each sequence's next token from its logits row and reports
 what happened. No event loop and no model here: the runner calls forward() between the two.
+A sequence with a grammar samples only what its grammar allows and ends when the grammar is
+complete; one without pays nothing for the others' grammars.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import numpy as np
 
 from trio_llm.engine.batch import Batch
 from trio_llm.engine.context import shifted
+from trio_llm.engine.logprobs import StepLogprobs, step_logprobs
 
 if TYPE_CHECKING:
+    from trio_llm.engine.constraint import GrammarState
     from trio_llm.engine.sampler import Sampler
 
 
 class DoneReason(StrEnum):
     """Why a sequence stopped, with Ollama's `done_reason` spelling."""
 
-    STOP = "stop"        # an end-of-generation token
+    STOP = "stop"        # an end-of-generation token, or the grammar is complete
     LENGTH = "length"    # num_predict reached, or the context is full
 
 
@@ -52,6 +56,9 @@ class Sequence:
     in_cache: list[int] = field(default_factory=list)  # the tokens the KV cache holds, in order
     replay: list[int] = field(default_factory=list)    # after a shift: tokens to re-evaluate
     shifts: int = 0
+    grammar: GrammarState | None = None  # the constraint's matcher, when there is one
+    top_logprobs: int | None = None      # report log-probabilities (with this many top tokens)
+    failure: str | None = None           # the grammar broke down: the sequence ends in error
 
     @property
     def history(self) -> list[int]:
@@ -94,6 +101,7 @@ class StepEvent:
     sequence: Sequence
     token: int
     done: DoneReason | None
+    logprobs: StepLogprobs | None = None
 
 
 class SlotTable:
@@ -186,9 +194,21 @@ class SlotTable:
             seq.next_token = None
         events = []
         for seq, row in zip(plan.readers, logits, strict=True):
-            token = seq.sampler.sample(row, seq.history)
+            grammar = seq.grammar
+            if grammar is None:
+                allowed = None
+                token = seq.sampler.sample(row, seq.history)
+            else:
+                allowed = grammar.allowed()
+                token = seq.sampler.sample(row, seq.history, allowed)
+            logprobs = None
+            if seq.top_logprobs is not None:
+                logprobs = step_logprobs(row[: seq.sampler.vocab_size], token,
+                                         seq.top_logprobs, allowed)
             seq.generated.append(token)
             if token in seq.stop_ids:
+                seq.done = DoneReason.STOP
+            elif grammar is not None and self._grammar_ends(seq, grammar, token):
                 seq.done = DoneReason.STOP
             elif len(seq.generated) == seq.max_tokens:
                 seq.done = DoneReason.LENGTH
@@ -197,5 +217,12 @@ class SlotTable:
                     seq.done = DoneReason.LENGTH
             else:
                 seq.next_token = token
-            events.append(StepEvent(seq, token, seq.done))
+            events.append(StepEvent(seq, token, seq.done, logprobs))
         return events
+
+    @staticmethod
+    def _grammar_ends(seq: Sequence, grammar: GrammarState, token: int) -> bool:
+        """Feed the grammar its token: whether that completes it (or breaks it: `failure`)."""
+        grammar.consume(token)
+        seq.failure = grammar.error
+        return seq.failure is not None or grammar.finished

@@ -17,8 +17,10 @@ from typing import Any
 
 import trio
 
+from trio_llm.engine.constraint import Constraint, LazyGrammarVocabulary, MaskPrefetch
 from trio_llm.engine.context import Fit, fit_messages, fit_prompt
 from trio_llm.engine.kernels import physical_cores
+from trio_llm.engine.logprobs import TokenLogprob, describe
 from trio_llm.engine.model import ON_GPU, Model, plan_model
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
@@ -49,6 +51,8 @@ class GenerateJob:
     render: Callable[[Sequence[Mapping[str, Any]]], str] | None = None
     truncate: bool = True
     shift: bool = True
+    constraint: Constraint | None = None  # every output token keeps this grammar satisfiable
+    top_logprobs: int | None = None      # None: no logprobs; N: each token's and the top N
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class GenerateOutput:
     eval_duration: int = 0
     context: list[int] | None = None
     truncated_messages: int = 0          # older messages dropped to fit (on every output)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # this piece's tokens
 
 
 @dataclass
@@ -85,6 +90,11 @@ class ContextTooLong(ValueError):
 
 
 OPEN_ENDED_CONTEXTS = 10  # num_predict -1 generates at most this many contexts' worth (Ollama)
+
+
+class ConstraintFailed(TrioLLMError):
+    """The grammar matcher gave up mid-generation (an internal limit): the output so far is
+    not trusted to complete, so the request ends in an error rather than a broken object."""
 
 
 def sampler_options(options: Mapping[str, Any]) -> SamplerOptions:
@@ -134,7 +144,9 @@ class EngineRunner:
         self.model = model
         self.spec = spec
         self.table = SlotTable(spec.n_slots, model.net.n_ctx, model.net.max_batch)
-        self._inboxes: dict[int, trio.MemorySendChannel[int | TrioLLMError]] = {}
+        self._inboxes: dict[int, trio.MemorySendChannel[StepEvent | TrioLLMError]] = {}
+        self._grammars = LazyGrammarVocabulary(model.tokenizer)
+        self._masks = MaskPrefetch()
         self._work = trio.Event()
         self._engine = trio.Lock()       # one forward pass at a time (step loop or embeddings)
 
@@ -160,7 +172,7 @@ class EngineRunner:
             for event in events:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
-                    inbox.send_nowait(event.token)
+                    inbox.send_nowait(event)
 
     async def _step_or_fail(self, plan: StepPlan) -> list[StepEvent]:
         """One step in a worker thread. If it raises, every request of the step gets the
@@ -180,7 +192,7 @@ class EngineRunner:
                 inbox.send_nowait(error)
 
     def _step(self, plan: StepPlan) -> list[StepEvent]:
-        return self.table.apply(plan, self.model.net.forward(plan.batch))
+        return self.table.apply(plan, self._masks.forward(plan, self.model.net.forward))
 
     def serve(self, request: GenerateJob | EmbedJob) -> AsyncIterator[Any]:
         if isinstance(request, EmbedJob):
@@ -244,11 +256,15 @@ class EngineRunner:
         seq = SlotSequence(prompt, Sampler(sampler_options(options), tokenizer.vocab_size),
                            max_tokens=num_predict if num_predict >= 0
                            else OPEN_ENDED_CONTEXTS * n_ctx,
-                           stop_ids=tokenizer.eot_ids, shift=job.shift, keep=keep)
-        send, receive = trio.open_memory_channel[int | TrioLLMError](math.inf)
+                           stop_ids=tokenizer.eot_ids, shift=job.shift, keep=keep,
+                           top_logprobs=job.top_logprobs)
+        if job.constraint is not None:  # an unusable grammar fails here, before any token
+            seq.grammar = await trio.to_thread.run_sync(self._grammars.start, job.constraint)
+        send, receive = trio.open_memory_channel[StepEvent | TrioLLMError](math.inf)
         stops = StopMatcher(stop_strings(options))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         first_token_at, count = 0, 0
+        logprobs: list[TokenLogprob] = []              # of the tokens not yet handed out
         reason: str | None = DoneReason.LENGTH.value if num_predict == 0 else None
         try:
             if reason is None:
@@ -256,7 +272,10 @@ class EngineRunner:
                 self._inboxes[id(seq)] = send
                 self._work.set()
             while reason is None:
-                token = raise_failure(await receive.receive())
+                event = raise_failure(await receive.receive())
+                token = event.token
+                if seq.failure is not None:
+                    raise ConstraintFailed(f"constrained decoding failed: {seq.failure}")
                 count += 1
                 first_token_at = first_token_at or time.perf_counter_ns()
                 if seq.done == DoneReason.STOP and token in tokenizer.eot_ids:
@@ -265,12 +284,15 @@ class EngineRunner:
                 else:
                     text = decoder.decode(tokenizer.token_bytes(token),
                                           final=seq.done is not None)
+                    if event.logprobs is not None:
+                        logprobs.append(describe(event.logprobs, tokenizer.token_bytes))
                 reason = seq.done.value if seq.done is not None else None
                 piece, hit = stops.feed(text)
                 if hit:
                     reason = DoneReason.STOP.value
                 if piece:
-                    yield GenerateOutput(piece, truncated_messages=dropped)
+                    yield GenerateOutput(piece, truncated_messages=dropped, logprobs=logprobs)
+                    logprobs = []
         finally:
             self._inboxes.pop(id(seq), None)
             self.table.remove(seq)
@@ -281,11 +303,16 @@ class EngineRunner:
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
             prompt_eval_count=len(prompt), prompt_eval_duration=first - start, eval_count=count,
             eval_duration=end - first, context=prompt + seq.generated,
-            truncated_messages=dropped)
+            truncated_messages=dropped, logprobs=logprobs)
 
     async def aclose(self) -> None:
         self._fail(self.table.active, RunnerStopped())   # should the step loop have died
-        await trio.to_thread.run_sync(self.model.close)
+
+        def close() -> None:
+            self._masks.close()
+            self.model.close()
+
+        await trio.to_thread.run_sync(close)
 
 
 class EngineFactory:
