@@ -1,19 +1,28 @@
 """The path every completion takes, shared by the Ollama and OpenAI routes: check the request
-against the model, render the prompt, start the backend's stream, count what it produced."""
+against the model, render the prompt (trio_llm.prompt, in a worker thread), start the backend's
+stream, read thinking and tool calls out of the reply, count what it produced."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from trio_llm import prompt
 from trio_llm.api.backend import Backend, GenerationChunk, GenerationRequest, ModelRef
 from trio_llm.api.metrics import Metrics
-from trio_llm.api.schemas import ChatRequest, GenerateRequest, decode_images
+from trio_llm.api.schemas import ChatRequest, GenerateRequest, ToolChoice, decode_images
 from trio_llm.api.streaming import Primed, prime
-from trio_llm.api.templates import as_jinja, render_chat, render_generate, uses_variable
 from trio_llm.errors import BadRequest, Unsupported
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A backend request and how to read its reply (None: all of it is the answer)."""
+
+    request: GenerationRequest
+    output: prompt.OutputParser | None = None
 
 
 def merged_options(ref: ModelRef, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -26,33 +35,35 @@ def require(ref: ModelRef, capability: str, message: str) -> None:
         raise Unsupported(message)
 
 
-def check_think(ref: ModelRef, think: bool | str | None) -> None:
+def effective_think(ref: ModelRef, think: bool | str | None) -> bool | str | None:
+    """`think` checked against the model; a thinking model thinks unless told not to."""
     if think not in (None, False):
         require(ref, "thinking", f'"{ref.name}" does not support thinking')
+    if think is None and "thinking" in ref.capabilities:
+        return True
+    return think
 
 
-def _thinking_variables(think: bool | str | None) -> dict[str, Any]:
-    return {} if think is None else {"enable_thinking": think is not False}
-
-
-def generate_request(ref: ModelRef, req: GenerateRequest) -> GenerationRequest:
+async def generate_request(ref: ModelRef, req: GenerateRequest) -> Prepared:
     """The backend request for /api/generate (and /v1/completions)."""
     require(ref, "completion", f'"{ref.name}" does not support generate')
-    check_think(ref, req.think)
+    think = effective_think(ref, req.think)
+    template = prompt.load(req.template or ref.template)
     if req.raw:
-        prompt = req.prompt
+        text = req.prompt
     else:
-        template = as_jinja(req.template or ref.template)
-        if req.suffix and not (template and uses_variable(template, "suffix")):
+        if req.suffix and "insert" not in template.capabilities:
             raise Unsupported(f"{ref.name} does not support insert")
         messages = [] if req.context else list(ref.messages)
-        prompt = render_generate(template, req.prompt, system=req.system or ref.system,
-                                 suffix=req.suffix, messages=messages,
-                                 bos_token=ref.bos_token, eos_token=ref.eos_token)
-    return GenerationRequest(model=ref, prompt=prompt,
-                             options=merged_options(ref, req.options),
-                             keep_alive=req.keep_alive, context=req.context,
-                             images=req.images, format=req.format, raw=req.raw, think=req.think)
+        text = await prompt.in_worker(
+            prompt.generate, template, req.prompt, system=req.system or ref.system,
+            suffix=req.suffix, messages=messages, think=think, bos_token=ref.bos_token,
+            eos_token=ref.eos_token)
+    output = prompt.OutputParser.for_request(template, text, think=_thinks(think), tools=None)
+    request = GenerationRequest(model=ref, prompt=text, options=merged_options(ref, req.options),
+                                keep_alive=req.keep_alive, context=req.context,
+                                images=req.images, format=req.format, raw=req.raw, think=think)
+    return Prepared(request, output)
 
 
 def chat_messages(ref: ModelRef, req: ChatRequest) -> list[dict[str, Any]]:
@@ -64,19 +75,52 @@ def chat_messages(ref: ModelRef, req: ChatRequest) -> list[dict[str, Any]]:
     return prefix + messages
 
 
-def chat_request(ref: ModelRef, req: ChatRequest) -> GenerationRequest:
+async def chat_request(ref: ModelRef, req: ChatRequest) -> Prepared:
     """The backend request for /api/chat (and /v1/chat/completions)."""
     require(ref, "completion", f'"{ref.name}" does not support chat')
-    if req.tools:
+    tools = list(req.tools) if req.tools and req.tool_choice.kind != "none" else None
+    if tools:
         require(ref, "tools", f"{ref.name} does not support tools")
-    check_think(ref, req.think)
-    prompt = render_chat(as_jinja(ref.template), chat_messages(ref, req), bos_token=ref.bos_token,
-                         eos_token=ref.eos_token, tools=list(req.tools) or None,
-                         **_thinking_variables(req.think))
+    think = effective_think(ref, req.think)
+    template = prompt.load(ref.template)
+    text = await prompt.in_worker(prompt.chat, template, chat_messages(ref, req), tools=tools,
+                                  think=think, bos_token=ref.bos_token,
+                                  eos_token=ref.eos_token)
     images = [image for m in req.messages for image in decode_images(m.images)]
-    return GenerationRequest(model=ref, prompt=prompt, options=merged_options(ref, req.options),
-                             keep_alive=req.keep_alive, images=images, format=req.format,
-                             think=req.think, tools=list(req.tools) or None)
+    request = GenerationRequest(model=ref, prompt=text, options=merged_options(ref, req.options),
+                                keep_alive=req.keep_alive, images=images, format=req.format,
+                                think=think, tools=tools)
+    tool_tags = None
+    if tools and req.tool_choice.kind in ("required", "function"):
+        request, tool_tags = constrain_tool_call(request, req.tool_choice, tools)
+    output = prompt.OutputParser.for_request(template, text, think=_thinks(think), tools=tools,
+                                             tool_tags=tool_tags)
+    return Prepared(request, output)
+
+
+# Whether the engine constrains decoding to a JSON schema given as the request's `format`
+# (the structured-output work); until it does, a call that must happen cannot be promised.
+CONSTRAINED_DECODING = False
+
+
+def constrain_tool_call(request: GenerationRequest, choice: ToolChoice,
+                        tools: Sequence[Mapping[str, Any]]
+                        ) -> tuple[GenerationRequest, prompt.ToolTags]:
+    """`tool_choice` "required" or a named function: the reply must be a call, so it is
+    generated under the JSON schema of the allowed calls (as the request's `format`) and read
+    as a bare JSON call. Without constrained decoding this answers 400 instead of generating
+    unconstrained."""
+    schema = prompt.call_schema(tools, choice.name or None)
+    if not schema.get("anyOf", [schema]):
+        raise BadRequest(f'tool_choice names "{choice.name}", which is not one of the tools')
+    if not CONSTRAINED_DECODING:
+        what = '"required"' if choice.kind == "required" else f'function "{choice.name}"'
+        raise BadRequest(f"tool_choice {what} needs constrained decoding, not available yet")
+    return replace(request, format=schema), prompt.ToolTags(())
+
+
+def _thinks(think: bool | str | None) -> bool:
+    return think not in (None, False)
 
 
 async def preload(backend: Backend, ref: ModelRef, options: Mapping[str, Any],
@@ -107,10 +151,32 @@ async def _counted(chunks: AsyncIterator[GenerationChunk], metrics: Metrics,
         yield GenerationChunk(done=True, done_reason="stop")
 
 
-async def start(backend: Backend, metrics: Metrics,
-                request: GenerationRequest) -> Primed[GenerationChunk]:
+async def _parsed(chunks: AsyncIterator[GenerationChunk], output: prompt.OutputParser
+                  ) -> AsyncIterator[GenerationChunk]:
+    """The chunks with thinking and tool calls read out of their text; a chunk whose text is
+    all held back (a tag or a call being written) is not sent on its own."""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            piece = output.feed(chunk.text)
+            if chunk.done:
+                rest = output.flush()
+                piece.text += rest.text
+                piece.thinking += rest.thinking
+                piece.tool_calls.extend(rest.tool_calls)
+            if not (piece or chunk.done or chunk.thinking or chunk.tool_calls):
+                continue
+            yield replace(chunk, text=piece.text, thinking=chunk.thinking + piece.thinking,
+                          tool_calls=[*chunk.tool_calls, *piece.tool_calls])
+
+
+async def start(backend: Backend, metrics: Metrics, prepared: Prepared
+                ) -> Primed[GenerationChunk]:
     """Start a generation and wait for its first chunk (errors before it raise here)."""
-    return await prime(_counted(backend.generate(request), metrics, request.model.name))
+    request = prepared.request
+    chunks = _counted(backend.generate(request), metrics, request.model.name)
+    if prepared.output is not None:
+        chunks = _parsed(chunks, prepared.output)
+    return await prime(chunks)
 
 
 async def collect(chunks: Primed[GenerationChunk]) -> GenerationChunk:
