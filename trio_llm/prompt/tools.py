@@ -1,13 +1,14 @@
 """Tool calls found in a streamed reply, and the JSON schema of the calls a request allows.
 
-A call is written after one of the template's opening markers (`<tool_call>`, `[TOOL_CALLS]`,
-`<|python_tag|>`...) as a JSON object `{"name": ..., "arguments": {...}}` (or `parameters`,
-or the arguments as a JSON string, or `{"function": {...}}`), or an array of them; a template
-without a marker has the model write the bare JSON as its whole reply. Only calls of offered
-tools count. The parser passes ordinary text through at once, holds back what may be a
-marker or a call being written, and hands out each call when its JSON is complete; the markup
-of a recognised call never reaches the content. Markup that turns out not to be a call is
-passed on as text.
+A call is written after one of the template's opening markers (`<tool_call>`,
+`[TOOL_CALLS]`, `<|python_tag|>`...) as a JSON object `{"name": ..., "arguments": {...}}` (or
+`tool_name`, `parameters`, the arguments as a JSON string, or `{"function": {...}}`), or an
+array of them; a template without a marker has the model write the bare JSON as its whole
+reply. Only calls of offered tools count. The parser passes ordinary text through at once,
+holds back what may be a marker or a call being written, and hands out each call when its
+JSON is complete; the markup of a recognised call never reaches the content. Markup that turns
+out not to be a call is passed on as text. A prompt that ends inside a call (an assistant
+prefill) is continued: the reply completes that call.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from trio_llm.prompt.template import ToolTags
 
 MAX_CALL_CHARS = 256 * 1024      # a call longer than this is text, not a call
+_ARGUMENT_KEYS = ("arguments", "parameters", "tool_arguments")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -49,8 +51,8 @@ def _calls_in(value: Any, names: Sequence[str]) -> list[tuple[str, dict[str, Any
             return None
         if isinstance(item.get("function"), dict):
             item = item["function"]
-        name = item.get("name")
-        arguments = item.get("arguments", item.get("parameters", {}))
+        name = item.get("name", item.get("tool_name"))
+        arguments = next((item[key] for key in _ARGUMENT_KEYS if key in item), {})
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
@@ -112,8 +114,21 @@ class ToolCallParser:
         self.marker = ""
         self.index = 0
         self.at_start = True      # nothing visible written yet (bare JSON must start here)
-        opened = any(prompt.rstrip().endswith(tag) for tag in tags.opening)
-        self.state = _State.CALL if opened else _State.SEARCH
+        self.seeded = 0           # characters of the call that the prompt already holds
+        self.state = _State.SEARCH
+        self._continue_prefill(prompt)
+
+    def _continue_prefill(self, prompt: str) -> None:
+        """A prompt that ends inside a call (an assistant prefill such as `<tool_call>` or
+        `<tool_call>{"name": "f", "arguments": {"x": "`): the reply continues that call."""
+        found = [(prompt.rfind(tag), tag) for tag in self.tags.opening if tag in prompt]
+        if not found:
+            return
+        start, tag = max(found)
+        tail = prompt[start + len(tag):].lstrip()
+        if tail and (tail[0] not in "{[" or _json_end(tail)):
+            return
+        self.buffer, self.seeded, self.state = tail, len(tail), _State.CALL
 
     def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         """(content, completed calls) that can be passed on now."""
@@ -137,8 +152,10 @@ class ToolCallParser:
 
     def flush(self) -> str:
         """What is left at the end of the reply, as text (an unfinished call included)."""
-        rest = self.marker + self.buffer if self.state is _State.CALL else self.buffer
+        rest = (self.marker + self.buffer)[self.seeded:] if self.state is _State.CALL \
+            else self.buffer
         self.buffer = self.marker = ""
+        self.seeded = 0
         return rest.strip() if self.state is _State.AFTER else rest
 
     def _search(self, content: list[str]) -> bool:
@@ -187,13 +204,14 @@ class ToolCallParser:
             calls.append({"id": call_id(), "function": {"index": self.index, "name": name,
                                                           "arguments": arguments}})
             self.index += 1
-        self.buffer, self.marker = stripped[end:], ""
+        self.buffer, self.marker, self.seeded = stripped[end:], "", 0
         self.state, self.at_start = _State.AFTER, True
         return True
 
     def _not_a_call(self, content: list[str]) -> bool:
-        content.append(self.marker + self.buffer)
+        content.append((self.marker + self.buffer)[self.seeded:])
         self.buffer = self.marker = ""
+        self.seeded = 0
         self.state = _State.TEXT
         return False
 

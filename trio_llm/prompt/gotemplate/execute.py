@@ -124,10 +124,10 @@ class _Executor:
             items = ((key, value[key]) for key in sorted_keys(value))
         elif isinstance(value, int) and not isinstance(value, bool):
             if len(pipe.declare) > 1:
-                raise _ExecError(node.pos, "can't use two variables when ranging over an int")
+                raise _ExecError(pipe.pos, "can't use two variables when ranging over an int")
             items = ((i, i) for i in range(value))
         else:
-            raise _ExecError(node.pos, f"range can't iterate over {format_value(value)}")
+            raise _ExecError(pipe.pos, f"range can't iterate over {format_value(value)}")
         inner = len(self.variables)
         ran = False
         for key, element in items:

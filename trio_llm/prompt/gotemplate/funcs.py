@@ -252,11 +252,15 @@ def sprintf(budget: Budget, fmt: str, args: list[Any]) -> str:
             out.append("%")
             continue
         width = precision = -1
-        if width_text == "*" or precision_text == "*":
-            raise FuncError("printf: * widths are not supported")
-        if width_text:
+        if width_text == "*":
+            width, used = _star(args, used)
+            if width < 0:
+                flags, width = flags + "-", -width
+        elif width_text:
             width = int(width_text)
-        if precision_text is not None:
+        if precision_text == "*":
+            precision, used = _star(args, used)
+        elif precision_text is not None:
             precision = int(precision_text or 0)
         budget.width(max(width, precision))
         if used >= len(args):
@@ -269,6 +273,13 @@ def sprintf(budget: Budget, fmt: str, args: list[Any]) -> str:
         extra = ", ".join(f"{type_name(a)}={format_value(a)}" for a in args[used:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
+
+
+def _star(args: list[Any], used: int) -> tuple[int, int]:
+    """A `*` width or precision: the next argument, which must be an int."""
+    if used >= len(args) or isinstance(args[used], bool) or not isinstance(args[used], int):
+        raise FuncError("printf: * width needs an int argument")
+    return args[used], used + 1
 
 
 def _bad(verb: str, arg: Any) -> str:

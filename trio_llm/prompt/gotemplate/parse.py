@@ -55,8 +55,11 @@ class _Tokens:
 
     @property
     def pos(self) -> int:
+        """Where the next token is (past the end: where the last one was)."""
         token = self.peek()
-        return token.pos if token is not None else self.end
+        if token is not None:
+            return token.pos
+        return self.tokens[-1].pos if self.tokens else self.end
 
 
 def parse(source: str, functions: Collection[str]) -> Tree:
