@@ -146,7 +146,8 @@ class FakeBackend:
 
     async def list_models(self) -> Sequence[ModelEntry]:
         return [ModelEntry(name=n, modified_at=m.modified_at, size=m.size, digest=m.ref.digest,
-                           details=m.ref.details) for n, m in self.models.items()]
+                           details=m.ref.details, capabilities=m.ref.capabilities)
+                for n, m in self.models.items()]
 
     async def resolve(self, name: str) -> ModelRef:
         return self._get(name).ref
