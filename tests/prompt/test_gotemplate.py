@@ -124,6 +124,19 @@ def test_print_printf_html_and_json() -> None:
         '{"a":true,"b":[1,2.5,null,"\\u003cx\\u003e"]}'
 
 
+def test_ollamas_functions() -> None:
+    from trio_llm.prompt.go_values import tools
+
+    data = {"Tools": tools([{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": ["string", "null"]}, "b": {},
+                                         "c": {"anyOf": [{"type": "integer"},
+                                                         {"type": "array"}]}}}}}])}
+    template = ("{{ range .Tools }}{{ range $k, $p := .Function.Parameters.Properties }}"
+                "{{ $k }}: {{ toTypeScriptType $p }}; {{ end }}{{ end }}")
+    assert render(template, data) == "a: string | null; b: any; c: number | any[]; "
+    assert len(render("{{ currentDate }}")) == 10
+
+
 def test_go_number_and_string_literals() -> None:
     assert render("{{ 0x1F }} {{ 0o17 }} {{ 017 }} {{ 1_000 }} {{ 1e3 }} {{ 2.50 }} {{ 'a' }}") \
         == "31 15 15 1000 1000 2.5 97"

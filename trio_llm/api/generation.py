@@ -48,10 +48,11 @@ async def generate_request(ref: ModelRef, req: GenerateRequest) -> Prepared:
     """The backend request for /api/generate (and /v1/completions)."""
     require(ref, "completion", f'"{ref.name}" does not support generate')
     think = effective_think(ref, req.think)
-    template = prompt.load(req.template or ref.template)
-    if req.raw:
+    if req.raw:     # no template renders; the model's still says how it writes its thinking
+        template = _template_or_none(ref.template)
         text = req.prompt
     else:
+        template = prompt.load(req.template or ref.template)
         if req.suffix and "insert" not in template.capabilities:
             raise Unsupported(f"{ref.name} does not support insert")
         messages = [] if req.context else list(ref.messages)
@@ -59,11 +60,19 @@ async def generate_request(ref: ModelRef, req: GenerateRequest) -> Prepared:
             prompt.generate, template, req.prompt, system=req.system or ref.system,
             suffix=req.suffix, messages=messages, think=think, bos_token=ref.bos_token,
             eos_token=ref.eos_token)
-    output = prompt.OutputParser.for_request(template, text, think=_thinks(think), tools=None)
+    output = None if template is None else prompt.OutputParser.for_request(
+        template, text, think=_thinks(think), tools=None)
     request = GenerationRequest(model=ref, prompt=text, options=merged_options(ref, req.options),
                                 keep_alive=req.keep_alive, context=req.context,
                                 images=req.images, format=req.format, raw=req.raw, think=think)
     return Prepared(request, output)
+
+
+def _template_or_none(source: str) -> prompt.PromptTemplate | None:
+    try:
+        return prompt.load(source)
+    except prompt.TemplateFailed:
+        return None
 
 
 def chat_messages(ref: ModelRef, req: ChatRequest) -> list[dict[str, Any]]:

@@ -142,6 +142,22 @@ class Message(GoStruct):
     ToolCallID: str = ""
 
 
+_TYPESCRIPT = {"string": "string", "number": "number", "integer": "number",
+               "boolean": "boolean", "array": "any[]", "object": "Record<string, any>",
+               "null": "null"}
+
+
+def typescript_type(value: Any) -> str:
+    """Ollama's `toTypeScriptType`: a tool property's type as TypeScript writes it."""
+    if not isinstance(value, ToolProperty):
+        return "any"
+    if value.AnyOf:
+        return " | ".join(typescript_type(p) for p in value.AnyOf)
+    if not value.Type:
+        return "any"
+    return " | ".join(_TYPESCRIPT.get(t, "any") for t in value.Type)
+
+
 # ----------------------------------------------------------------------------- from JSON
 
 def _text(value: Any) -> str:

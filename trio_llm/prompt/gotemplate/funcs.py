@@ -1,5 +1,6 @@
 """The functions a prompt template may call: Go's predefined ones that prompts use (`and`, `or`
-are evaluated lazily by the executor) and Ollama's `json`, `currentDate`, `yesterdayDate`.
+are evaluated lazily by the executor) and Ollama's `json`, `currentDate`, `yesterdayDate`,
+`toTypeScriptType`.
 
 Each takes the rendering's budget and the evaluated arguments, and raises FuncError with Go's
 wording when the arguments do not suit it.
@@ -357,9 +358,15 @@ def _pad(text: str, width: int, flags: str, arg: Any) -> str:
     return " " * fill + text
 
 
+def _typescript(budget: Budget, args: list[Any]) -> str:
+    from trio_llm.prompt.go_values import typescript_type  # the type Ollama's values define
+    _arity("toTypeScriptType", args, 1)
+    return typescript_type(args[0])
+
+
 FUNCTIONS: dict[str, Function | None] = {
     "and": None, "or": None, "not": _not, "len": _len, "index": _index, "slice": _slice,
     "eq": _eq, "ne": _ne, "lt": _lt, "le": _le, "gt": _gt, "ge": _ge,
     "print": _print, "println": _println, "printf": _printf, "html": _html, "json": _json,
-    "currentDate": _today(0), "yesterdayDate": _today(1),
+    "currentDate": _today(0), "yesterdayDate": _today(1), "toTypeScriptType": _typescript,
 }
