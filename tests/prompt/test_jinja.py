@@ -109,3 +109,20 @@ def test_jinja_capabilities_follow_from_what_the_template_reads() -> None:
     thinking = load("{% for m in messages %}{{ m.reasoning_content }}{% endfor %}")
     assert tools.capabilities == {"tools"} and thinking.capabilities == {"thinking"}
     assert load(CHATML).capabilities == frozenset()
+
+
+def test_the_template_layer_renders_and_the_gguf_jinja_only_without_one() -> None:
+    from trio_llm.prompt import template_source
+
+    assert template_source("{{ .Prompt }}", CHATML) == "{{ .Prompt }}"
+    assert template_source("", CHATML) == ""            # an empty layer: Ollama's default
+    assert template_source(None, CHATML) == CHATML     # no layer: the GGUF's own template
+
+
+def test_bos_and_eos_texts_come_from_the_vocabulary() -> None:
+    from trio_llm.prompt import special_tokens
+
+    info = {"tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>"],
+            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2}
+    assert special_tokens(info) == ("<s>", "</s>")
+    assert special_tokens({"tokenizer.ggml.bos_token_id": 9}) == ("", "")

@@ -49,10 +49,10 @@ async def generate_request(ref: ModelRef, req: GenerateRequest) -> Prepared:
     require(ref, "completion", f'"{ref.name}" does not support generate')
     think = effective_think(ref, req.think)
     if req.raw:     # no template renders; the model's still says how it writes its thinking
-        template = _template_or_none(ref.template)
+        template = await _template_or_none(ref.template)
         text = req.prompt
     else:
-        template = prompt.load(req.template or ref.template)
+        template = await prompt.load_in_worker(req.template or ref.template)
         if req.suffix and "insert" not in template.capabilities:
             raise Unsupported(f"{ref.name} does not support insert")
         messages = [] if req.context else list(ref.messages)
@@ -68,9 +68,9 @@ async def generate_request(ref: ModelRef, req: GenerateRequest) -> Prepared:
     return Prepared(request, output)
 
 
-def _template_or_none(source: str) -> prompt.PromptTemplate | None:
+async def _template_or_none(source: str) -> prompt.PromptTemplate | None:
     try:
-        return prompt.load(source)
+        return await prompt.load_in_worker(source)
     except prompt.TemplateFailed:
         return None
 
@@ -91,7 +91,7 @@ async def chat_request(ref: ModelRef, req: ChatRequest) -> Prepared:
     if tools:
         require(ref, "tools", f"{ref.name} does not support tools")
     think = effective_think(ref, req.think)
-    template = prompt.load(ref.template)
+    template = await prompt.load_in_worker(ref.template)
     text = await prompt.in_worker(prompt.chat, template, chat_messages(ref, req), tools=tools,
                                   think=think, bos_token=ref.bos_token,
                                   eos_token=ref.eos_token)

@@ -17,6 +17,7 @@ from trio_llm.prompt.template import (
     ToolTags,
     capabilities,
     load,
+    load_in_worker,
     special_tokens,
     template_source,
     validate,
@@ -25,4 +26,4 @@ from trio_llm.prompt.tools import call_schema
 
 __all__ = ["BudgetExceeded", "Dialect", "OutputParser", "Piece", "PromptTemplate",
            "TemplateFailed", "ToolTags", "call_schema", "capabilities", "chat", "generate",
-           "in_worker", "load", "special_tokens", "template_source", "validate"]
+           "in_worker", "load", "load_in_worker", "special_tokens", "template_source", "validate"]

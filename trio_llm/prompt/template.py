@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from trio_llm.prompt import jinja
 from trio_llm.prompt.errors import TemplateFailed
 from trio_llm.prompt.gotemplate import Tree, parse
@@ -31,6 +33,7 @@ from trio_llm.prompt.gotemplate.nodes import (
 )
 
 DEFAULT = "{{ .Prompt }}"        # Ollama's template for a model without one
+MAX_TEMPLATE_CHARS = 1024 * 1024  # library templates are a few kB; the largest GGUF ones ~30 kB
 _GO_MARK = re.compile(r"\{\{-?\s*(?:\.[A-Z$]|\$|(?:if|range|with|end|else)\b)")
 THINK_TAGS = ("<think>", "</think>")
 _KNOWN_CALL_TAGS = (("<tool_call>", "</tool_call>"), ("[TOOL_CALLS]", ""),
@@ -122,6 +125,9 @@ def load(source: str) -> PromptTemplate:
     """The template for `source` ("" is Ollama's default), its dialect found by parsing:
     TemplateFailed, naming the line and column, when it is neither."""
     text = source or DEFAULT
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise TemplateFailed(f"template error: the template is longer than "
+                             f"{MAX_TEMPLATE_CHARS} characters")
     go_like = _GO_MARK.search(text) is not None
     if "{%" in text or "{#" in text:
         order = (Dialect.JINJA, Dialect.GO) if go_like else (Dialect.JINJA,)
@@ -138,6 +144,11 @@ def load(source: str) -> PromptTemplate:
         except TemplateFailed as exc:
             errors[dialect] = exc
     raise errors[Dialect.GO] if go_like and Dialect.GO in errors else errors[order[0]]
+
+
+async def load_in_worker(source: str) -> PromptTemplate:
+    """`load` off the event loop (a template new to the cache is parsed in a worker thread)."""
+    return await trio.to_thread.run_sync(load, source)
 
 
 def validate(source: str) -> None:
