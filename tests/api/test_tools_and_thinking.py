@@ -163,3 +163,18 @@ async def test_tool_results_keep_their_call_id_and_are_named_after_the_call(
              "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "wet"}]})
     assert fake.requests[-1].prompt == "user||;assistant||;tool|weather|call_1;"
+
+
+async def test_the_calls_schema_goes_down_as_the_requests_format_once_decoding_can_be_constrained(
+        client: httpx.AsyncClient, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook the constrained decoder plugs into (the flag stands for its arrival)."""
+    from trio_llm.api import generation
+
+    monkeypatch.setattr(generation, "CONSTRAINED_DECODING", True)
+    reply = await client.post("/v1/chat/completions", json={
+        "model": "fake", "tools": TOOLS, "tool_choice": "required", "messages": ASK})
+    assert reply.status_code == 200
+    assert fake.requests[-1].format == {
+        "type": "object", "required": ["name", "arguments"],
+        "properties": {"name": {"const": "weather"},
+                       "arguments": TOOLS[0]["function"]["parameters"]}}

@@ -90,6 +90,7 @@ async def chat_request(ref: ModelRef, req: ChatRequest) -> Prepared:
     tools = list(req.tools) if req.tools and req.tool_choice.kind != "none" else None
     if tools:
         require(ref, "tools", f"{ref.name} does not support tools")
+    constraint = tool_call_constraint(req.tool_choice, tools)
     think = effective_think(ref, req.think)
     template = await prompt.load_in_worker(ref.template)
     text = await prompt.in_worker(prompt.chat, template, chat_messages(ref, req), tools=tools,
@@ -97,13 +98,11 @@ async def chat_request(ref: ModelRef, req: ChatRequest) -> Prepared:
                                   eos_token=ref.eos_token)
     images = [image for m in req.messages for image in decode_images(m.images)]
     request = GenerationRequest(model=ref, prompt=text, options=merged_options(ref, req.options),
-                                keep_alive=req.keep_alive, images=images, format=req.format,
+                                keep_alive=req.keep_alive, images=images,
+                                format=constraint.schema if constraint else req.format,
                                 think=think, tools=tools)
-    tool_tags = None
-    if tools and req.tool_choice.kind in ("required", "function"):
-        request, tool_tags = constrain_tool_call(request, req.tool_choice, tools)
     output = prompt.OutputParser.for_request(template, text, think=_thinks(think), tools=tools,
-                                             tool_tags=tool_tags)
+                                             tool_tags=constraint.tags if constraint else None)
     return Prepared(request, output)
 
 
@@ -112,20 +111,28 @@ async def chat_request(ref: ModelRef, req: ChatRequest) -> Prepared:
 CONSTRAINED_DECODING = False
 
 
-def constrain_tool_call(request: GenerationRequest, choice: ToolChoice,
-                        tools: Sequence[Mapping[str, Any]]
-                        ) -> tuple[GenerationRequest, prompt.ToolTags]:
-    """`tool_choice` "required" or a named function: the reply must be a call, so it is
-    generated under the JSON schema of the allowed calls (as the request's `format`) and read
-    as a bare JSON call. Without constrained decoding this answers 400 instead of generating
-    unconstrained."""
+@dataclass(frozen=True)
+class ToolCallConstraint:
+    """A reply that must be a call: generated under `schema`, read as bare JSON (`tags`)."""
+
+    schema: dict[str, Any]
+    tags: prompt.ToolTags = prompt.ToolTags(())
+
+
+def tool_call_constraint(choice: ToolChoice, tools: Sequence[Mapping[str, Any]] | None
+                         ) -> ToolCallConstraint | None:
+    """`tool_choice` "required" or a named function: the JSON schema of the allowed calls,
+    which the request's `format` carries to constrained decoding (None: the model decides).
+    Without constrained decoding this answers 400 instead of generating unconstrained."""
+    if not tools or choice.kind not in ("required", "function"):
+        return None
     schema = prompt.call_schema(tools, choice.name or None)
     if not schema.get("anyOf", [schema]):
         raise BadRequest(f'tool_choice names "{choice.name}", which is not one of the tools')
     if not CONSTRAINED_DECODING:
         what = '"required"' if choice.kind == "required" else f'function "{choice.name}"'
         raise BadRequest(f"tool_choice {what} needs constrained decoding, not available yet")
-    return replace(request, format=schema), prompt.ToolTags(())
+    return ToolCallConstraint(schema)
 
 
 def _thinks(think: bool | str | None) -> bool:
