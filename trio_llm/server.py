@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from trio_llm import config, registry
+from trio_llm import config, prompt, registry
 from trio_llm.api.backend import (
     EmbedResult,
     GenerationChunk,
@@ -41,8 +41,6 @@ from trio_llm.nursery.runner import ResolvedModel
 from trio_llm.nursery.scheduler import Scheduler as NurseryScheduler
 from trio_llm.nursery.scheduler import open_scheduler
 from trio_llm.nursery.settings import SchedulerSettings
-from trio_llm.store import templates
-from trio_llm.store.records import ModelRecord
 from trio_llm.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,19 +66,6 @@ async def iterate_in_thread(make: Callable[[], Iterator[Mapping[str, Any]]]
             await in_thread(gen.close)
 
 
-def chat_template(record: ModelRecord, gguf_template: str) -> str:
-    """The Jinja template to render prompts with; "" means the prompt goes in as it is.
-
-    Our catalog writes Ollama's Go-template ChatML layer, which reproduces the GGUF's own Jinja
-    template, so that Jinja template renders it exactly; a user's TEMPLATE goes to the API
-    layer's Go-template translation."""
-    if record.template in (None, "", templates.PROMPT_ONLY):
-        return ""
-    if record.template == templates.CHATML and gguf_template:
-        return gguf_template
-    return record.template or ""
-
-
 class EngineBackend:
     """Implements trio_llm.api.backend.Backend over Store + the nursery Scheduler."""
 
@@ -100,27 +85,20 @@ class EngineBackend:
     # -- store side -------------------------------------------------------------------------
     async def list_models(self) -> Sequence[ModelEntry]:
         entries = await in_thread(self.store.list)
-        return [ModelEntry(e.name.display, e.modified_at, e.size, e.digest, e.details.to_json())
-                for e in entries]
+        return [ModelEntry(e.name.display, e.modified_at, e.size, e.digest, e.details.to_json(),
+                           e.capabilities) for e in entries]
 
     async def resolve(self, name: str) -> ModelRef:
         record = await in_thread(self.store.get, name)
         summary = await in_thread(self.store.summary, record.model_digest)
         capabilities = await in_thread(self.store.capabilities, name)
-        info = summary.model_info
-        tokens = info.get("tokenizer.ggml.tokens") or []
-
-        def token_text(key: str) -> str:
-            index = info.get(key)
-            return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
-
         return ModelRef(
             name=record.name.display, digest=record.digest, gguf_path=str(record.model_path),
-            template=chat_template(record, summary.chat_template), system=record.system,
-            parameters=dict(record.params), messages=list(record.messages),
+            template=prompt.template_source(record.template, summary.chat_template),
+            system=record.system, parameters=dict(record.params), messages=list(record.messages),
             details=record.details.to_json(), capabilities=tuple(capabilities),
-            bos_token=token_text("tokenizer.ggml.bos_token_id"),
-            eos_token=token_text("tokenizer.ggml.eos_token_id"), modified_at=record.modified_at)
+            bos_token=summary.bos_token, eos_token=summary.eos_token,
+            modified_at=record.modified_at)
 
     async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:
         info = await in_thread(self.store.show, name, verbose)

@@ -142,7 +142,8 @@ async def test_full_queue_answers_503(client: httpx.AsyncClient, fake: FakeBacke
 async def test_failure_after_streaming_started_ends_with_an_error_line(
         client: httpx.AsyncClient, fake: FakeBackend) -> None:
     fake.fail_after = 2
-    response = await client.post("/api/generate", json={"model": "fake", "prompt": "a b c d"})
+    response = await client.post("/api/generate", json={"model": "fake", "prompt": "a b c d",
+                                                        "think": False})
     assert response.status_code == 200
     chunks = [json.loads(line) for line in response.text.splitlines()]
     assert [c.get("response") for c in chunks[:2]] == ["user:", " a"]
@@ -156,7 +157,7 @@ async def test_unexpected_failure_before_output_is_a_500_without_traceback(
         client: httpx.AsyncClient, fake: FakeBackend, caplog: pytest.LogCaptureFixture) -> None:
     fake.fail_after = 0
     response = await client.post("/api/chat", json={
-        "model": "fake", "messages": [{"role": "user", "content": "x"}]})
+        "model": "fake", "think": False, "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 500
     assert response.json() == {"error": "the fake model failed mid-stream"}
     assert "Traceback" in caplog.text  # logged for us, never sent to the client

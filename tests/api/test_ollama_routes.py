@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 
 import httpx
@@ -32,13 +33,16 @@ async def test_root_says_the_server_is_running(client: httpx.AsyncClient) -> Non
 async def test_version(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/version")
     assert response.status_code == 200
-    assert set(response.json()) == {"version"}
+    body = response.json()
+    assert set(body) == {"version", "trio_llm_version"}
+    assert body["version"] == "0.12.0"      # Ollama's numbering, for clients that check it
 
 
 async def test_generate_streams_ndjson_and_ends_with_stats_and_context(
         client: httpx.AsyncClient, model: str) -> None:
     response = await client.post("/api/generate", json={
-        "model": model, "prompt": "Why is the sky blue?", "options": {"temperature": 0}})
+        "model": model, "prompt": "Why is the sky blue?", "options": {"temperature": 0},
+        "think": False})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-ndjson"
     chunks = lines(response)
@@ -68,12 +72,13 @@ async def test_generate_without_stream_answers_one_object(client: httpx.AsyncCli
 async def test_fake_model_echoes_the_rendered_prompt(client: httpx.AsyncClient,
                                                      fake: FakeBackend) -> None:
     body = (await client.post("/api/generate", json={
-        "model": "fake", "prompt": "one two", "system": "be brief", "stream": False})).json()
+        "model": "fake", "prompt": "one two", "system": "be brief", "stream": False,
+        "think": False})).json()
     assert body["response"] == "system: be brief user: one two assistant:"
     assert body["eval_count"] == 7 and body["prompt_eval_count"] == 7
     plain = (await client.post("/api/generate", json={
         "model": "plain", "prompt": "one two", "system": "S", "stream": False})).json()
-    assert plain["response"] == "S one two"
+    assert plain["response"] == "one two"   # no template: Ollama's {{ .Prompt }}
 
 
 async def test_request_template_overrides_the_models_in_jinja_or_simple_go(
@@ -163,7 +168,8 @@ async def test_chat_streams_assistant_messages(client: httpx.AsyncClient, model:
 
 async def test_chat_without_stream_and_with_history(client: httpx.AsyncClient,
                                                     fake: FakeBackend) -> None:
-    body = (await client.post("/api/chat", json={"model": "fake", "stream": False, "messages": [
+    body = (await client.post("/api/chat", json={"model": "fake", "stream": False,
+                                                 "think": False, "messages": [
         {"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
         {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]})).json()
     assert body["message"] == {"role": "assistant",
@@ -185,8 +191,10 @@ async def test_chat_passes_tools_and_returns_tool_calls(client: httpx.AsyncClien
         "model": "fake", "stream": False, "tools": tools,
         "messages": [{"role": "user", "content": "rain?"}]})).json()
     assert fake.requests[-1].tools == tools
-    assert body["message"]["tool_calls"] == [{"function": {"name": "weather",
-                                                           "arguments": {"words": 3}}}]
+    (call,) = body["message"]["tool_calls"]
+    assert re.fullmatch(r"call_[a-z0-9]{8}", call.pop("id"))
+    assert [call] == [{"function": {"index": 0, "name": "weather", "arguments": {"words": 3}}}]
+    assert body["message"]["content"] == "user: rain? assistant:"   # no call markup in it
 
 
 async def test_thinking_is_returned_beside_the_answer(client: httpx.AsyncClient,
@@ -247,7 +255,8 @@ async def test_tags_lists_models_newest_first(client: httpx.AsyncClient, model: 
     models = (await client.get("/api/tags")).json()["models"]
     assert models
     for entry in models:
-        assert list(entry) == ["name", "model", "modified_at", "size", "digest", "details"]
+        assert list(entry) == ["name", "model", "modified_at", "size", "digest", "details",
+                               "capabilities"]
         assert entry["name"] == entry["model"] and len(entry["digest"]) == 64
         assert_timestamp(entry["modified_at"])
     times = [m["modified_at"] for m in models]

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from tests.e2e.conftest import MODEL, start
-from trio_llm.api.templates import as_jinja, render_chat
+from trio_llm import prompt
 from trio_llm.config import Host
 from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.tokenizer import Tokenizer
@@ -44,7 +44,7 @@ async def oracle(backend: EngineBackend, messages: list[dict[str, str]], n_ctx: 
     one at a time, until the prompt leaves `room` tokens free."""
     ref = await backend.resolve(MODEL)
     assert not ref.system and not ref.messages
-    render = functools.partial(render_chat, as_jinja(ref.template), bos_token=ref.bos_token,
+    render = functools.partial(prompt.chat, prompt.load(ref.template), bos_token=ref.bos_token,
                                eos_token=ref.eos_token)
     with read_gguf(ref.gguf_path) as gguf:
         tokenizer = Tokenizer.from_metadata(gguf.metadata)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from trio_llm.prompt.library import CHATML
 from trio_llm.store import ModelNotFound, PullError, Store, UnknownRemoteModel, drain
 from trio_llm.store.catalog import GEMMA3_270M, SMOLLM2_135M
 from trio_llm.store.licenses import APACHE_2_0
-from trio_llm.store.templates import CHATML
 
 GGUF_DIGEST = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 APACHE_SHA256 = "c71d239df91726fc519c6eb72d318ec65820627232b2f796219e87dcf35d0ab4"

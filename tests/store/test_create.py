@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.store.conftest import tree
+from trio_llm.prompt.library import CHATML
 from trio_llm.store import (
     BlobNotFound,
     InvalidModelfile,
@@ -21,7 +22,6 @@ from trio_llm.store import (
     Store,
     drain,
 )
-from trio_llm.store.templates import CHATML
 
 GGUF_DIGEST = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from trio_llm.prompt.library import CHATML, PROMPT_ONLY, detect
 from trio_llm.store.gguf_info import (
     GGUFSummary,
     capabilities,
     human_number,
     quantization_level,
-    template_uses,
 )
-from trio_llm.store.templates import CHATML, PROMPT_ONLY, detect
 
 
 def summary(**flags: bool) -> GGUFSummary:
@@ -47,9 +46,13 @@ def test_capabilities_follow_the_template_and_metadata() -> None:
 
 
 def test_only_template_actions_count_not_literal_text() -> None:
-    assert not template_uses("Use .Tools wisely: {{ .Prompt }}", "Tools")
-    assert not template_uses("{{ .ToolsExtra }}", "Tools")
-    assert template_uses("{{- range $.Tools }}x{{ end }}", "Tools")
+    def tools(template: str) -> bool:
+        return "tools" in capabilities(summary(), template)
+
+    assert not tools("Use .Tools wisely: {{ .Prompt }}")
+    assert not tools("{{ .ToolsExtra }}")
+    assert tools("{{- range $.Tools }}x{{ end }}")
+    assert not tools("{{ if .Tools }")          # a template that does not parse claims nothing
 
 
 def test_chatml_gguf_templates_are_recognised() -> None:

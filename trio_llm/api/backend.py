@@ -28,7 +28,7 @@ class ModelRef:
     name: str  # display name as the client should see it, e.g. "smollm2:135m"
     digest: str = ""  # hex sha256 of the manifest
     gguf_path: str = ""  # the model blob
-    template: str = ""  # Jinja chat template (tokenizer.chat_template); "" = plain text
+    template: str = ""  # the template that renders (Go or Jinja); "" = Ollama's {{ .Prompt }}
     system: str = ""  # Modelfile SYSTEM
     parameters: Mapping[str, Any] = field(default_factory=dict)  # Modelfile PARAMETERs
     messages: Sequence[Mapping[str, Any]] = ()  # Modelfile MESSAGEs ({role, content})
@@ -48,6 +48,7 @@ class ModelEntry:
     size: int  # bytes: layers + config
     digest: str  # hex sha256 of the manifest, no "sha256:" prefix
     details: Mapping[str, Any] = field(default_factory=dict)
+    capabilities: Sequence[str] = ()  # as in /api/show
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ from trio_llm.api.streaming import (
 from trio_llm.errors import BadRequest, InvalidDigest, ModelNotFound
 
 DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
+# The Ollama release whose API we answer like: clients that check the server's version
+# (for tools, thinking...) compare against Ollama's numbering; ours is reported beside it.
+OLLAMA_VERSION = "0.12.0"
 
 
 def ndjson(items: Primed[Any], shape: Callable[[Any], Mapping[str, Any]]) -> Response:
@@ -70,7 +73,7 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
 
     @bp.route("/api/version", methods=["GET", "HEAD"])
     async def version() -> Response:
-        return json_response({"version": __version__})
+        return json_response({"version": OLLAMA_VERSION, "trio_llm_version": __version__})
 
     @bp.post("/api/generate")
     async def generate() -> Response:
@@ -84,7 +87,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
             reason = await generation.preload(backend, ref, req.options, req.keep_alive)
             return json_response({"model": req.model, "created_at": now_rfc3339(),
                                   "response": "", "done": True, "done_reason": reason})
-        chunks = await generation.start(backend, metrics, generation.generate_request(ref, req))
+        prepared = await generation.generate_request(ref, req)
+        chunks = await generation.start(backend, metrics, prepared)
 
         def shape(chunk: GenerationChunk) -> dict[str, Any]:
             out: dict[str, Any] = {"model": req.model, "created_at": now_rfc3339(),
@@ -119,7 +123,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
             return json_response({"model": req.model, "created_at": now_rfc3339(),
                                   "message": {"role": "assistant", "content": ""},
                                   "done": True, "done_reason": reason})
-        chunks = await generation.start(backend, metrics, generation.chat_request(ref, req))
+        prepared = await generation.chat_request(ref, req)
+        chunks = await generation.start(backend, metrics, prepared)
 
         def shape(chunk: GenerationChunk) -> dict[str, Any]:
             message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
@@ -185,7 +190,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         models = sorted(await backend.list_models(), key=lambda m: m.modified_at, reverse=True)
         return json_response({"models": [
             {"name": m.name, "model": m.name, "modified_at": rfc3339(m.modified_at),
-             "size": m.size, "digest": m.digest, "details": dict(m.details)} for m in models]})
+             "size": m.size, "digest": m.digest, "details": dict(m.details),
+             "capabilities": list(m.capabilities)} for m in models]})
 
     @bp.post("/api/show")
     async def show() -> Response:

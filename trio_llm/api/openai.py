@@ -23,6 +23,7 @@ from trio_llm.api.schemas import (
     Fields,
     GenerateRequest,
     Message,
+    ToolChoice,
     check_finite,
     l2_normalise,
     parse_options,
@@ -101,27 +102,29 @@ def _completion_logprobs(f: Fields) -> tuple[bool, int]:
     return value is not None, parse_top_logprobs(value)
 
 
-def _content_and_images(content: Any) -> tuple[str, list[str]]:
+def _content_parts(content: Any) -> list[tuple[str, list[str]]]:
+    """An OpenAI message's content as (text, images) pieces: a string is one piece; an array
+    of parts gives one piece per part, as Ollama turns each part into its own message (the
+    prompt layer then joins consecutive messages of a role with a blank line)."""
     if content is None or isinstance(content, str):
-        return content or "", []
+        return [(content or "", [])]
     if not isinstance(content, list):
         raise BadRequest("invalid message content type")
-    texts: list[str] = []
-    images: list[str] = []
+    pieces: list[tuple[str, list[str]]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            texts.append(str(part.get("text") or ""))
+            pieces.append((str(part.get("text") or ""), []))
         elif kind == "image_url":
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
             if not isinstance(url, str) or not url.startswith("data:image/"):
                 raise BadRequest("image URLs are not currently supported, please use base64 "
                                  "encoded data instead")
-            images.append(url.split(",", 1)[-1])
+            pieces.append(("", [url.split(",", 1)[-1]]))
         else:
             raise BadRequest(f"invalid message part type: {kind}")
-    return "\n".join(texts), images
+    return pieces or [("", [])]
 
 
 def _tool_calls(calls: Any) -> tuple[dict[str, Any], ...]:
@@ -133,7 +136,7 @@ def _tool_calls(calls: Any) -> tuple[dict[str, Any], ...]:
         arguments = function.get("arguments") or {}
         if isinstance(arguments, str):
             try:
-                arguments = json.loads(arguments)
+                arguments = json.loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError:
                 raise BadRequest("invalid tool call arguments") from None
         out.append({"id": call.get("id", ""),
@@ -142,28 +145,54 @@ def _tool_calls(calls: Any) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _messages(raw_messages: list[Any]) -> list[Message]:
+    """OpenAI messages as ours. A tool result keeps its `tool_call_id` and is named after the
+    call it answers (or its `name`)."""
+    messages: list[Message] = []
+    called: dict[str, str] = {}
+    for raw in raw_messages:
+        m = Fields(raw, "ChatCompletionRequest.messages")
+        role = m.string("role").lower()
+        calls = _tool_calls(m.get("tool_calls"))
+        called.update({c["id"]: c["function"]["name"] for c in calls if c["id"]})
+        call_id = m.string("tool_call_id")
+        pieces = _content_parts(m.get("content"))
+        for i, (text, images) in enumerate(pieces):
+            last = i == len(pieces) - 1
+            messages.append(Message(
+                role=role, content=text, images=tuple(images),
+                thinking=(m.string("reasoning") or m.string("reasoning_content")) if last
+                else "", tool_calls=calls if last else (),
+                tool_name=m.string("name") or called.get(call_id, ""), tool_call_id=call_id))
+    return messages
+
+
+def _reasoning(f: Fields) -> bool | str | None:
+    effort = f.get("reasoning_effort")
+    if effort is None:
+        effort = f.obj("reasoning").get("effort")
+    if effort is None:
+        return None
+    if not isinstance(effort, str) or effort not in REASONING_EFFORT:
+        shown = f'"{effort}"' if isinstance(effort, str) else json.dumps(effort)
+        allowed = ", ".join(json.dumps(k) for k in REASONING_EFFORT)
+        raise BadRequest(f"invalid reasoning_effort: {shown} (must be one of {allowed})")
+    return REASONING_EFFORT[effort]
+
+
 def chat_from_openai(body: Any) -> tuple[ChatRequest, bool]:
     """Our ChatRequest for a /v1/chat/completions body, and whether usage is wanted."""
     f = Fields(body, "ChatCompletionRequest")
-    messages = []
-    for raw in f.array("messages", "[]openai.Message"):
-        m = Fields(raw, "ChatCompletionRequest.messages")
-        content, images = _content_and_images(m.get("content"))
-        messages.append(Message(role=m.string("role").lower(), content=content,
-                                images=tuple(images),
-                                thinking=m.string("reasoning") or m.string("reasoning_content"),
-                                tool_calls=_tool_calls(m.get("tool_calls")),
-                                tool_name=m.string("name") or m.string("tool_call_id")))
+    messages = _messages(f.array("messages", "[]openai.Message"))
     if not messages:
         raise BadRequest("[] is too short - 'messages'")
-    effort = f.get("reasoning_effort") or (f.obj("reasoning").get("effort"))
-    think = REASONING_EFFORT.get(effort) if isinstance(effort, str) else None
     logprobs, top_logprobs = _logprobs_wanted(f)
     request = ChatRequest(model=f.string("model"), messages=tuple(messages),
                           tools=tuple(f.array("tools", "[]openai.Tool")),
                           format=response_format(f.get("response_format")),
                           options=sampling_options(f), stream=f.boolean("stream", False),
-                          think=think, logprobs=logprobs, top_logprobs=top_logprobs)
+                          think=_reasoning(f), tool_choice=ToolChoice.parse(f.get("tool_choice")),
+                          logprobs=logprobs, top_logprobs=top_logprobs)
     return request, bool(f.obj("stream_options").get("include_usage"))
 
 
@@ -204,8 +233,12 @@ def openai_tool_calls(calls: Sequence[Mapping[str, Any]], first_index: int = 0
     return out
 
 
-def assistant_message(chunk: GenerationChunk, calls: list[dict[str, Any]]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
+def assistant_message(chunk: GenerationChunk, calls: list[dict[str, Any]], role: bool = True
+                      ) -> dict[str, Any]:
+    """The answer as OpenAI's message (or a stream delta, which names the role only in the
+    first chunk)."""
+    message: dict[str, Any] = {"role": "assistant"} if role else {}
+    message["content"] = chunk.text
     if chunk.thinking:
         message["reasoning"] = chunk.thinking
     if calls:
@@ -276,7 +309,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         if not req.model:
             raise BadRequest("model is required")
         ref = await backend.resolve(req.model)
-        chunks = await generation.start(backend, metrics, generation.chat_request(ref, req))
+        prepared = await generation.chat_request(ref, req)
+        chunks = await generation.start(backend, metrics, prepared)
         answer = Completion("chatcmpl", req.model)
         if not req.stream:
             final = await generation.collect(chunks)
@@ -288,17 +322,20 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
             out["usage"] = usage(final)
             return generation.report_truncation(json_response(out), chunks)
         calls_sent = 0
+        deltas_sent = 0
 
         def encode(chunk: GenerationChunk) -> bytes:
-            nonlocal calls_sent
+            nonlocal calls_sent, deltas_sent
             events = b""
             if chunk.text or chunk.thinking or chunk.tool_calls or chunk.logprobs \
                     or not chunk.done:
                 calls = openai_tool_calls(chunk.tool_calls, calls_sent)
                 calls_sent += len(calls)
+                delta = assistant_message(chunk, calls, role=deltas_sent == 0)
+                deltas_sent += 1
                 events += sse_event(answer.envelope("chat.completion.chunk", [
-                    {"index": 0, "delta": assistant_message(chunk, calls),
-                     "finish_reason": None, "logprobs": chat_logprobs(chunk, req.logprobs)}]))
+                    {"index": 0, "delta": delta, "finish_reason": None,
+                     "logprobs": chat_logprobs(chunk, req.logprobs)}]))
             if chunk.done:
                 events += sse_event(answer.envelope("chat.completion.chunk", [
                     {"index": 0, "delta": {},
@@ -317,7 +354,8 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
         if not req.model:
             raise BadRequest("model is required")
         ref = await backend.resolve(req.model)
-        chunks = await generation.start(backend, metrics, generation.generate_request(ref, req))
+        prepared = await generation.generate_request(ref, req)
+        chunks = await generation.start(backend, metrics, prepared)
         answer = Completion("cmpl", req.model)
         logprobs = CompletionLogprobs(req.logprobs)
         if not req.stream:

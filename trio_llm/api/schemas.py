@@ -275,6 +275,7 @@ class Message:
     thinking: str = ""
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     tool_name: str = ""
+    tool_call_id: str = ""
 
     @classmethod
     def parse(cls, body: Any) -> Message:
@@ -282,10 +283,11 @@ class Message:
         return cls(role=f.string("role").lower(), content=f.string("content"),
                    images=tuple(f.strings("images")), thinking=f.string("thinking"),
                    tool_calls=tuple(f.array("tool_calls", "[]api.ToolCall")),
-                   tool_name=f.string("tool_name") or f.string("tool_call_id"))
+                   tool_name=f.string("tool_name"), tool_call_id=f.string("tool_call_id"))
 
     def for_template(self) -> dict[str, Any]:
-        """The dict a Jinja chat template sees (only the fields that are set)."""
+        """The dict a chat template sees (only the fields that are set; Jinja templates also
+        find Hugging Face's names `reasoning_content` and `name`)."""
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.thinking:
             out["thinking"] = self.thinking
@@ -295,7 +297,32 @@ class Message:
         if self.tool_name:
             out["tool_name"] = self.tool_name
             out["name"] = self.tool_name
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
         return out
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """OpenAI's `tool_choice`: "auto" (the model decides), "none" (no tools offered),
+    "required" (some call), or "function" with the one tool's `name`."""
+
+    kind: str = "auto"
+    name: str = ""
+
+    @classmethod
+    def parse(cls, value: Any) -> ToolChoice:
+        if value is None or value == "auto":
+            return cls()
+        if value in ("none", "required"):
+            return cls(value)
+        if isinstance(value, dict) and value.get("type") == "function":
+            function = value.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
+            if isinstance(name, str) and name:
+                return cls("function", name)
+        raise BadRequest('invalid tool_choice: must be "none", "auto", "required" or '
+                         '{"type": "function", "function": {"name": ...}}')
 
 
 @dataclass(frozen=True)
@@ -348,6 +375,7 @@ class ChatRequest:
     shift: bool = True       # at the end of the context: shift it, or stop with "length"
     logprobs: bool = False
     top_logprobs: int = 0
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
 
     @classmethod
     def parse(cls, body: Any) -> ChatRequest:
@@ -364,7 +392,9 @@ class ChatRequest:
                    think=parse_think(f.get("think")),
                    truncate=f.boolean("truncate", default_truncate()),
                    shift=f.boolean("shift", True), logprobs=f.boolean("logprobs", False),
-                   top_logprobs=parse_top_logprobs(f.integer("top_logprobs")))
+                   top_logprobs=parse_top_logprobs(f.integer("top_logprobs")),
+                   # beyond Ollama: OpenAI's tool_choice, so a native client can require a call
+                   tool_choice=ToolChoice.parse(f.get("tool_choice")))
 
 
 @dataclass(frozen=True)

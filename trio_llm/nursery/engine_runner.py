@@ -280,10 +280,9 @@ class EngineRunner:
                 first_token_at = first_token_at or time.perf_counter_ns()
                 if seq.done == DoneReason.STOP and token in tokenizer.eot_ids:
                     count -= 1                         # the end token is not part of the answer
-                    text = decoder.decode(b"", final=True)
-                else:
-                    text = decoder.decode(tokenizer.token_bytes(token),
-                                          final=seq.done is not None)
+                    text = ""
+                else:   # never final: a reply cut inside a character ends before it
+                    text = decoder.decode(tokenizer.token_bytes(token))
                     if event.logprobs is not None:
                         logprobs.append(describe(event.logprobs, tokenizer.token_bytes))
                 reason = seq.done.value if seq.done is not None else None

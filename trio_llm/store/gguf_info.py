@@ -8,7 +8,6 @@ verbose, and capabilities derived from the metadata and the template text.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import numpy as np
 from gguf import GGUFValueType, LlamaFileType
 
 from trio_llm.engine.gguf_file import GGUFArray, GGUFError, read_gguf
+from trio_llm.prompt.template import capabilities as template_capabilities
+from trio_llm.prompt.template import special_tokens
 from trio_llm.store.errors import NotGGUF
 
 _HIDDEN_KEYS = ("general.name", "tokenizer.chat_template")
@@ -28,7 +29,6 @@ MAX_VERBOSE_ARRAY = 1 << 20       # items of one array
 MAX_VERBOSE_ITEMS = 1 << 22       # items of all arrays together
 MAX_VERBOSE_BYTES = 32 << 20      # bytes of all arrays together, as stored in the file
 _SMALL_ARRAY_BYTES = 1 << 16      # a short array shown even when brief: at most this big
-_ACTION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
 @dataclass
@@ -44,6 +44,8 @@ class GGUFSummary:
     has_vision: bool = False
     has_audio: bool = False
     chat_template: str = ""          # the GGUF's own Jinja template, for template detection
+    bos_token: str = ""              # the BOS and EOS token texts, for templates that write them
+    eos_token: str = ""
     tensors: list[dict[str, Any]] = field(default_factory=list)   # only when verbose
 
 
@@ -71,6 +73,7 @@ def summarize(path: Path | str, verbose: bool = False) -> GGUFSummary:
         encoder = meta.get(f"{arch}.attention.causal") is False
         tensors = [{"name": t.name, "type": t.type.name, "shape": list(t.shape)}
                    for t in gguf.tensors.values()] if verbose else []
+        bos_token, eos_token = special_tokens(meta)
         return GGUFSummary(
             architecture=arch,
             parameter_count=count,
@@ -81,7 +84,7 @@ def summarize(path: Path | str, verbose: bool = False) -> GGUFSummary:
             has_vision=f"{arch}.vision.block_count" in meta,
             has_audio=f"{arch}.audio.block_count" in meta,
             chat_template=str(meta.get("tokenizer.chat_template", "")),
-            tensors=tensors,
+            bos_token=bos_token, eos_token=eos_token, tensors=tensors,
         )
 
 
@@ -151,29 +154,22 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def template_uses(template: str, field_name: str) -> bool:
-    """Whether any `{{ ... }}` action of a Go template refers to `.<field_name>`."""
-    pattern = re.compile(rf"\.{re.escape(field_name)}\b")
-    return any(pattern.search(action) for action in _ACTION.findall(template))
-
-
 def capabilities(summary: GGUFSummary | None, template: str, has_projector: bool = False
                  ) -> list[str]:
     """Ollama's capability list for a model: completion or embedding, then what the template
-    and the weights support (tools, insert, vision, audio, thinking)."""
+    (the one that renders, trio_llm.prompt) and the weights support (tools, insert, vision,
+    audio, thinking)."""
     caps = []
     if summary is not None and summary.has_pooling:
         caps.append("embedding")
     else:
         caps.append("completion")
-    if template_uses(template, "Tools"):
-        caps.append("tools")
-    if template_uses(template, "Suffix"):
-        caps.append("insert")
+    from_template = template_capabilities(template)
+    caps.extend(c for c in ("tools", "insert") if c in from_template)
     if has_projector or (summary is not None and summary.has_vision):
         caps.append("vision")
     if summary is not None and summary.has_audio:
         caps.append("audio")
-    if template_uses(template, "Thinking") or template_uses(template, "Think"):
+    if "thinking" in from_template:
         caps.append("thinking")
     return caps

@@ -90,11 +90,13 @@ class ListEntry:
     size: int
     digest: str
     details: ModelDetails
+    capabilities: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name.display, "model": self.name.display,
                 "modified_at": rfc3339(self.modified_at), "size": self.size,
-                "digest": self.digest, "details": self.details.to_json()}
+                "digest": self.digest, "details": self.details.to_json(),
+                "capabilities": self.capabilities}
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from trio_llm import config
+from trio_llm.prompt.template import template_source
 from trio_llm.store import modelfile as modelfile_text
 from trio_llm.store import params as params_mod
 from trio_llm.store.blobs import BlobStore, BlobWriter, stream_into
@@ -88,6 +89,7 @@ class Store:
         self._lock = threading.RLock()
         self._pins: Counter[str] = Counter()
         self._summaries: dict[str, GGUFSummary] = {}
+        self._capability_cache: dict[str, list[str]] = {}
         self.blobs.directory.mkdir(parents=True, exist_ok=True)
         self.manifests.directory.mkdir(parents=True, exist_ok=True)
         self.blobs.cleanup()
@@ -152,9 +154,27 @@ class Store:
             models = stored.manifest.layers_of(MODEL)
             parent = models[0].source or "" if models else ""
             entries.append(ListEntry(stored.name, stored.modified_at, stored.manifest.size,
-                                     stored.digest, ModelDetails.from_config(config, parent)))
+                                     stored.digest, ModelDetails.from_config(config, parent),
+                                     self._listed_capabilities(stored.name, stored.digest)))
         entries.sort(key=lambda e: e.modified_at, reverse=True)
         return entries
+
+    def _listed_capabilities(self, name: ModelName, digest: str) -> list[str]:
+        """A model's capabilities for the list, cached by manifest digest (what they follow
+        from is all named by the manifest); [] for a model whose files cannot be read."""
+        with self._lock:
+            cached = self._capability_cache.get(digest)
+        if cached is not None:
+            return cached
+        try:
+            found = self._capabilities(self.get(name.display))
+        except Exception:       # a broken model still lists; show/generate report why
+            return []
+        with self._lock:
+            if len(self._capability_cache) >= 256:
+                self._capability_cache.clear()
+            self._capability_cache[digest] = found
+        return found
 
     def summary(self, digest: str, verbose: bool = False) -> GGUFSummary:
         """The GGUF header summary of a model blob (cached unless verbose). NotGGUF if it is
@@ -176,9 +196,15 @@ class Store:
 
     def capabilities(self, name: str) -> list[str]:
         """What the model can do: completion/embedding, tools, insert, vision, thinking..."""
-        record = self.get(name)
-        return capabilities(self.summary(record.model_digest), record.template or "",
-                            bool(record.projector_paths))
+        return self._capabilities(self.get(name))
+
+    def _capabilities(self, record: ModelRecord, summary: GGUFSummary | None = None
+                      ) -> list[str]:
+        """From the weights and from the template that renders (the template layer; without
+        one, the GGUF's own)."""
+        summary = summary or self.summary(record.model_digest)
+        source = template_source(record.template, summary.chat_template)
+        return capabilities(summary, source, bool(record.projector_paths))
 
     def show(self, name: str, verbose: bool = False) -> ShowInfo:
         """The /api/show answer for `name`."""
@@ -195,8 +221,7 @@ class Store:
             parameters=params_mod.show_text(record.params), template=record.template or "",
             system=record.system, details=record.details, messages=record.messages,
             model_info=summary.model_info,
-            capabilities=capabilities(summary, record.template or "",
-                                      bool(record.projector_paths)),
+            capabilities=self._capabilities(record, summary),
             modified_at=record.modified_at, tensors=summary.tensors, extra=extra)
 
     def _text(self, digest: str) -> str:

@@ -2,7 +2,8 @@
 
 The "model" streams the rendered prompt's words back, one word per token, honouring
 num_predict (done_reason "length") and stop strings, with real measured durations. Asked to
-think, it adds a line of thinking; offered tools, it calls the first one. Requests
+think, it first writes a line of thinking in `<think>` tags; offered tools, it ends by writing
+a call of the first one in `<tool_call>` tags (the API reads both out of the text). Requests
 wait for one of `num_parallel` slots; more than `max_queue` waiting raises QueueFull, as the
 real scheduler does. Everything a test may want to observe is a plain attribute.
 """
@@ -10,6 +11,7 @@ real scheduler does. Everything a test may want to observe is a plain attribute.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import time
@@ -45,9 +47,11 @@ TRANSCRIPT_TEMPLATE = (
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 FIM_TEMPLATE = (
-    "{% if suffix %}<prefix>{{ prompt }}<suffix>{{ suffix }}<middle>{% else %}"
+    "{# the model writes a call as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>"
+    " #}{% if suffix %}<prefix>{{ prompt }}<suffix>{{ suffix }}<middle>{% else %}"
     + TRANSCRIPT_TEMPLATE + "{% endif %}"
 )
+THINKING = "The user wants an echo."
 EMBED_DIM = 8
 FOREVER = timedelta(days=365 * 100)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*){0,2}(:[a-z0-9][a-z0-9._-]*)?")
@@ -142,7 +146,8 @@ class FakeBackend:
 
     async def list_models(self) -> Sequence[ModelEntry]:
         return [ModelEntry(name=n, modified_at=m.modified_at, size=m.size, digest=m.ref.digest,
-                           details=m.ref.details) for n, m in self.models.items()]
+                           details=m.ref.details, capabilities=m.ref.capabilities)
+                for n, m in self.models.items()]
 
     async def resolve(self, name: str) -> ModelRef:
         return self._get(name).ref
@@ -310,6 +315,8 @@ class FakeBackend:
             output_ids: list[int] = []
             text = ""
             reason = "stop"
+            if request.think not in (None, False):
+                yield GenerationChunk(text=f"<think>{THINKING}</think>")
             for index, word in enumerate(words):
                 if 0 <= limit <= index or len(prompt_ids) + index >= num_ctx:
                     reason = "length"
@@ -326,12 +333,10 @@ class FakeBackend:
                 text += piece
                 output_ids.append(token_id(word))
                 yield GenerationChunk(text=piece)
-            if request.think not in (None, False):
-                yield GenerationChunk(thinking="The user wants an echo.")
             if request.tools:
                 name = request.tools[0].get("function", {}).get("name", "")
-                yield GenerationChunk(tool_calls=[
-                    {"function": {"name": name, "arguments": {"words": len(output_ids)}}}])
+                call = json.dumps({"name": name, "arguments": {"words": len(output_ids)}})
+                yield GenerationChunk(text=f"<tool_call>{call}</tool_call>")
             yield GenerationChunk(
                 done=True, done_reason=reason, prompt_eval_count=len(prompt_ids),
                 prompt_eval_duration=prompt_ns, eval_count=len(output_ids),

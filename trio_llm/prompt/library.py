@@ -1,10 +1,11 @@
 """Prompt templates (Go text/template syntax) the store writes into template layers.
 
-CHATML reproduces the ChatML turns of SmolLM2's own GGUF chat template
+CHATML writes the ChatML turns of SmolLM2's own GGUF chat template
 (`<|im_start|>role\\ncontent<|im_end|>\\n`, then an open assistant turn) in the shape Ollama's
 library templates use: the system prompt once, a loop over the messages (system messages are
 carried by `.System`), an unfinished last assistant message left open for continuation, and a
-`.Prompt` / `.Response` branch for requests without messages.
+`.Prompt` / `.Response` branch for requests without messages. Unlike that Jinja template it
+adds no default system prompt: the prompt is what this template says.
 """
 
 from __future__ import annotations
