@@ -24,10 +24,10 @@ import numpy as np
 from trio_llm.arch.memory import MemoryPlan, plan_memory, runtime_batch
 from trio_llm.arch.weights import EMBEDDING_FIELD, Weight, WeightLoader, matrices
 from trio_llm.engine.batch import Batch
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.engine.kernels import ptr
 from trio_llm.engine.kv_cache import KVCache, KVLayout
 from trio_llm.engine.ops import NULL, Buffer, MatmulPath, Ops
+from trio_llm.formats.gguf_file import GGUFFile
 
 Trace = Callable[[str, int, np.ndarray], None]
 

@@ -9,10 +9,10 @@ from trio_llm.arch import architecture_for
 from trio_llm.arch.memory import MemoryPlan, plan_memory
 from trio_llm.arch.runtime import Network
 from trio_llm.arch.weights import WeightLoader
-from trio_llm.engine.gguf_file import GGUFFile, read_gguf
 from trio_llm.engine.kernels import Pool
 from trio_llm.engine.ops import CpuOps
 from trio_llm.engine.tokenizer import Tokenizer
+from trio_llm.formats.gguf_file import GGUFFile, read_gguf
 
 ON_GPU = False  # CpuOps is the only compute backend: a loaded model never holds GPU memory
 

@@ -11,7 +11,9 @@ from trio_llm.errors import (
     BlobNotFound,
     DigestMismatch,
     InvalidDigest,
+    InvalidModelfile,
     InvalidName,
+    InvalidParameter,
     TrioLLMError,
 )
 from trio_llm.errors import ModelNotFound as _ModelNotFound
@@ -24,19 +26,6 @@ __all__ = [
     "InvalidModelfile", "InvalidName", "InvalidParameter", "InvalidRequest", "ModelNotFound",
     "NotGGUF", "PullError", "QuantizationNotSupported", "StoreError", "UnknownRemoteModel",
 ]
-
-
-class InvalidModelfile(InvalidRequest):
-    """A Modelfile that does not parse; `line` is 1-based, or 0 when not tied to a line."""
-
-    def __init__(self, message: str, line: int = 0) -> None:
-        super().__init__(f"(line {line}): {message}" if line else message)
-        self.line = line
-        self.reason = message
-
-
-class InvalidParameter(InvalidRequest):
-    """A PARAMETER / `parameters` entry with an unknown name or a value of the wrong type."""
 
 
 class NotGGUF(InvalidRequest):

@@ -14,7 +14,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from trio_llm.store.errors import InvalidParameter
+from trio_llm.errors import InvalidParameter
 
 INT, FLOAT, BOOL, STRINGS = "int", "float", "bool", "strings"
 
