@@ -13,6 +13,7 @@ from trio_llm.engine.kernels import Pool
 from trio_llm.engine.ops import CpuOps
 from trio_llm.engine.tokenizer import Tokenizer
 from trio_llm.formats.gguf_file import GGUFFile, read_gguf
+from trio_llm.options import default
 
 ON_GPU = False  # CpuOps is the only compute backend: a loaded model never holds GPU memory
 
@@ -29,7 +30,7 @@ def check_model_file(gguf: GGUFFile) -> frozenset[str]:
 
 
 def plan_model(path: str | os.PathLike[str], n_ctx: int, n_slots: int = 1,
-               max_batch: int = 512, kv_type: str = "f16") -> MemoryPlan:
+               max_batch: int = default("num_batch"), kv_type: str = "f16") -> MemoryPlan:
     """The memory the model in `path` will hold once loaded with these options (Network's own
     plan), read from its header and tensor table without loading anything."""
     def plan(gguf: GGUFFile) -> MemoryPlan:  # the views into the mmap die with this frame
@@ -52,8 +53,8 @@ class Model:
     ops: CpuOps
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], n_ctx: int = 4096, n_slots: int = 1,
-             n_threads: int = 0, max_batch: int = 512, scalar: bool = False,
+    def load(cls, path: str | os.PathLike[str], n_ctx: int = default("num_ctx"), n_slots: int = 1,
+             n_threads: int = 0, max_batch: int = default("num_batch"), scalar: bool = False,
              kv_type: str = "f16") -> Model:
         gguf = read_gguf(path)
         try:
