@@ -9,9 +9,10 @@ from trio_llm.arch import architecture_for
 from trio_llm.arch.memory import MemoryPlan, plan_memory
 from trio_llm.arch.runtime import Network
 from trio_llm.arch.weights import WeightLoader
-from trio_llm.engine.kernels import Pool
+from trio_llm.engine.kernels import KernelError, Pool
 from trio_llm.engine.ops import CpuOps
 from trio_llm.engine.tokenizer import Tokenizer
+from trio_llm.errors import ModelFileError
 from trio_llm.formats.gguf_file import GGUFFile, read_gguf
 from trio_llm.options import default
 
@@ -61,8 +62,13 @@ class Model:
             arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
             tokenizer = Tokenizer.from_metadata(gguf.metadata)
             ops = CpuOps(Pool(n_threads, scalar=scalar))
-            net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots, max_batch=max_batch,
-                          kv_type=kv_type)
+            try:
+                net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots,
+                              max_batch=max_batch, kv_type=kv_type)
+            except KernelError as exc:  # the kernels refuse this file's tensors: a 400
+                if "out of memory" in str(exc):
+                    raise
+                raise ModelFileError(f"the model cannot be loaded: {exc}") from exc
         except BaseException:
             gguf.close()
             raise
