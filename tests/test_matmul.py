@@ -230,18 +230,13 @@ def test_many_rows_span_several_packed_tile_groups(pools: dict[str, object], qty
     assert rel_err(y_simd, y_scalar.astype(np.float64)) < 1e-5
 
 
-MODEL = Path.home() / ".cache/trio-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @pytest.fixture(scope="module")
-def smollm2() -> dict[str, tuple[Q, np.ndarray]]:
+def smollm2(smollm2_path: Path) -> dict[str, tuple[Q, np.ndarray]]:
     """A few real tensors of SmolLM2-135M as (type, raw bytes [n_out][row_bytes])."""
-    if not MODEL.exists():
-        pytest.skip(f"{MODEL} not present")
     from gguf import GGUFReader
 
     wanted = {"blk.0.ffn_down.weight", "blk.0.attn_k.weight", "token_embd.weight"}
-    reader = GGUFReader(MODEL)
+    reader = GGUFReader(smollm2_path)
     return {t.name: (Q(t.tensor_type), np.ascontiguousarray(t.data[:4096]))
             for t in reader.tensors if t.name in wanted}
 
