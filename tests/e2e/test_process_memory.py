@@ -22,6 +22,8 @@ import pytest
 from tests.e2e.conftest import MODEL
 from trio_llm.engine.model import plan_model
 
+pytestmark = pytest.mark.full  # one server process per KV cache type
+
 TYPES = ("f16", "q8_0", "q4_0")
 
 
