@@ -1,11 +1,14 @@
 """Continuous batching as a pure step: plan which tokens each sequence feeds, then apply logits.
 
 `SlotTable.plan()` packs one batch from every active sequence — the next token of those that
-are decoding, and chunks of the prompts of newly admitted ones — so a single forward pass serves
-them all. `SlotTable.apply()` samples each sequence's next token from its logits row and reports
-what happened. No event loop and no model here: the runner calls forward() between the two.
-A sequence with a grammar samples only what its grammar allows and ends when the grammar is
-complete; one without pays nothing for the others' grammars.
+are decoding, and chunks of the prompts of newly admitted ones, oldest first — so a single
+forward pass serves them all. While anything decodes, a step takes at most `prefill_chunk`
+prompt tokens: a new request's prompt starts at the next step, and the running streams keep
+getting a token per step while it is evaluated, a chunk at a time. `SlotTable.apply()` samples
+each sequence's next token from its logits row and reports what happened. No event loop and no
+model here: the runner calls forward() between the two. A sequence with a grammar samples only
+what its grammar allows and ends when the grammar is complete; one without pays nothing for the
+others' grammars.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Sequence:
     grammar: GrammarState | None = None  # the constraint's matcher, when there is one
     top_logprobs: int | None = None      # report log-probabilities (with this many top tokens)
     failure: str | None = None           # the grammar broke down: the sequence ends in error
+    admitted: int = -1                   # arrival order in the table (prompts go oldest first)
 
     @property
     def history(self) -> list[int]:
@@ -107,10 +111,14 @@ class StepEvent:
 class SlotTable:
     """Assigns KV slots to sequences and plans batched steps over them."""
 
-    def __init__(self, n_slots: int, n_ctx: int, max_batch: int = 512) -> None:
+    def __init__(self, n_slots: int, n_ctx: int, max_batch: int = 512,
+                 prefill_chunk: int = 0) -> None:
         self.n_ctx, self.max_batch = n_ctx, max_batch
+        # prompt tokens in a step that also decodes (0 or more than a batch: the whole batch)
+        self.prefill_chunk = min(prefill_chunk, max_batch) if prefill_chunk > 0 else max_batch
         self.slots: list[Sequence | None] = [None] * n_slots
         self.reserved: set[int] = set()    # slots lent out for other work (embeddings)
+        self._admitted = 0
 
     @property
     def free_slots(self) -> int:
@@ -143,6 +151,7 @@ class SlotTable:
             raise ValueError(f"prompt of {len(seq.prompt)} tokens does not fit the context "
                              f"of {self.n_ctx}")
         seq.slot = self._free_slot()
+        seq.admitted, self._admitted = self._admitted, self._admitted + 1
         self.slots[seq.slot] = seq
 
     def remove(self, seq: Sequence) -> None:
@@ -151,7 +160,8 @@ class SlotTable:
             self.slots[seq.slot] = None
 
     def plan(self) -> StepPlan | None:
-        """The next batch: every decoding sequence's token first, then prompt chunks."""
+        """The next batch: every decoding sequence's token first, then prompt chunks of the
+        oldest waiting prompts (at most prefill_chunk tokens of them if anything decodes)."""
         parts: list[Batch] = []
         readers: list[Sequence] = []
         fed: list[tuple[Sequence, int]] = []
@@ -162,19 +172,23 @@ class SlotTable:
                 readers.append(seq)
                 fed.append((seq, 1))
                 budget -= 1
-        for seq in self.active:
-            if seq.done is None and seq.prefilling and budget:
-                pending = seq.pending
-                chunk = pending[:budget]
-                finishes = len(chunk) == len(pending)
-                batch = Batch.sequence(chunk, seq.position, seq.slot)
-                if not finishes:
-                    batch.logits_for = np.zeros(0, dtype=np.int32)
-                else:
-                    readers.append(seq)
-                parts.append(batch)
-                fed.append((seq, len(chunk)))
-                budget -= len(chunk)
+        if parts:
+            budget = min(budget, self.prefill_chunk)
+        waiting = sorted((s for s in self.active if s.done is None and s.prefilling),
+                         key=lambda s: s.admitted)
+        for seq in waiting:
+            if not budget:
+                break
+            pending = seq.pending
+            chunk = pending[:budget]
+            batch = Batch.sequence(chunk, seq.position, seq.slot)
+            if len(chunk) == len(pending):
+                readers.append(seq)
+            else:
+                batch.logits_for = np.zeros(0, dtype=np.int32)
+            parts.append(batch)
+            fed.append((seq, len(chunk)))
+            budget -= len(chunk)
         if not parts:
             return None
         return StepPlan(Batch.join(parts), readers, fed)
