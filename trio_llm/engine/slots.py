@@ -161,37 +161,49 @@ class SlotTable:
 
     def plan(self) -> StepPlan | None:
         """The next batch: every decoding sequence's token first, then prompt chunks of the
-        oldest waiting prompts (at most prefill_chunk tokens of them if anything decodes)."""
-        parts: list[Batch] = []
+        oldest waiting prompts (at most prefill_chunk tokens of them if anything decodes).
+        Built as flat lists and turned into arrays once: it runs between every two steps."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        wanted: list[int] = []              # rows whose logits come back
         readers: list[Sequence] = []
         fed: list[tuple[Sequence, int]] = []
-        budget = self.max_batch
+        waiting: list[Sequence] = []
         for seq in self.active:
-            if seq.done is None and not seq.prefilling and seq.next_token is not None and budget:
-                parts.append(Batch.decode(seq.next_token, seq.position, seq.slot))
+            if seq.done is not None:
+                continue
+            if seq.prefilling:
+                waiting.append(seq)
+            elif seq.next_token is not None and len(tokens) < self.max_batch:
+                wanted.append(len(tokens))
+                tokens.append(seq.next_token)
+                positions.append(seq.position)
+                slots.append(seq.slot)
                 readers.append(seq)
                 fed.append((seq, 1))
-                budget -= 1
-        if parts:
+        n_decode = len(tokens)
+        budget = self.max_batch - n_decode
+        if n_decode:
             budget = min(budget, self.prefill_chunk)
-        waiting = sorted((s for s in self.active if s.done is None and s.prefilling),
-                         key=lambda s: s.admitted)
-        for seq in waiting:
+        for seq in sorted(waiting, key=lambda s: s.admitted):
             if not budget:
                 break
             pending = seq.pending
             chunk = pending[:budget]
-            batch = Batch.sequence(chunk, seq.position, seq.slot)
+            tokens += chunk
+            positions += range(seq.position, seq.position + len(chunk))
+            slots += [seq.slot] * len(chunk)
             if len(chunk) == len(pending):
+                wanted.append(len(tokens) - 1)
                 readers.append(seq)
-            else:
-                batch.logits_for = np.zeros(0, dtype=np.int32)
-            parts.append(batch)
             fed.append((seq, len(chunk)))
             budget -= len(chunk)
-        if not parts:
+        if not tokens:
             return None
-        return StepPlan(Batch.join(parts), readers, fed)
+        batch = Batch(np.array(tokens, np.int32), np.array(positions, np.int32),
+                      np.array(slots, np.int32), np.array(wanted, np.int32), n_decode=n_decode)
+        return StepPlan(batch, readers, fed)
 
     def apply(self, plan: StepPlan, logits: np.ndarray) -> list[StepEvent]:
         """Advance every sequence past what it fed; sample a token for each logits row."""

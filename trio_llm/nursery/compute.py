@@ -12,17 +12,24 @@ next call) safe to share.
         ops = compute.ops()                         # lent to Model.load(..., ops=ops)
         logits = await compute.run(runner, step, plan)
 
+The calls run on one long-lived compute thread (which is also thread 0 of the kernel pool):
+handing a step to a thread that waits for it costs less than a trio.to_thread hop per step,
+and nothing else ever queues there.
+
 The executor only lends: each model is still loaded, run and unloaded by its own task in the
 scheduler's nursery; the backends close when the executor does, after the last model.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from trio_llm.engine.kernels import physical_cores
@@ -100,6 +107,38 @@ class FairTurns:
         granted.set()
 
 
+class ComputeThread:
+    """One worker thread that runs calls handed to it, one at a time, and wakes the caller's
+    trio task with the result. A call is never abandoned: a caller cancelled meanwhile gets
+    the cancellation at its next checkpoint, after the call has returned."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="trio-llm-compute",
+                                        daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, task, token = job
+            result = outcome.capture(fn, *args)
+            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """fn(*args) on the thread; its return value, or its exception raised here."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._jobs.put((fn, args, trio.lowlevel.current_task(),
+                        trio.lowlevel.current_trio_token()))
+        result: T = await trio.lowlevel.wait_task_rescheduled(
+            lambda _: trio.lowlevel.Abort.FAILED)
+        return result
+
+    def stop(self) -> None:
+        """Let the thread finish its queue and end; blocks until it has."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class Compute:
     """The shared backends and the line of turns in front of them (make it with open_compute).
 
@@ -111,6 +150,7 @@ class Compute:
         self._open_backend = open_backend
         self._backends: dict[int, CpuOps] = {}
         self.turns = FairTurns()
+        self.thread = ComputeThread()
         self.steps = 0          # calls run, for tests and logs
 
     def ops(self, n_threads: int = 0) -> CpuOps:
@@ -123,14 +163,15 @@ class Compute:
         return backend
 
     async def run(self, client: Hashable, fn: Callable[..., T], *args: object) -> T:
-        """fn(*args) in a worker thread, in `client`'s turn. Not abandoned on cancel: a caller
-        cancelled mid-call waits for the call to finish (the model's memory is in use)."""
+        """fn(*args) on the compute thread, in `client`'s turn. Not abandoned on cancel: a
+        caller cancelled mid-call waits for the call to finish (the model's memory is in use)."""
         async with self.turns.turn(client):
             self.steps += 1
-            return await trio.to_thread.run_sync(fn, *args)
+            return await self.thread.call(fn, *args)
 
     def close(self) -> None:
-        """Stop every backend's threads (blocking: joins them)."""
+        """Stop the compute thread and every backend's threads (blocking: joins them)."""
+        self.thread.stop()
         backends, self._backends = list(self._backends.values()), {}
         for backend in backends:
             backend.close()
