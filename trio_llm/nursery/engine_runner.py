@@ -120,6 +120,8 @@ class StopMatcher:
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to emit now, whether a stop string was hit)."""
+        if not self.stops:               # the usual case, once per token: nothing to hold
+            return text, False
         self.pending += text
         hits = [self.pending.find(s) for s in self.stops if s in self.pending]
         if hits:
