@@ -492,3 +492,15 @@ def test_the_scheduler_does_not_import_the_engine():
     code = ("import sys, trio_llm.nursery, trio_llm.testing.fakes; "
             "sys.exit(any(m.startswith('trio_llm.engine') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+async def test_the_shared_compute_opens_before_the_first_load_and_closes_after_the_last_unload(
+        autojump_clock):
+    factory = FakeRunnerFactory()
+    async with scheduler(factory) as sched:
+        await use(sched, "a")
+        await use(sched, "b")
+    whats = [e.what for e in factory.log if e.what in ("compute open", "compute closed",
+                                                       "load", "unload")]
+    assert whats[0] == "compute open" and whats[-1] == "compute closed"
+    assert whats.count("load") == 2 and whats.count("unload") == 2

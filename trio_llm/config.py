@@ -197,6 +197,10 @@ SETTINGS: tuple[Setting, ...] = (
             "API keys with scopes (`key:inference,key2:admin`, or @file); unset: no auth",
             strict=True),
     Setting("OLLAMA_API_KEY", "", str, "the key the CLI sends as `Authorization: Bearer`"),
+    Setting("TRIO_LLM_PREFILL_CHUNK", "256", parse_uint,
+            "prompt tokens a step evaluates beside the running sequences' decode tokens, so "
+            "a new prompt starts at the next step and running streams keep flowing "
+            "(0: num_batch)"),
     Setting("TRIO_LLM_REGISTRY_IDLE_TIMEOUT", "60s", parse_duration,
             "a registry that sends nothing for this long fails the pull or push"),
     Setting("TRIO_LLM_REGISTRY_TIMEOUT", "6h", parse_duration,

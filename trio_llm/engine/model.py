@@ -10,7 +10,7 @@ from trio_llm.arch.memory import MemoryPlan, plan_memory
 from trio_llm.arch.runtime import Network
 from trio_llm.arch.weights import WeightLoader
 from trio_llm.engine.kernels import KernelError, Pool
-from trio_llm.engine.ops import CpuOps
+from trio_llm.engine.ops import CpuOps, open_ops
 from trio_llm.engine.tokenizer import Tokenizer
 from trio_llm.errors import ModelFileError
 from trio_llm.formats.gguf_file import GGUFFile, read_gguf
@@ -46,22 +46,31 @@ def plan_model(path: str | os.PathLike[str], n_ctx: int, n_slots: int = 1,
 
 @dataclass
 class Model:
-    """Everything needed to turn tokens into logits for up to n_slots sequences at once."""
+    """Everything needed to turn tokens into logits for up to n_slots sequences at once.
+
+    `ops` is the compute backend; `owns_ops` says whether closing the model closes it (False
+    when the server's compute executor lends one backend to every loaded model)."""
 
     gguf: GGUFFile
     net: Network
     tokenizer: Tokenizer
     ops: CpuOps
+    owns_ops: bool = True
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], n_ctx: int = default("num_ctx"), n_slots: int = 1,
              n_threads: int = 0, max_batch: int = default("num_batch"), scalar: bool = False,
-             kv_type: str = "f16") -> Model:
+             kv_type: str = "f16", ops: CpuOps | None = None) -> Model:
+        """Load the model in `path`. With `ops`, it computes on that backend (owned by the
+        caller, who serialises its use; n_threads and scalar are then the backend's own);
+        without, it opens its own backend of n_threads and closes it with itself."""
         gguf = read_gguf(path)
+        owned = ops is None
         try:
             arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
             tokenizer = Tokenizer.from_metadata(gguf.metadata)
-            ops = CpuOps(Pool(n_threads, scalar=scalar))
+            if ops is None:
+                ops = open_ops(n_threads, scalar=scalar)
             try:
                 net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots,
                               max_batch=max_batch, kv_type=kv_type)
@@ -70,9 +79,11 @@ class Model:
                     raise
                 raise ModelFileError(f"the model cannot be loaded: {exc}") from exc
         except BaseException:
+            if owned and ops is not None:
+                ops.close()
             gguf.close()
             raise
-        return cls(gguf, net, tokenizer, ops)
+        return cls(gguf, net, tokenizer, ops, owns_ops=owned)
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -92,4 +103,6 @@ class Model:
         return total if tied else total - embd
 
     def close(self) -> None:
-        self.ops.close()
+        """Free the model's own resources (the backend too, unless it was lent)."""
+        if self.owns_ops:
+            self.ops.close()

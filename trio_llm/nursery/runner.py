@@ -8,6 +8,7 @@ defaults, from the store) and a `RunnerFactory` (estimate and load a model), and
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +69,7 @@ class LoadSpec:
     use_mmap: bool | None = default("use_mmap")
     kv_cache_type: str = "f16"
     flash_attention: bool = False
+    prefill_chunk: int = 0   # prompt tokens in a step that also decodes (0: num_batch)
 
     @property
     def name(self) -> str:
@@ -121,6 +123,13 @@ class Runner(Protocol):
 
 class RunnerFactory(Protocol):
     """Estimates and loads models (the engine implements it; tests use FakeRunnerFactory)."""
+
+    def open_compute(self) -> AbstractAsyncContextManager[None]:
+        """What every runner of this factory shares (the engine: one compute executor, so
+        two busy models never run two kernel thread pools on the same cores), held for the
+        body of the `async with`. The scheduler enters it before its nursery starts and leaves
+        it after the last model has unloaded; loads happen only inside it."""
+        ...
 
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
         """Memory the model needs with this spec (read the GGUF header; run blocking I/O via

@@ -179,7 +179,8 @@ class Scheduler:
                         num_thread=int(merged.get("num_thread") or default("num_thread")),
                         use_mmap=None if use_mmap is None else bool(use_mmap),
                         kv_cache_type=self.settings.kv_cache_type,
-                        flash_attention=self.settings.flash_attention)
+                        flash_attention=self.settings.flash_attention,
+                        prefill_chunk=self.settings.prefill_chunk)
 
     @asynccontextmanager
     async def acquire(self, name: str, options: Mapping[str, Any] | None = None,
@@ -463,8 +464,9 @@ def _gpu_wish_met(spec: LoadSpec, placement: Placement, gpus: Sequence[GpuInfo])
 async def open_scheduler(factory: RunnerFactory, devices: DeviceInventory,
                          resolver: ModelResolver,
                          settings: SchedulerSettings | None = None) -> AsyncIterator[Scheduler]:
-    """Run a scheduler for the body of the `async with`; on exit every model is unloaded."""
-    async with trio.open_nursery() as nursery:
+    """Run a scheduler for the body of the `async with`; on exit every model is unloaded,
+    and then what the factory's runners share (the compute executor) is closed."""
+    async with factory.open_compute(), trio.open_nursery() as nursery:
         scheduler = Scheduler(factory, devices, resolver,
                               settings or SchedulerSettings.from_env(), nursery)
         nursery.start_soon(scheduler._schedule_loop)
