@@ -14,7 +14,7 @@ from trio_llm._kernels import ffi, lib
 
 Q = GGMLQuantizationType
 
-# tl_status codes (csrc/tl_common.h; the enum is not part of the cffi declarations).
+# tl_status codes (csrc/tl_api.h).
 TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4
 
 # Byte offsets of the f16 scale fields (d, m / dmin) inside one block of each format.

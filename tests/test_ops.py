@@ -15,7 +15,7 @@ import pytest
 
 from trio_llm._kernels import ffi, lib
 
-TL_OK, TL_ERR_ARG = 0, 4  # tl_status codes (csrc/tl_common.h)
+TL_OK, TL_ERR_ARG = 0, 4  # tl_status codes (csrc/tl_api.h)
 REL_TOL = 1e-5
 
 

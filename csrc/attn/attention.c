@@ -30,7 +30,7 @@
 
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
-#include "attn.h"
+#include "../ggml/pool.h"
 #include "kv_internal.h"
 
 #define GMAX TL_ATTN_GMAX

@@ -7,7 +7,6 @@
 
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
-#include "attn.h"
 #include "kv_internal.h"
 #include "../ggml/quants.h"
 

@@ -2,7 +2,6 @@
    tl_dequantize entry point that dispatches on the type. Scalar reference code. */
 #include <string.h>
 
-#include "ggml.h"
 #include "quants.h"
 
 /* d * q + m must round twice, as the format's definition does: never fuse into an FMA. */

@@ -20,7 +20,6 @@
 #include <stdlib.h>
 
 #include "dot.h"
-#include "ggml.h"
 #include "packed.h"
 
 #define SCALAR_DECODE_MAX_TOK 3  /* scalar pools: row dots with per-thread quantization */

@@ -12,7 +12,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "ggml.h"
 #include "packed.h"
 
 #if TL_HAVE_X86

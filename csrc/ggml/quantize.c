@@ -4,7 +4,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "ggml.h"
 #include "quants.h"
 
 /* x * id + 8.5 rounds twice in the reference scheme: never fuse into an FMA. */

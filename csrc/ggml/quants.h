@@ -4,7 +4,8 @@
 
 #include <stdint.h>
 
-#include "ggml.h"
+#include "../tl_common.h"
+#include "blocks.h"
 
 /* Bit-exact codecs need every multiply and add rounded on its own: no FMA contraction. clang
    honours the standard pragma; GCC ignores it, but never contracts in ISO C mode (-std=c11).

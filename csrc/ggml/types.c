@@ -1,5 +1,4 @@
 /* The GGML type table (elements and bytes per block) and row gathering over it. */
-#include "ggml.h"
 #include "quants.h"
 
 int tl_type_block_elems(int type) {

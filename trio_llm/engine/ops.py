@@ -22,7 +22,7 @@ NULL = ffi.NULL
 
 
 class KernelStatus(IntEnum):
-    """tl_status (csrc/tl_common.h): what a kernel returns."""
+    """tl_status (csrc/tl_api.h): what a kernel returns."""
 
     OK = lib.TL_OK
     TYPE = lib.TL_ERR_TYPE
@@ -40,7 +40,7 @@ _REASONS = {
 
 
 class MatmulPath(IntEnum):
-    """tl_matmul_path's kernels (csrc/ggml/ggml.h); PRECISE is a flag on ROW_DOTS and TILED."""
+    """tl_matmul_path's kernels (csrc/tl_api.h); PRECISE is a flag on ROW_DOTS and TILED."""
 
     ROW_DOTS = lib.TL_PATH_ROW_DOTS
     TILED = lib.TL_PATH_TILED
