@@ -87,6 +87,28 @@ typedef struct {
     int16_t bsums[16];    /* sums of qs in groups of 16 */
 } tl_block_q8_K;
 
+/* Packing kinds of the tiled prompt kernels (TL_PATH_TILED): how a weight type's rows are
+   interleaved into tiles and which kernel family multiplies them. */
+enum tl_pack_kind {
+    TL_PACK_NONE = -1,  /* no tiled kernels: float weights (FMA kernels), or no weight type */
+    TL_PACK_Q4 = 0,     /* 32-element blocks of 4-bit unsigned quants (Q4_0, Q4_1) */
+    TL_PACK_Q5 = 1,     /* 32-element blocks of 5-bit unsigned quants (Q5_0, Q5_1) */
+    TL_PACK_Q8 = 2,     /* 32-element blocks of signed 8-bit quants (Q8_0) */
+    TL_PACK_K = 3,      /* 256-element super-blocks of the K formats, against Q8_K activations */
+};
+
+/* The facts of one type, from the type table (csrc/ggml/types.c), for tl_type_info. */
+typedef struct {
+    int type;           /* enum tl_type */
+    int block_elems;    /* elements per block (1 for F32, F16, BF16) */
+    int block_bytes;    /* bytes per block */
+    int quantize;       /* 1: tl_quantize encodes it */
+    int matmul;         /* 1: tl_matmul takes it as weights */
+    int pack;           /* enum tl_pack_kind of its tiled prompt kernels */
+    int repack;         /* 1: tl_repack_new has a decode layout for it (TL_PATH_PACKED) */
+    int kv_cache;       /* 1: a KV cache type (tl_kv_store, tl_attention) */
+} tl_type_desc;
+
 /* ---- the thread pool ---- */
 
 typedef struct tl_pool tl_pool;
@@ -106,9 +128,8 @@ int tl_physical_cores(void);
 
 /* ---- tensor types and quantized products (csrc/ggml) ---- */
 
-/* Elements and bytes per block of a GGML type (F32/F16/BF16 count as blocks of 1); 0 if unknown. */
-int tl_type_block_elems(int type);
-int tl_type_block_bytes(int type);
+/* The facts of a type into *out; TL_ERR_TYPE for an id that names no type. */
+int tl_type_info(int type, tl_type_desc *out);
 /* Bytes of a row of n elements, or -1 if the type is unknown or n is not a whole number of blocks. */
 int64_t tl_row_bytes(int type, int64_t n);
 

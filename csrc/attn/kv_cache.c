@@ -8,20 +8,14 @@
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
 #include "kv_internal.h"
-#include "../ggml/quants.h"
+#include "../ggml/types.h"
 
 int64_t tl_kv_row_bytes(int kv_type, int64_t kv_dim) {
-    int64_t block;
-    switch (kv_type) {
-    case TL_F16: block = 0; break;
-    case TL_Q8_0: block = (int64_t)sizeof(tl_block_q8_0); break;
-    case TL_Q4_0: block = (int64_t)sizeof(tl_block_q4_0); break;
-    default: return -TL_ERR_TYPE;
-    }
+    const tl_type_traits *ty = tl_traits(kv_type);
+    if (!ty || !ty->kv_cache) return -TL_ERR_TYPE;
     if (kv_dim <= 0 || kv_dim > INT64_MAX / 2) return -TL_ERR_ARG;
-    if (!block) return kv_dim * 2;
-    if (kv_dim % TL_QK != 0) return -TL_ERR_SIZE;
-    return kv_dim / TL_QK * block;
+    if (kv_dim % ty->block_elems != 0) return -TL_ERR_SIZE;
+    return kv_dim / ty->block_elems * ty->block_bytes;
 }
 
 /* Returns the byte count, or a negated tl_status (-TL_ERR_TYPE, -TL_ERR_ARG, -TL_ERR_SIZE). */
@@ -34,13 +28,9 @@ int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_di
     return n_slots * n_cache * row;
 }
 
-static void store_row(int kv_type, void *dst, const float *src, int64_t n) {
-    switch (kv_type) {
-    case TL_Q8_0: tl_quant_q8_0(src, dst, n / TL_QK); break;
-    case TL_Q4_0: tl_quant_q4_0(src, dst, n / TL_QK); break;
-    default:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tl_float_to_half(src[i]);
-    }
+/* The type's encoder (GGML's reference encodings for the block types, rounding for F16). */
+static void store_row(const tl_type_traits *ty, void *dst, const float *src, int64_t n) {
+    ty->quant(src, dst, n / ty->block_elems);
 }
 
 /* Every (slot, pos) is checked before anything is written: a bad token leaves the cache as it was.
@@ -55,10 +45,11 @@ int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int6
     if (!k_cache || !v_cache || !k || !v || !slot || !pos) return TL_ERR_ARG;
     for (int64_t t = 0; t < n_tok; t++)
         if (slot[t] < 0 || pos[t] < 0 || (window == 0 && pos[t] >= n_cache)) return TL_ERR_ARG;
+    const tl_type_traits *ty = tl_traits(kv_type);
     for (int64_t t = 0; t < n_tok; t++) {
         int64_t r = (int64_t)slot[t] * n_cache + pos[t] % n_cache;
-        store_row(kv_type, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);
-        store_row(kv_type, (char *)v_cache + r * row, v + t * kv_dim, kv_dim);
+        store_row(ty, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);
+        store_row(ty, (char *)v_cache + r * row, v + t * kv_dim, kv_dim);
     }
     return TL_OK;
 }

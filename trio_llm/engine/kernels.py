@@ -6,6 +6,9 @@ building a cffi pointer costs more than many kernel calls.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,40 @@ def check(status: int, what: str) -> None:
     """Raise KernelError unless a tl_ call returned TL_OK."""
     if status != lib.TL_OK:
         raise KernelError(f"{what}: {STATUS_MESSAGES.get(status, f'status {status}')}")
+
+
+class PackKind(IntEnum):
+    """tl_pack_kind (csrc/tl_api.h): which tiled prompt kernels a weight type takes."""
+
+    NONE = lib.TL_PACK_NONE
+    Q4 = lib.TL_PACK_Q4
+    Q5 = lib.TL_PACK_Q5
+    Q8 = lib.TL_PACK_Q8
+    K = lib.TL_PACK_K
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    """The C type table's facts about one GGML type (tl_type_info): the one owner of them."""
+
+    kind: int
+    block_elems: int    # elements per block (1 for F32, F16, BF16)
+    block_bytes: int    # bytes per block
+    quantize: bool      # tl_quantize encodes it
+    matmul: bool        # tl_matmul takes it as weights
+    pack: PackKind      # its tiled prompt kernels
+    repack: bool        # it has a repacked decode layout (TL_PATH_PACKED)
+    kv_cache: bool      # it can be the KV cache's type
+
+
+@cache
+def type_info(kind: int) -> TypeInfo:
+    """The facts of GGML type `kind`; KernelError for a type the kernels do not know."""
+    desc = ffi.new("tl_type_desc *")
+    check(lib.tl_type_info(int(kind), desc), f"type {int(kind)}")
+    return TypeInfo(desc.type, desc.block_elems, desc.block_bytes, bool(desc.quantize),
+                    bool(desc.matmul), PackKind(desc.pack), bool(desc.repack),
+                    bool(desc.kv_cache))
 
 
 def ptr(array: np.ndarray | memoryview | bytes, ctype: str = "void *") -> Any:
