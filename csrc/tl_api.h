@@ -13,7 +13,10 @@
 
 /* ---- status codes ---- */
 
-/* Status codes returned by every tl_ function that can fail (0 = success). */
+/* Status codes. Every tl_ function that can fail returns one (0 = success) and nothing else:
+   a size, a pointer or a handle it makes goes to an out-parameter, written only on success
+   (pointer results are set to NULL first). The functions that cannot fail return void or a
+   plain count (tl_pool_threads, the feature queries, tl_physical_cores). */
 enum tl_status {
     TL_OK = 0,
     TL_ERR_TYPE = 1,      /* unknown or unsupported tensor type */
@@ -119,7 +122,8 @@ enum tl_pool_flag {
     TL_POOL_SCALAR = 1,   /* ignore SIMD paths: scalar reference kernels only */
     TL_POOL_NO_VNNI = 2,  /* AVX2 kernels even where the CPU has AVX-512 VNNI */
 };
-tl_pool *tl_pool_new(int n_threads, int flags);  /* n_threads <= 0: number of physical cores */
+/* A new pool into *pool (n_threads <= 0: the number of physical cores); TL_ERR_MEMORY. */
+int tl_pool_new(int n_threads, int flags, tl_pool **pool);
 void tl_pool_free(tl_pool *pool);
 int tl_pool_threads(const tl_pool *pool);
 int tl_pool_features(const tl_pool *pool);      /* TL_CPU_* bits in use (0 when TL_POOL_SCALAR) */
@@ -130,8 +134,9 @@ int tl_physical_cores(void);
 
 /* The facts of a type into *out; TL_ERR_TYPE for an id that names no type. */
 int tl_type_info(int type, tl_type_desc *out);
-/* Bytes of a row of n elements, or -1 if the type is unknown or n is not a whole number of blocks. */
-int64_t tl_row_bytes(int type, int64_t n);
+/* Bytes of a row of n elements into *bytes; TL_ERR_TYPE for an unknown type, TL_ERR_SIZE if n
+   is negative, not a whole number of blocks or too large. */
+int tl_row_bytes(int type, int64_t n, int64_t *bytes);
 
 /* Decode n elements of `type` at src into floats. Returns a tl_status. */
 int tl_dequantize(int type, const void *src, float *dst, int64_t n);
@@ -173,11 +178,13 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
    rows rounded up to a multiple of 8), so decode reads each weight once per step for all of its
    tokens and a token's bits do not depend on how many others share the step. w of tl_matmul_path(..., TL_PATH_PACKED) must come from tl_repack_new with the same
    wtype, n_out and n_in.
-   tl_repack_bytes: size of the repacked matrix, 0 if wtype cannot be repacked (or bad sizes).
-   tl_repack_new: a 64-byte aligned copy in the repacked layout, NULL if unsupported or out of
-   memory; free it with tl_repack_free. */
-int64_t tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in);
-void *tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in);
+   tl_repack_bytes: size of the repacked matrix into *bytes; TL_ERR_TYPE if wtype has no
+   repacked layout (tl_type_desc.repack), TL_ERR_SIZE for sizes that are not positive, not
+   whole blocks or overflow.
+   tl_repack_new: a 64-byte aligned copy in the repacked layout into *packed (the same errors,
+   and TL_ERR_MEMORY); free it with tl_repack_free. */
+int tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in, int64_t *bytes);
+int tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in, void **packed);
 void tl_repack_free(void *packed);
 
 /* ---- element-wise and row-wise operations (csrc/ggml/ops.c) ---- */
@@ -217,8 +224,8 @@ void tl_add_rows(float *y, const float *b, int64_t n_rows, int64_t n);
    row being kv_dim / 32 GGML blocks (TL_ERR_SIZE if kv_dim is not a multiple of 32; attention
    over a block type also needs head_dim to be one). Without a window (window = 0) position p is row p and n_cache is the
    context. A layer with a sliding window (window > 0) may keep fewer rows: position p is row
-   p mod n_cache, a ring, and n_cache >= window. Bytes of one such array, or a negative tl_status: */
-int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim);
+   p mod n_cache, a ring, and n_cache >= window. Bytes of one such array into *bytes: */
+int tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim, int64_t *bytes);
 
 /* Write k and v ([n_tok][kv_dim] f32) of token t into the cache at (slot[t], pos[t]), rounded
    to f16 or quantized (GGML's reference encoding of Q8_0 / Q4_0) as the row is stored. */

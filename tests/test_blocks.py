@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from tests.kernel_calls import size_of, sized
 from trio_llm._kernels import ffi, lib
 from trio_llm.engine.kernels import KernelError, PackKind, type_info
 
@@ -46,7 +47,7 @@ def test_type_id_and_block_geometry_match_gguf(name: str) -> None:
     assert type_id == QT[name].value
     assert type_info(type_id).block_elems == block_elems
     assert type_info(type_id).block_bytes == type_size
-    assert lib.tl_row_bytes(type_id, 3 * 256) == 3 * 256 // block_elems * type_size
+    assert size_of(lib.tl_row_bytes, type_id, 3 * 256) == 3 * 256 // block_elems * type_size
 
 
 @pytest.mark.parametrize("type_id", UNKNOWN_TYPES)
@@ -54,7 +55,7 @@ def test_unknown_type_has_no_geometry(type_id: int) -> None:
     assert lib.tl_type_info(type_id, ffi.new("tl_type_desc *")) == TL_ERR_TYPE
     with pytest.raises(KernelError, match="unsupported tensor type"):
         type_info(type_id)
-    assert lib.tl_row_bytes(type_id, 256) == -1
+    assert sized(lib.tl_row_bytes, type_id, 256) == (TL_ERR_TYPE, -1)
 
 
 def test_type_table_says_which_kernels_each_type_has() -> None:
@@ -72,12 +73,15 @@ def test_type_table_says_which_kernels_each_type_has() -> None:
 
 
 def test_row_bytes_refuses_partial_blocks_and_negative_lengths() -> None:
-    assert lib.tl_row_bytes(lib.TL_Q4_K, 512) == 288
-    assert lib.tl_row_bytes(lib.TL_Q4_K, 0) == 0
-    assert lib.tl_row_bytes(lib.TL_Q4_K, 100) == -1
-    assert lib.tl_row_bytes(lib.TL_Q8_0, 48) == -1
-    assert lib.tl_row_bytes(lib.TL_F16, 7) == 14
-    assert lib.tl_row_bytes(lib.TL_F32, -4) == -1
+    rb = lib.tl_row_bytes
+    assert sized(rb, lib.TL_Q4_K, 512) == (TL_OK, 288)
+    assert sized(rb, lib.TL_Q4_K, 0) == (TL_OK, 0)
+    assert sized(rb, lib.TL_Q4_K, 100) == (TL_ERR_SIZE, -1)
+    assert sized(rb, lib.TL_Q8_0, 48) == (TL_ERR_SIZE, -1)
+    assert sized(rb, lib.TL_F16, 7) == (TL_OK, 14)
+    assert sized(rb, lib.TL_F32, -4) == (TL_ERR_SIZE, -1)
+    assert sized(rb, lib.TL_F32, 2**62) == (TL_ERR_SIZE, -1)  # 2^64 bytes: refused, not wrapped
+    assert rb(lib.TL_F32, 4, ffi.NULL) == TL_ERR_ARG
 
 
 @pytest.mark.parametrize("type_id", UNKNOWN_TYPES)

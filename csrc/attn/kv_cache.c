@@ -10,22 +10,28 @@
 #include "kv_internal.h"
 #include "../ggml/types.h"
 
-int64_t tl_kv_row_bytes(int kv_type, int64_t kv_dim) {
+int tl_kv_row_bytes(int kv_type, int64_t kv_dim, int64_t *bytes) {
     const tl_type_traits *ty = tl_traits(kv_type);
-    if (!ty || !ty->kv_cache) return -TL_ERR_TYPE;
-    if (kv_dim <= 0 || kv_dim > INT64_MAX / 2) return -TL_ERR_ARG;
-    if (kv_dim % ty->block_elems != 0) return -TL_ERR_SIZE;
-    return kv_dim / ty->block_elems * ty->block_bytes;
+    if (!ty || !ty->kv_cache) return TL_ERR_TYPE;
+    if (kv_dim <= 0 || kv_dim > INT64_MAX / 2) return TL_ERR_ARG;
+    if (kv_dim % ty->block_elems != 0) return TL_ERR_SIZE;
+    *bytes = kv_dim / ty->block_elems * ty->block_bytes;
+    return TL_OK;
 }
 
-/* Returns the byte count, or a negated tl_status (-TL_ERR_TYPE, -TL_ERR_ARG, -TL_ERR_SIZE). */
-int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim) {
-    int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
-    if (row < 0) return row;
-    if (n_slots < 0 || n_cache < 0) return -TL_ERR_ARG;
-    if (n_slots == 0 || n_cache == 0) return 0;
-    if (n_cache > INT64_MAX / row / n_slots) return -TL_ERR_SIZE;
-    return n_slots * n_cache * row;
+int tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim, int64_t *bytes) {
+    if (!bytes) return TL_ERR_ARG;
+    int64_t row;
+    int status = tl_kv_row_bytes(kv_type, kv_dim, &row);
+    if (status != TL_OK) return status;
+    if (n_slots < 0 || n_cache < 0) return TL_ERR_ARG;
+    if (n_slots == 0 || n_cache == 0) {
+        *bytes = 0;
+        return TL_OK;
+    }
+    if (n_cache > INT64_MAX / row / n_slots) return TL_ERR_SIZE;
+    *bytes = n_slots * n_cache * row;
+    return TL_OK;
 }
 
 /* The type's encoder (GGML's reference encodings for the block types, rounding for F16). */
@@ -38,8 +44,9 @@ static void store_row(const tl_type_traits *ty, void *dst, const float *src, int
 int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int64_t kv_dim,
                 const float *k, const float *v, int64_t n_tok, const int32_t *slot,
                 const int32_t *pos, int window) {
-    int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
-    if (row < 0) return (int)-row;
+    int64_t row;
+    int status = tl_kv_row_bytes(kv_type, kv_dim, &row);
+    if (status != TL_OK) return status;
     if (n_cache <= 0 || n_tok < 0 || window < 0 || window > n_cache) return TL_ERR_ARG;
     if (n_tok == 0) return TL_OK;
     if (!k_cache || !v_cache || !k || !v || !slot || !pos) return TL_ERR_ARG;

@@ -39,25 +39,34 @@ static int64_t block_elems(const tl_type_traits *f) { return f->block_elems; }
 
 static int64_t n_tiles(int64_t n_out) { return n_out / TL_RP_ROWS + (n_out % TL_RP_ROWS != 0); }
 
-/* 0 unless the whole size (rounded up to 64 for the allocation) fits int64_t and size_t. */
-int64_t tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in) {
+/* TL_ERR_SIZE unless the whole size (rounded up to 64 for the allocation) fits int64_t and
+   size_t. */
+int tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in, int64_t *bytes) {
     const tl_type_traits *f = find_format(wtype);
-    if (!f || n_out <= 0 || n_in <= 0 || n_in % block_elems(f)) return 0;
+    if (!f) return TL_ERR_TYPE;
+    if (!bytes) return TL_ERR_ARG;
+    if (n_out <= 0 || n_in <= 0 || n_in % block_elems(f)) return TL_ERR_SIZE;
     int64_t tiles = n_tiles(n_out), nb = n_in / block_elems(f), bb = (int64_t)f->rp_bytes;
-    if (nb > INT64_MAX / tiles || tiles * nb > (INT64_MAX - 63) / bb) return 0;
-    int64_t bytes = tiles * nb * bb;
-    if ((uint64_t)bytes > (uint64_t)(SIZE_MAX - 63)) return 0;
-    return bytes;
+    if (nb > INT64_MAX / tiles || tiles * nb > (INT64_MAX - 63) / bb) return TL_ERR_SIZE;
+    int64_t total = tiles * nb * bb;
+    if ((uint64_t)total > (uint64_t)(SIZE_MAX - 63)) return TL_ERR_SIZE;
+    *bytes = total;
+    return TL_OK;
 }
 
-void *tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in) {
-    int64_t bytes = tl_repack_bytes(wtype, n_out, n_in);
-    if (bytes <= 0 || !w) return NULL;
+int tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in, void **packed) {
+    if (!packed) return TL_ERR_ARG;
+    *packed = NULL;
+    int64_t bytes;
+    int status = tl_repack_bytes(wtype, n_out, n_in, &bytes);
+    if (status != TL_OK) return status;
+    if (!w) return TL_ERR_ARG;
     void *out = aligned_alloc(64, ((size_t)bytes + 63) & ~(size_t)63);
-    if (!out) return NULL;
+    if (!out) return TL_ERR_MEMORY;
     const tl_type_traits *f = find_format(wtype);
     f->rp_pack(w, n_out, n_in / block_elems(f), out);
-    return out;
+    *packed = out;
+    return TL_OK;
 }
 
 void tl_repack_free(void *packed) { free(packed); }
@@ -257,7 +266,8 @@ int tl_matmul_packed(tl_pool *pool, int wtype, const void *w, int64_t n_out, int
         return TL_OK;
     }
     if (!w || !x) return TL_ERR_ARG;
-    if (tl_repack_bytes(wtype, n_out, n_in) <= 0) return TL_ERR_SIZE;  /* sizes overflow */
+    int64_t packed_bytes;
+    if (tl_repack_bytes(wtype, n_out, n_in, &packed_bytes) != TL_OK) return TL_ERR_SIZE;
     rp_job j = {0};
     j.f = f;
     j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && f->rp_avx2 != NULL;

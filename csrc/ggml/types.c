@@ -79,19 +79,22 @@ int tl_type_info(int type, tl_type_desc *out) {
     return TL_OK;
 }
 
-int64_t tl_row_bytes(int type, int64_t n) {
+int tl_row_bytes(int type, int64_t n, int64_t *bytes) {
     const tl_type_traits *ty = tl_traits(type);
-    if (!ty || n < 0 || n % ty->block_elems != 0) return -1;
-    if (n / ty->block_elems > INT64_MAX / ty->block_bytes) return -1;
-    return n / ty->block_elems * ty->block_bytes;
+    if (!ty) return TL_ERR_TYPE;
+    if (!bytes) return TL_ERR_ARG;
+    if (n < 0 || n % ty->block_elems != 0) return TL_ERR_SIZE;
+    if (n / ty->block_elems > INT64_MAX / ty->block_bytes) return TL_ERR_SIZE;
+    *bytes = n / ty->block_elems * ty->block_bytes;
+    return TL_OK;
 }
 
 int tl_get_rows(int type, const void *table, int64_t row_len, int64_t n_rows,
                 const int32_t *ids, int64_t n_ids, float *out) {
+    int64_t row_bytes;
+    int status = tl_row_bytes(type, row_len, &row_bytes);
+    if (status != TL_OK) return status;
     const tl_type_traits *ty = tl_traits(type);
-    if (!ty) return TL_ERR_TYPE;
-    int64_t row_bytes = tl_row_bytes(type, row_len);
-    if (row_bytes < 0) return TL_ERR_SIZE;
     if (n_rows < 0 || n_ids < 0) return TL_ERR_ARG;
     if (n_ids == 0) return TL_OK;
     if (ids == NULL || out == NULL || (table == NULL && row_bytes > 0)) return TL_ERR_ARG;

@@ -21,7 +21,7 @@ import numpy as np
 
 from trio_llm._kernels import lib
 from trio_llm.config import KV_CACHE_TYPES
-from trio_llm.engine.kernels import KernelError, ptr, type_info
+from trio_llm.engine.kernels import kv_bytes, ptr, type_info
 from trio_llm.engine.ops import KVLayer
 
 KV_TYPES = dict(zip(KV_CACHE_TYPES, (lib.TL_F16, lib.TL_Q8_0, lib.TL_Q4_0), strict=True))
@@ -65,10 +65,7 @@ def cache_rows(layout: KVLayout, n_ctx: int, max_batch: int) -> tuple[int, int]:
 
 
 def _row_bytes(kind: int, n_slots: int, rows: int, kv_dim: int) -> int:
-    nbytes = lib.tl_kv_bytes(kind, n_slots, rows, kv_dim)
-    if nbytes < 0:
-        raise KernelError(f"KV cache of {n_slots} x {rows} x {kv_dim}: invalid size")
-    return int(nbytes)
+    return kv_bytes(kind, n_slots, rows, kv_dim)
 
 
 def kv_cache_bytes(layouts: Sequence[KVLayout], n_slots: int, n_ctx: int, max_batch: int,
