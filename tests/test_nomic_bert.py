@@ -11,9 +11,9 @@ import pytest
 
 from tests.reference_bert import ReferenceNomicBert, pool
 from trio_llm.arch.runtime import Pooling
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.model import Model, check_model_file
 from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.testing.minilm import vocabulary
 from trio_llm.testing.tiny_gguf import F16, Q8_0, TinyModel
 
@@ -95,3 +95,15 @@ def test_a_file_the_encoder_cannot_run_is_refused_naming_the_cause(
     with read_gguf(tiny_nomic_bert(tmp_path / "bad.gguf", vocab, **meta)) as gguf, \
             pytest.raises(ModelFileError, match=message):
         check_model_file(gguf)
+
+
+def test_an_encoder_keeps_no_repacked_decode_copies(tmp_path: Path,
+                                                    vocab: dict[str, Any]) -> None:
+    """Every encoder row is a prompt row: a decode copy of its Q8_0 matrices (a format with a
+    repacked layout) would be memory nothing reads, so neither the load nor the plan has one."""
+    m = Model.load(tiny_nomic_bert(tmp_path / "q8.gguf", vocab), n_ctx=64)
+    try:
+        assert m.net.packed_bytes == 0
+        assert m.net.memory.packed == 0
+    finally:
+        m.close()

@@ -38,8 +38,7 @@ from trio_llm.nursery.engine_runner import (
     GenerateOutput,
 )
 from trio_llm.nursery.runner import ResolvedModel
-from trio_llm.nursery.scheduler import Scheduler as NurseryScheduler
-from trio_llm.nursery.scheduler import open_scheduler
+from trio_llm.nursery.scheduler import Scheduler, open_scheduler
 from trio_llm.nursery.settings import SchedulerSettings
 from trio_llm.store.store import Store
 
@@ -69,7 +68,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[Mapping[str, Any]]]
 class EngineBackend:
     """Implements trio_llm.api.backend.Backend over Store + the nursery Scheduler."""
 
-    def __init__(self, store: Store, scheduler: NurseryScheduler) -> None:
+    def __init__(self, store: Store, scheduler: Scheduler) -> None:
         self.store = store
         self.scheduler = scheduler
 

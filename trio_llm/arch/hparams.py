@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import GGUFFile
+from trio_llm.options import MAX_CONTEXT
 
 MAX_DIM = 1 << 20        # no hidden size, head count or layer count comes near this
-MAX_CONTEXT = 1 << 24
 
 
 class Metadata:
@@ -54,6 +54,19 @@ class Metadata:
 
     def context_length(self, default: int = 2048) -> int:
         return self.count("context_length", default, high=MAX_CONTEXT)
+
+    def linear_rope_scale(self) -> float:
+        """The factor positions are multiplied by for RoPE: 1/rope.scaling.factor for linear
+        scaling (the default type when only the factor is given), 1.0 for none. Any other
+        type (yarn, longrope...) would need its own formula, so it is refused, never run as
+        if it were linear."""
+        kind = self.gguf.metadata.get(f"{self.arch}.rope.scaling.type", "linear")
+        if kind == "none":
+            return 1.0
+        if kind != "linear":
+            raise ModelFileError(f"{self.arch}.rope.scaling.type = {kind!r} is not supported "
+                                 "(only none and linear)")
+        return 1.0 / self.positive("rope.scaling.factor", 1.0)
 
 
 def tensor_shape(gguf: GGUFFile, name: str) -> tuple[int, ...]:

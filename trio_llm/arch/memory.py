@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from trio_llm.arch.weights import Weight, decode_matrices
 from trio_llm.engine import kernels
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.engine.kv_cache import cache_type_for, kv_cache_bytes
+from trio_llm.formats.gguf_file import GGUFFile
 from trio_llm.gpu.memory import MemoryEstimate
 
 if TYPE_CHECKING:
@@ -38,6 +38,12 @@ def runtime_batch(shape: Shape, n_ctx: int, max_batch: int) -> int:
     """The most tokens one chunk of a forward pass holds: max_batch, or the whole context for an
     encoder (a sequence's tokens must all be in one chunk to see each other)."""
     return max(max_batch, n_ctx) if not shape.causal else max_batch
+
+
+def keeps_decode_copies(shape: Shape) -> bool:
+    """Whether a network repacks its matrices for decode at load: only causal ones decode one
+    token at a time; an encoder runs every row as a prompt row, so a copy would be dead weight."""
+    return shape.causal
 
 
 def repack_bytes(w: Weight) -> int:
@@ -103,7 +109,7 @@ def plan_memory(shape: Shape, weights: Any, gguf: GGUFFile, n_ctx: int, n_slots:
     block_tensor_bytes = sum(t.nbytes for name, t in gguf.tensors.items()
                              if name.startswith("blk."))
     packed_blocks = packed_other = 0
-    for w in decode_matrices(weights):
+    for w in decode_matrices(weights) if keeps_decode_copies(shape) else ():
         if _is_block(w):
             packed_blocks += repack_bytes(w)
         else:

@@ -38,9 +38,10 @@ from trio_llm.config import parse_duration
 from trio_llm.gpu.devices import DeviceInventory, GpuInfo
 from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import Placement, place
+from trio_llm.nursery.admission import SlotPlace, SlotQueue
 from trio_llm.nursery.errors import LoadTimeout, ModelTooLarge, QueueFull, SchedulerClosed
 from trio_llm.nursery.keep_alive import KeepAlive
-from trio_llm.nursery.ps import RunningModel, wall_time
+from trio_llm.nursery.ps import ModelStatus, wall_time
 from trio_llm.nursery.runner import (
     LoadSpec,
     ModelResolver,
@@ -49,7 +50,7 @@ from trio_llm.nursery.runner import (
     RunnerFactory,
 )
 from trio_llm.nursery.settings import SchedulerSettings
-from trio_llm.nursery.slots import SlotPlace, SlotQueue
+from trio_llm.options import default
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +173,14 @@ class Scheduler:
         main_gpu = merged.get("main_gpu")
         use_mmap = merged.get("use_mmap")
         return LoadSpec(model=model, num_ctx=num_ctx, n_slots=self.settings.slots,
-                        num_batch=int(merged.get("num_batch") or 512),
-                        num_gpu=int(merged.get("num_gpu", -1)),
+                        num_batch=int(merged.get("num_batch") or default("num_batch")),
+                        num_gpu=int(merged.get("num_gpu", default("num_gpu"))),
                         main_gpu=None if main_gpu is None else int(main_gpu),
-                        num_thread=int(merged.get("num_thread") or 0),
+                        num_thread=int(merged.get("num_thread") or default("num_thread")),
                         use_mmap=None if use_mmap is None else bool(use_mmap),
                         kv_cache_type=self.settings.kv_cache_type,
-                        flash_attention=self.settings.flash_attention)
+                        flash_attention=self.settings.flash_attention,
+                        prefill_chunk=self.settings.prefill_chunk)
 
     @asynccontextmanager
     async def acquire(self, name: str, options: Mapping[str, Any] | None = None,
@@ -222,14 +224,14 @@ class Scheduler:
             await model.closed.wait()
         return True
 
-    def ps(self) -> list[RunningModel]:
+    def ps(self) -> list[ModelStatus]:
         """Every loaded (or loading) model, the one expiring last first. A model asked to
         leave while serving shows the moment it was asked (ps prints `Stopping...`)."""
         now, wall = trio.current_time(), time.time()
         running = []
         for model in self._models.values():
             expires = min(model.keep_alive.expires_at(), model.expiring_since)
-            running.append(RunningModel(
+            running.append(ModelStatus(
                 name=model.name, model=model.name, digest=model.spec.model.digest,
                 size=model.placement.size, size_vram=model.placement.size_vram,
                 details=model.spec.model.details,
@@ -462,8 +464,9 @@ def _gpu_wish_met(spec: LoadSpec, placement: Placement, gpus: Sequence[GpuInfo])
 async def open_scheduler(factory: RunnerFactory, devices: DeviceInventory,
                          resolver: ModelResolver,
                          settings: SchedulerSettings | None = None) -> AsyncIterator[Scheduler]:
-    """Run a scheduler for the body of the `async with`; on exit every model is unloaded."""
-    async with trio.open_nursery() as nursery:
+    """Run a scheduler for the body of the `async with`; on exit every model is unloaded,
+    and then what the factory's runners share (the compute executor) is closed."""
+    async with factory.open_compute(), trio.open_nursery() as nursery:
         scheduler = Scheduler(factory, devices, resolver,
                               settings or SchedulerSettings.from_env(), nursery)
         nursery.start_soon(scheduler._schedule_loop)
