@@ -216,7 +216,7 @@ def _row_bytes(kind: GGMLQuantizationType, n: int) -> int:
     try:
         return kernels.row_bytes(int(kind), n)
     except kernels.KernelError as e:
-        raise kernels.KernelError(f"a row of {n} is not whole {kind.name} blocks") from e
+        raise kernels.KernelError(f"a row of {n} is not whole {kind.name} blocks", e.status) from e
 
 
 def _convert(gguf: GGUFFile, info: TensorInfo, kind: GGMLQuantizationType,
