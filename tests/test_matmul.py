@@ -10,11 +10,12 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
+from tests.kernel_calls import pool_new
 from trio_llm._kernels import ffi, lib
 
 Q = GGMLQuantizationType
 
-# tl_status codes (csrc/tl_common.h; the enum is not part of the cffi declarations).
+# tl_status codes (csrc/tl_api.h).
 TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4
 
 # Byte offsets of the f16 scale fields (d, m / dmin) inside one block of each format.
@@ -102,11 +103,11 @@ def n_in_for(qtype: Q) -> int:
 @pytest.fixture(scope="module")
 def pools() -> Iterator[dict[str, object]]:
     made = {
-        "simd2": lib.tl_pool_new(2, 0),
-        "scalar2": lib.tl_pool_new(2, 1),
-        "simd1": lib.tl_pool_new(1, 0),
-        "simd3": lib.tl_pool_new(3, 0),
-        "scalar3": lib.tl_pool_new(3, 1),
+        "simd2": pool_new(2, 0),
+        "scalar2": pool_new(2, 1),
+        "simd1": pool_new(1, 0),
+        "simd3": pool_new(3, 0),
+        "scalar3": pool_new(3, 1),
     }
     yield made
     for p in made.values():

@@ -9,6 +9,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf import quants as gq
 
+from tests.kernel_calls import size_of
 from trio_llm._kernels import ffi, lib
 
 QT = GGMLQuantizationType
@@ -46,7 +47,7 @@ def dequantize(type_id: int, raw: np.ndarray, n: int) -> np.ndarray:
 def quantize(type_id: int, x: np.ndarray) -> np.ndarray:
     """tl_quantize of a float32 vector into fresh bytes; asserts success."""
     x = np.ascontiguousarray(x, np.float32)
-    nbytes = lib.tl_row_bytes(type_id, x.size)
+    nbytes = size_of(lib.tl_row_bytes, type_id, x.size)
     assert nbytes >= 0
     raw = np.zeros(nbytes, np.uint8)
     status = lib.tl_quantize(type_id, ffi.from_buffer("float[]", x),
@@ -147,7 +148,7 @@ def test_smollm2_tensors_decode_like_gguf(smollm2_path: Path) -> None:
         t = tensors[name]
         raw = np.ascontiguousarray(t.data[rows])
         row_len = int(t.shape[0])  # ggml order: ne0 is the row length
-        assert raw.shape[1] == lib.tl_row_bytes(t.tensor_type.value, row_len)
+        assert raw.shape[1] == size_of(lib.tl_row_bytes, t.tensor_type.value, row_len)
         ours = dequantize(t.tensor_type.value, raw, raw.shape[0] * row_len)
         ref = gq.dequantize(raw, t.tensor_type).ravel()
         np.testing.assert_array_equal(bits(ours), bits(ref), err_msg=name)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trio_llm._kernels import lib
 from trio_llm.arch.weights import Weight, decode_matrices
+from trio_llm.engine import kernels
 from trio_llm.engine.kv_cache import cache_type_for, kv_cache_bytes
 from trio_llm.formats.gguf_file import GGUFFile
 from trio_llm.gpu.memory import MemoryEstimate
@@ -48,7 +48,7 @@ def keeps_decode_copies(shape: Shape) -> bool:
 
 def repack_bytes(w: Weight) -> int:
     """Bytes of w's repacked decode copy (0: its format has no repacked layout)."""
-    return max(0, int(lib.tl_repack_bytes(w.kind, w.n_out, w.n_in)))
+    return kernels.repack_bytes(w.kind, w.n_out, w.n_in)
 
 
 def _is_block(w: Weight) -> bool:
