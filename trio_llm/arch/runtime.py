@@ -147,7 +147,8 @@ class Network:
     chunk being run; an architecture's forward() is a list of them."""
 
     def __init__(self, arch: Architecture, gguf: GGUFFile, ops: Ops, n_ctx: int,
-                 n_slots: int = 1, max_batch: int = 512, kv_type: str = "f16") -> None:
+                 n_slots: int = 1, max_batch: int = 512, kv_type: str = "f16",
+                 prompt_cache: int = 0) -> None:
         self.arch, self.ops = arch, ops
         self.params = arch.read_params(gguf)
         shape: Shape = self.params.shape
@@ -158,7 +159,7 @@ class Network:
         # What all of this holds, by the rules the allocations below follow (the scheduler
         # reads the same plan before loading): the cache type in force is the plan's.
         self.memory: MemoryPlan = plan_memory(shape, views, gguf, n_ctx, n_slots, max_batch,
-                                              kv_type)
+                                              kv_type, prompt_cache)
         self.weights = _repacked(views)
         self.token_embd: Weight = self.weights.token_embd
         self.output: Weight | None = self.weights.output  # tied or not, its own decode copy

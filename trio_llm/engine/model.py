@@ -29,14 +29,15 @@ def check_model_file(gguf: GGUFFile) -> frozenset[str]:
 
 
 def plan_model(path: str | os.PathLike[str], n_ctx: int, n_slots: int = 1,
-               max_batch: int = 512, kv_type: str = "f16") -> MemoryPlan:
+               max_batch: int = 512, kv_type: str = "f16", prompt_cache: int = 0) -> MemoryPlan:
     """The memory the model in `path` will hold once loaded with these options (Network's own
     plan), read from its header and tensor table without loading anything."""
     def plan(gguf: GGUFFile) -> MemoryPlan:  # the views into the mmap die with this frame
         arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
         params = arch.read_params(gguf)
         views = arch.load_weights(WeightLoader(gguf), params)
-        return plan_memory(params.shape, views, gguf, n_ctx, n_slots, max_batch, kv_type)
+        return plan_memory(params.shape, views, gguf, n_ctx, n_slots, max_batch, kv_type,
+                           prompt_cache)
 
     with read_gguf(path) as gguf:
         return plan(gguf)
@@ -54,14 +55,14 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike[str], n_ctx: int = 4096, n_slots: int = 1,
              n_threads: int = 0, max_batch: int = 512, scalar: bool = False,
-             kv_type: str = "f16") -> Model:
+             kv_type: str = "f16", prompt_cache: int = 0) -> Model:
         gguf = read_gguf(path)
         try:
             arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
             tokenizer = Tokenizer.from_metadata(gguf.metadata)
             ops = CpuOps(Pool(n_threads, scalar=scalar))
             net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots, max_batch=max_batch,
-                          kv_type=kv_type)
+                          kv_type=kv_type, prompt_cache=prompt_cache)
         except BaseException:
             gguf.close()
             raise

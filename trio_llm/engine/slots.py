@@ -48,6 +48,7 @@ class Sequence:
     slot: int = -1
     position: int = 0                    # tokens already in the KV cache
     fed_prompt: int = 0                  # prompt tokens already evaluated
+    cached: int = 0                      # leading prompt tokens whose KV was copied in (reused)
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None        # sampled, not yet fed
     done: DoneReason | None = None
@@ -135,15 +136,27 @@ class SlotTable:
     def active(self) -> list[Sequence]:
         return [s for s in self.slots if s is not None]
 
-    def add(self, seq: Sequence) -> None:
-        """Give the sequence a free slot (its KV rows are simply overwritten from position 0)."""
+    def add(self, seq: Sequence, slot: int | None = None) -> None:
+        """Give the sequence a free slot (its KV rows are simply overwritten from position 0),
+        or the slot the caller reserved for it, whose rows already hold the KV of the first
+        `seq.cached` prompt tokens (the prompt cache's): evaluation starts after them."""
         if not seq.prompt:
             raise ValueError("a sequence needs at least one prompt token")
         if len(seq.prompt) >= self.n_ctx:
             raise ValueError(f"prompt of {len(seq.prompt)} tokens does not fit the context "
                              f"of {self.n_ctx}")
-        seq.slot = self._free_slot()
-        self.slots[seq.slot] = seq
+        if not 0 <= seq.cached < len(seq.prompt) or (seq.cached and slot is None):
+            raise ValueError("cached tokens need a reserved slot and one prompt token left")
+        if slot is None:
+            slot = self._free_slot()
+        elif self.slots[slot] is not None:
+            raise NoFreeSlot(f"KV slot {slot} is taken")
+        self.reserved.discard(slot)
+        seq.slot = slot
+        if seq.cached:
+            seq.position = seq.fed_prompt = seq.cached
+            seq.in_cache = list(seq.prompt[: seq.cached])
+        self.slots[slot] = seq
 
     def remove(self, seq: Sequence) -> None:
         """Free the sequence's slot (finished or cancelled); safe to call twice."""

@@ -3,6 +3,8 @@
 One step loop (`run`) plans a batch over every active sequence, runs the forward pass and the
 sampling in one worker-thread hop, and hands each request its new token. Requests (`serve`) live
 in their callers' tasks; leaving — finished, stopped or cancelled — frees the slot at once.
+A request's prompt starts from the longest prefix the prompt cache holds (copied into its slot),
+and once evaluated its prompt's KV goes into that cache for the requests after it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from trio_llm.engine.context import Fit, fit_messages, fit_prompt
 from trio_llm.engine.kernels import physical_cores
 from trio_llm.engine.logprobs import TokenLogprob, describe
 from trio_llm.engine.model import ON_GPU, Model, plan_model
+from trio_llm.engine.prefix_cache import (
+    PrefixCache,
+    PrefixMatch,
+    read_blocks,
+    ring_rows_held,
+    windows_of,
+    write_prefix,
+)
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
 from trio_llm.engine.slots import Sequence as SlotSequence
@@ -69,7 +79,8 @@ class GenerateOutput:
 
     text: str
     done_reason: str | None = None
-    prompt_eval_count: int = 0
+    prompt_eval_count: int = 0           # prompt tokens evaluated (Ollama's meaning)
+    prompt_cache_count: int = 0          # prompt tokens whose KV came from the prompt cache
     prompt_eval_duration: int = 0        # nanoseconds
     eval_count: int = 0
     eval_duration: int = 0
@@ -149,6 +160,11 @@ class EngineRunner:
         self._masks = MaskPrefetch()
         self._work = trio.Event()
         self._engine = trio.Lock()       # one forward pass at a time (step loop or embeddings)
+        net = model.net
+        identity = repr((str(spec.model.path), spec.model.digest, net.n_ctx,
+                         net.memory.kv_type, net.shape.kv_layers))
+        self.prompt_cache = PrefixCache(identity, net.memory.prompt_cache,
+                                        windows_of(net.cache))
 
     @property
     def n_slots(self) -> int:
@@ -243,6 +259,37 @@ class EngineRunner:
                      fit.dropped, len(fit.tokens))
         return fit
 
+    async def _start(self, seq: SlotSequence, found: PrefixMatch) -> None:
+        """Put the sequence in the table, its slot first given the matched prefix's KV."""
+        if not found.tokens:
+            self.table.add(seq)
+            return
+        slot = self.table.reserve()
+        try:
+            await trio.to_thread.run_sync(write_prefix, self.model.net.cache, slot, found)
+            seq.cached = found.tokens
+            self.table.add(seq, slot)
+        finally:
+            self.table.release(slot)     # a no-op once the sequence holds it
+
+    async def _publish(self, seq: SlotSequence) -> None:
+        """Store the KV of the sequence's evaluated prompt in the prompt cache: the blocks it
+        does not hold yet, copied out while no step runs (a ring's rows move as tokens come)."""
+        cache, kv = self.prompt_cache, self.model.net.cache
+        if not cache.enabled:
+            return
+        specs = cache.chain(seq.prompt)
+        async with self._engine:
+            if seq.shifts or seq.fed_prompt < len(seq.prompt) or not (
+                    0 <= seq.slot < len(self.table.slots) and self.table.slots[seq.slot] is seq):
+                return
+            held = [ring_rows_held(kv, seq.position, spec.start) for spec in specs]
+            todo = [spec for spec, want in zip(specs, cache.wanted(specs, held), strict=True)
+                    if want]
+            rows = await trio.to_thread.run_sync(read_blocks, kv, seq.slot, seq.position, todo)
+        copied = dict(zip((spec.key for spec in todo), rows, strict=True))
+        cache.insert(specs, [copied.get(spec.key) for spec in specs])
+
     async def _generate(self, job: GenerateJob) -> AsyncIterator[GenerateOutput]:
         start = time.perf_counter_ns()
         tokenizer, n_ctx = self.model.tokenizer, self.model.net.n_ctx
@@ -266,13 +313,21 @@ class EngineRunner:
         first_token_at, count = 0, 0
         logprobs: list[TokenLogprob] = []              # of the tokens not yet handed out
         reason: str | None = DoneReason.LENGTH.value if num_predict == 0 else None
+        found = PrefixMatch()
+        publish = False          # the prompt is evaluated: store its KV after handing out a token
         try:
             if reason is None:
-                self.table.add(seq)
+                found = self.prompt_cache.match(prompt)
+                await self._start(seq, found)
+                self.prompt_cache.release(found)
                 self._inboxes[id(seq)] = send
                 self._work.set()
             while reason is None:
+                if publish:
+                    publish = False
+                    await self._publish(seq)
                 event = raise_failure(await receive.receive())
+                publish = count == 0
                 token = event.token
                 if seq.failure is not None:
                     raise ConstraintFailed(f"constrained decoding failed: {seq.failure}")
@@ -292,7 +347,10 @@ class EngineRunner:
                 if piece:
                     yield GenerateOutput(piece, truncated_messages=dropped, logprobs=logprobs)
                     logprobs = []
+            if publish:          # the first token ended it: the slot still holds the prompt
+                await self._publish(seq)
         finally:
+            self.prompt_cache.release(found)
             self._inboxes.pop(id(seq), None)
             self.table.remove(seq)
             self._work.set()
@@ -300,12 +358,15 @@ class EngineRunner:
         first = first_token_at or end
         yield GenerateOutput(
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
-            prompt_eval_count=len(prompt), prompt_eval_duration=first - start, eval_count=count,
+            prompt_eval_count=len(prompt) - seq.cached, prompt_cache_count=seq.cached,
+            prompt_eval_duration=first - start, eval_count=count,
             eval_duration=end - first, context=prompt + seq.generated,
             truncated_messages=dropped, logprobs=logprobs)
 
     async def aclose(self) -> None:
         self._fail(self.table.active, RunnerStopped())   # should the step loop have died
+
+        self.prompt_cache.clear()
 
         def close() -> None:
             self._masks.close()
@@ -321,7 +382,7 @@ class EngineFactory:
         """The loaded network's own memory plan, read from the file's header (nothing loaded)."""
         def estimate() -> MemoryEstimate:
             plan = plan_model(spec.model.path, spec.num_ctx, spec.n_slots, spec.num_batch,
-                              spec.kv_cache_type)
+                              spec.kv_cache_type, spec.prompt_cache)
             return plan.estimate(cpu_only=not ON_GPU)
 
         return await trio.to_thread.run_sync(estimate)
@@ -330,14 +391,15 @@ class EngineFactory:
         def load() -> Model:
             return Model.load(spec.model.path, n_ctx=spec.num_ctx, n_slots=spec.n_slots,
                               n_threads=min(spec.num_thread, physical_cores()),
-                              max_batch=spec.num_batch, kv_type=spec.kv_cache_type)
+                              max_batch=spec.num_batch, kv_type=spec.kv_cache_type,
+                              prompt_cache=spec.prompt_cache)
 
         model = await trio.to_thread.run_sync(load)
         plan = model.net.memory
         if plan.kv_note:
             log.warning("%s: KV cache %s, not %s: %s", spec.name, plan.kv_type,
                         spec.kv_cache_type, plan.kv_note)
-        log.info("%s: %d bytes (weights %d mapped + %d repacked, KV cache %s %d, scratch %d)",
-                 spec.name, plan.total, plan.total - plan.packed - plan.kv - plan.scratch,
-                 plan.packed, plan.kv_type, plan.kv, plan.scratch)
+        log.info("%s: %d bytes (weights %d mapped + %d repacked, KV cache %s %d, scratch %d, "
+                 "prompt cache %d)", spec.name, plan.total, plan.mapped_blocks + plan.mapped_other,
+                 plan.packed, plan.kv_type, plan.kv, plan.scratch, plan.prompt_cache)
         return EngineRunner(model, spec)

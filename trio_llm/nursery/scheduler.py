@@ -178,7 +178,8 @@ class Scheduler:
                         num_thread=int(merged.get("num_thread") or 0),
                         use_mmap=None if use_mmap is None else bool(use_mmap),
                         kv_cache_type=self.settings.kv_cache_type,
-                        flash_attention=self.settings.flash_attention)
+                        flash_attention=self.settings.flash_attention,
+                        prompt_cache=self.settings.prompt_cache)
 
     @asynccontextmanager
     async def acquire(self, name: str, options: Mapping[str, Any] | None = None,

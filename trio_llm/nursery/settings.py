@@ -29,6 +29,7 @@ class SchedulerSettings:
     load_timeout: float = field(default_factory=lambda: _default("OLLAMA_LOAD_TIMEOUT"))
     kv_cache_type: str = field(default_factory=lambda: _default("OLLAMA_KV_CACHE_TYPE"))
     flash_attention: bool = field(default_factory=lambda: _default("OLLAMA_FLASH_ATTENTION"))
+    prompt_cache: int = field(default_factory=lambda: _default("TRIO_LLM_PROMPT_CACHE"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
@@ -44,7 +45,8 @@ class SchedulerSettings:
                    gpu_overhead=get("OLLAMA_GPU_OVERHEAD"),
                    load_timeout=get("OLLAMA_LOAD_TIMEOUT"),
                    kv_cache_type=get("OLLAMA_KV_CACHE_TYPE"),
-                   flash_attention=get("OLLAMA_FLASH_ATTENTION"))
+                   flash_attention=get("OLLAMA_FLASH_ATTENTION"),
+                   prompt_cache=get("TRIO_LLM_PROMPT_CACHE"))
 
     @property
     def slots(self) -> int:
