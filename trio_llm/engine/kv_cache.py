@@ -108,7 +108,7 @@ class KVCache:
         return sum(a.nbytes for a in self._arrays)
 
     def is_ring(self, layer: int) -> bool:
-        """Whether the layer keeps fewer rows than the context (its old positions get overwritten)."""
+        """Whether the layer keeps fewer rows than the context (old positions get overwritten)."""
         return self.layers[layer].n_cache < self.n_ctx
 
     def slot_rows(self, layer: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
