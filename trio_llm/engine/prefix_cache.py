@@ -109,6 +109,7 @@ class PrefixCache:
         self.blocks: OrderedDict[bytes, CachedBlock] = OrderedDict()   # least recent first
         self.children: dict[bytes, set[bytes]] = {}
         self.nbytes = 0
+        self.evicted = 0        # blocks dropped for room, over the store's life
 
     @property
     def enabled(self) -> bool:
@@ -259,6 +260,7 @@ class PrefixCache:
             if victim is None:
                 return False
             self._drop(victim)
+            self.evicted += 1
         return True
 
     def _drop(self, block: CachedBlock) -> None:
