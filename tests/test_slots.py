@@ -101,3 +101,28 @@ def test_prompts_that_cannot_fit_are_refused() -> None:
         table.add(seq([]))
     with pytest.raises(ValueError, match="context"):
         table.add(seq([1, 2, 3, 4]))
+
+
+def test_a_sequence_with_cached_tokens_starts_after_them_in_its_reserved_slot() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64)
+    slot = table.reserve()
+    s = seq([1, 2, 3, 4, 5], cached=3)
+    table.add(s, slot)
+    assert s.slot == slot and table.free_slots == 1 and not table.reserved
+    plan = table.plan()
+    assert plan is not None
+    assert plan.batch.tokens.tolist() == [4, 5] and plan.batch.positions.tolist() == [3, 4]
+    table.apply(plan, logits_choosing(7))
+    assert s.in_cache == [1, 2, 3, 4, 5] and s.position == 5 and s.generated == [7]
+
+
+def test_cached_tokens_need_a_reserved_slot_and_leave_the_last_prompt_token() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64)
+    with pytest.raises(ValueError):
+        table.add(seq([1, 2, 3], cached=2))          # no slot holds those rows
+    with pytest.raises(ValueError):
+        table.add(seq([1, 2, 3], cached=3), table.reserve())   # nothing left to evaluate
+    taken = seq([9])
+    table.add(taken)
+    with pytest.raises(NoFreeSlot):
+        table.add(seq([1, 2], cached=1), taken.slot)

@@ -25,8 +25,10 @@ from trio_llm.engine.kernels import physical_cores
 from trio_llm.engine.logprobs import TokenLogprob, describe
 from trio_llm.engine.model import ON_GPU, Model, plan_model
 from trio_llm.engine.prefix_cache import (
+    BlockSpec,
     PrefixCache,
     PrefixMatch,
+    Rows,
     read_blocks,
     ring_rows_held,
     windows_of,
@@ -274,21 +276,32 @@ class EngineRunner:
 
     async def _publish(self, seq: SlotSequence) -> None:
         """Store the KV of the sequence's evaluated prompt in the prompt cache: the blocks it
-        does not hold yet, copied out while no step runs (a ring's rows move as tokens come)."""
+        does not hold yet (or holds without ring rows the slot still has)."""
         cache, kv = self.prompt_cache, self.model.net.cache
         if not cache.enabled:
             return
         specs = cache.chain(seq.prompt)
+        held = [ring_rows_held(kv, seq.position, spec.start) for spec in specs]
+        todo = [spec for spec, want in zip(specs, cache.wanted(specs, held), strict=True)
+                if want]
+        rows = await self._exclusive(self._copy_out, seq, todo) if todo else []
+        if rows is not None:
+            copied = dict(zip((spec.key for spec in todo), rows, strict=True))
+            cache.insert(specs, [copied.get(spec.key) for spec in specs])
+
+    async def _exclusive(self, work: Callable[..., Any], *args: Any) -> Any:
+        """work(*args) in a worker thread while no forward pass of this model runs."""
         async with self._engine:
-            if seq.shifts or seq.fed_prompt < len(seq.prompt) or not (
-                    0 <= seq.slot < len(self.table.slots) and self.table.slots[seq.slot] is seq):
-                return
-            held = [ring_rows_held(kv, seq.position, spec.start) for spec in specs]
-            todo = [spec for spec, want in zip(specs, cache.wanted(specs, held), strict=True)
-                    if want]
-            rows = await trio.to_thread.run_sync(read_blocks, kv, seq.slot, seq.position, todo)
-        copied = dict(zip((spec.key for spec in todo), rows, strict=True))
-        cache.insert(specs, [copied.get(spec.key) for spec in specs])
+            return await trio.to_thread.run_sync(work, *args)
+
+    def _copy_out(self, seq: SlotSequence, specs: Sequence[BlockSpec]) -> list[Rows] | None:
+        """The blocks' rows from the sequence's slot, or None if it no longer holds its prompt
+        there (it left, or a context shift re-evaluated it); a worker thread, no step running
+        (a ring's rows move with every step)."""
+        if seq.shifts or seq.fed_prompt < len(seq.prompt) or not (
+                0 <= seq.slot < len(self.table.slots) and self.table.slots[seq.slot] is seq):
+            return None
+        return read_blocks(self.model.net.cache, seq.slot, seq.position, specs)
 
     async def _generate(self, job: GenerateJob) -> AsyncIterator[GenerateOutput]:
         start = time.perf_counter_ns()
