@@ -125,3 +125,16 @@ def test_the_rows_a_match_hands_out_are_the_blocks_own() -> None:
     found = cache.match(list(range(7)) + [1])
     assert [(b.spec.start, n) for b, n in found.parts] == [(0, 4), (4, 3)]
     assert all(int(b.rows[0][0, 0, 0]) == b.spec.start for b, _ in found.parts)
+
+
+def test_gaining_ring_rows_never_evicts_the_block_that_gains_them() -> None:
+    cache = PrefixCache("m", block_bytes(), (0, 3), block_tokens=B)
+    [spec] = cache.chain([1, 2, 3, 4])
+    cache.insert([spec], [rows_for(spec, missing=[1])])
+    assert cache.nbytes == block_bytes() // 2
+    assert cache.insert([spec], [rows_for(spec)]) == 1       # fits once the ring rows are in
+    assert cache.nbytes == block_bytes() and cache.blocks[spec.key].rows[1] is not None
+    small = PrefixCache("m", block_bytes() - 1, (0, 3), block_tokens=B)
+    small.insert([spec], [rows_for(spec, missing=[1])])
+    assert small.insert([spec], [rows_for(spec)]) == 1       # no room: keeps what it had
+    assert small.nbytes == block_bytes() // 2 and small.blocks[spec.key].rows[1] is None

@@ -223,11 +223,14 @@ class PrefixCache:
         block = self.blocks.get(spec.key)
         if block is not None:
             if rows is not None and not _covers(block.rows, rows) and _covers(rows, block.rows):
-                new = CachedBlock(spec, rows).nbytes
-                if not self._make_room(new - block.nbytes):
-                    return block
-                self.nbytes += new - block.nbytes
-                block.rows = rows
+                grows = CachedBlock(spec, rows).nbytes - block.nbytes
+                block.refs += 1                 # never evicted to make its own room
+                try:
+                    if self._make_room(grows):
+                        self.nbytes += grows
+                        block.rows = rows
+                finally:
+                    block.refs -= 1
             self.blocks.move_to_end(spec.key)
             return block
         if rows is None or not self.enabled:
