@@ -126,3 +126,40 @@ def test_cached_tokens_need_a_reserved_slot_and_leave_the_last_prompt_token() ->
     table.add(taken)
     with pytest.raises(NoFreeSlot):
         table.add(seq([1, 2], cached=1), taken.slot)
+
+
+def test_a_finished_answer_is_evaluated_again_last_and_gives_way_to_a_new_sequence() -> None:
+    table = SlotTable(n_slots=1, n_ctx=64)
+    done = seq([1, 2, 3], max_tokens=2)
+    table.add(done)
+    for chosen in (7, 8):
+        plan = table.plan()
+        assert plan is not None
+        table.apply(plan, logits_choosing(chosen))
+    assert done.done == DoneReason.LENGTH and done.generated == [7, 8]
+    done.evaluate_answer()
+    assert table.free_slots == 1 and table.background == [done]
+    plan = table.plan()
+    assert plan is not None and plan.readers == []          # prompt rows, nothing sampled
+    assert plan.batch.tokens.tolist() == [7, 8] and plan.batch.positions.tolist() == [3, 4]
+    assert plan.batch.n_decode == 0
+    assert table.apply(plan, logits_choosing()) == []
+    assert done.in_cache == [1, 2, 3, 7, 8] and not done.replay and table.plan() is None
+    newer = seq([4, 5])
+    table.add(newer)                                         # takes the background's slot
+    assert newer.slot == done.slot and table.active == [newer] and table.background == []
+
+
+def test_background_answers_go_after_every_other_prompt() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64, max_batch=4)
+    old = seq([1, 2, 3], max_tokens=1)
+    table.add(old)
+    plan = table.plan()
+    assert plan is not None
+    table.apply(plan, logits_choosing(9))
+    old.evaluate_answer()
+    fresh = seq([5, 6, 7, 8])
+    table.add(fresh)
+    plan = table.plan()
+    assert plan is not None and plan.batch.tokens.tolist() == [5, 6, 7, 8]  # budget all used
+    assert plan.readers == [fresh]

@@ -5,7 +5,9 @@ are decoding, and chunks of the prompts of newly admitted ones — so a single f
 them all. `SlotTable.apply()` samples each sequence's next token from its logits row and reports
 what happened. No event loop and no model here: the runner calls forward() between the two.
 A sequence with a grammar samples only what its grammar allows and ends when the grammar is
-complete; one without pays nothing for the others' grammars.
+complete; one without pays nothing for the others' grammars. A background sequence (a finished
+answer evaluated again as prompt rows, for the prompt cache) samples nothing, goes after every
+other prompt, and gives up its slot to whoever needs one.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Sequence:
     position: int = 0                    # tokens already in the KV cache
     fed_prompt: int = 0                  # prompt tokens already evaluated
     cached: int = 0                      # leading prompt tokens whose KV was copied in (reused)
+    background: bool = False             # re-evaluating its answer as prompt rows; preemptible
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None        # sampled, not yet fed
     done: DoneReason | None = None
@@ -73,6 +76,13 @@ class Sequence:
     def pending(self) -> list[int]:
         """Tokens to evaluate before the next sample: the prompt's rest, or a shift's replay."""
         return self.replay if self.replay else self.prompt[self.fed_prompt:]
+
+    def evaluate_answer(self) -> None:
+        """Finished: evaluate what it generated again, as prompt rows after the prompt (their
+        bits then match evaluating them as a later prompt's prefix), in the background."""
+        self.background, self.done, self.next_token = True, None, None
+        self.position, self.in_cache = len(self.prompt), list(self.prompt)
+        self.replay = list(self.generated)
 
     def shift_context(self, token: int) -> bool:
         """The cache is full and `token` was just sampled: keep the first `keep` tokens and the
@@ -115,11 +125,21 @@ class SlotTable:
 
     @property
     def free_slots(self) -> int:
-        return sum(s is None for s in self.slots) - len(self.reserved)
+        """Slots a request may take now (a background sequence's included)."""
+        return sum(s is None or s.background for s in self.slots) - len(self.reserved)
+
+    @property
+    def background(self) -> list[Sequence]:
+        return [s for s in self.slots if s is not None and s.background]
 
     def _free_slot(self) -> int:
+        """A free slot, else the slot of a background sequence (which leaves the table)."""
         for i, s in enumerate(self.slots):
             if s is None and i not in self.reserved:
+                return i
+        for i, s in enumerate(self.slots):
+            if s is not None and s.background:
+                self.slots[i] = None
                 return i
         raise NoFreeSlot("no free KV slot")
 
@@ -149,7 +169,7 @@ class SlotTable:
             raise ValueError("cached tokens need a reserved slot and one prompt token left")
         if slot is None:
             slot = self._free_slot()
-        elif self.slots[slot] is not None:
+        elif (held := self.slots[slot]) is not None and not held.background:
             raise NoFreeSlot(f"KV slot {slot} is taken")
         self.reserved.discard(slot)
         seq.slot = slot
@@ -175,11 +195,11 @@ class SlotTable:
                 readers.append(seq)
                 fed.append((seq, 1))
                 budget -= 1
-        for seq in self.active:
+        for seq in sorted(self.active, key=lambda s: s.background):   # background ones last
             if seq.done is None and seq.prefilling and budget:
                 pending = seq.pending
                 chunk = pending[:budget]
-                finishes = len(chunk) == len(pending)
+                finishes = len(chunk) == len(pending) and not seq.background
                 batch = Batch.sequence(chunk, seq.position, seq.slot)
                 if not finishes:
                     batch.logits_for = np.zeros(0, dtype=np.int32)

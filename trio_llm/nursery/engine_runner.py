@@ -4,7 +4,9 @@ One step loop (`run`) plans a batch over every active sequence, runs the forward
 sampling in one worker-thread hop, and hands each request its new token. Requests (`serve`) live
 in their callers' tasks; leaving — finished, stopped or cancelled — frees the slot at once.
 A request's prompt starts from the longest prefix the prompt cache holds (copied into its slot),
-and once evaluated its prompt's KV goes into that cache for the requests after it.
+and once evaluated its prompt's KV goes into that cache for the requests after it. A finished
+answer is evaluated again as prompt rows in its slot, in the background (any request needing the
+slot takes it), and stored too: a chat's next turn then evaluates only what follows the answer.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class EngineRunner:
         self._grammars = LazyGrammarVocabulary(model.tokenizer)
         self._masks = MaskPrefetch()
         self._work = trio.Event()
+        self._changed = trio.Event()     # set after every step and table change (waiters recheck)
         self._engine = trio.Lock()       # one forward pass at a time (step loop or embeddings)
         net = model.net
         identity = repr((str(spec.model.path), spec.model.digest, net.n_ctx,
@@ -191,6 +194,15 @@ class EngineRunner:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
                     inbox.send_nowait(event)
+            for seq in self.table.background:
+                if not seq.replay:       # its answer is prompt rows now: store it, free the slot
+                    await self._publish(seq, seq.in_cache)
+                    self.table.remove(seq)
+            self._table_changed()
+
+    def _table_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def _step_or_fail(self, plan: StepPlan) -> list[StepEvent]:
         """One step in a worker thread. If it raises, every request of the step gets the
@@ -233,6 +245,7 @@ class EngineRunner:
                 cut.append(index)
             token_lists.append(ids)
         slot = self.table.reserve()
+        self._table_changed()            # it may have taken a background answer's slot
         try:
             async with self._engine:
                 vectors = await trio.to_thread.run_sync(self._pooled, token_lists, slot)
@@ -265,8 +278,10 @@ class EngineRunner:
         """Put the sequence in the table, its slot first given the matched prefix's KV."""
         if not found.tokens:
             self.table.add(seq)
+            self._table_changed()
             return
         slot = self.table.reserve()
+        self._table_changed()
         try:
             await trio.to_thread.run_sync(write_prefix, self.model.net.cache, slot, found)
             seq.cached = found.tokens
@@ -274,17 +289,40 @@ class EngineRunner:
         finally:
             self.table.release(slot)     # a no-op once the sequence holds it
 
-    async def _publish(self, seq: SlotSequence) -> None:
-        """Store the KV of the sequence's evaluated prompt in the prompt cache: the blocks it
-        does not hold yet (or holds without ring rows the slot still has)."""
+    async def _await_answers(self, prompt: list[int]) -> None:
+        """Wait while an earlier answer this prompt continues is being evaluated for the cache
+        (at most that answer's tokens, which this prompt would evaluate anyway)."""
+        def continued() -> bool:
+            for bg in self.table.background:
+                n = len(bg.prompt)
+                if (bg.generated and len(prompt) > n + 1 and prompt[n] == bg.generated[0]
+                        and prompt[:n] == bg.prompt):
+                    return True
+            return False
+
+        while continued():
+            await self._changed.wait()
+
+    def _answer_to_cache(self, seq: SlotSequence) -> bool:
+        """Whether the finished sequence's answer is worth evaluating again for the cache."""
+        return (self.prompt_cache.enabled and seq.done is not None and not seq.shifts
+                and seq.failure is None
+                and bool(seq.generated) and seq.fed_prompt == len(seq.prompt)
+                and len(seq.prompt) + len(seq.generated) <= self.table.n_ctx
+                and 0 <= seq.slot < len(self.table.slots) and self.table.slots[seq.slot] is seq)
+
+    async def _publish(self, seq: SlotSequence, tokens: list[int]) -> None:
+        """Store the KV of `tokens`, the first of the sequence's slot, all evaluated as prompt
+        rows, in the prompt cache: the blocks it does not hold yet (or holds without ring rows
+        the slot still has)."""
         cache, kv = self.prompt_cache, self.model.net.cache
         if not cache.enabled:
             return
-        specs = cache.chain(seq.prompt)
+        specs = cache.chain(tokens)
         held = [ring_rows_held(kv, seq.position, spec.start) for spec in specs]
         todo = [spec for spec, want in zip(specs, cache.wanted(specs, held), strict=True)
                 if want]
-        rows = await self._exclusive(self._copy_out, seq, todo) if todo else []
+        rows = await self._exclusive(self._copy_out, seq, len(tokens), todo) if todo else []
         if rows is not None:
             copied = dict(zip((spec.key for spec in todo), rows, strict=True))
             cache.insert(specs, [copied.get(spec.key) for spec in specs])
@@ -294,11 +332,14 @@ class EngineRunner:
         async with self._engine:
             return await trio.to_thread.run_sync(work, *args)
 
-    def _copy_out(self, seq: SlotSequence, specs: Sequence[BlockSpec]) -> list[Rows] | None:
-        """The blocks' rows from the sequence's slot, or None if it no longer holds its prompt
-        there (it left, or a context shift re-evaluated it); a worker thread, no step running
-        (a ring's rows move with every step)."""
-        if seq.shifts or seq.fed_prompt < len(seq.prompt) or not (
+    def _copy_out(self, seq: SlotSequence, n: int, specs: Sequence[BlockSpec]
+                  ) -> list[Rows] | None:
+        """The blocks' rows from the sequence's slot, or None unless its first n positions are
+        there as prompt rows (it may have left, or a context shift re-evaluated it); in a worker
+        thread while no step runs (a ring's rows move with every step)."""
+        rows_of_prompts = (not seq.replay and len(seq.in_cache) >= n) if seq.background \
+            else seq.fed_prompt >= n
+        if seq.shifts or not rows_of_prompts or not (
                 0 <= seq.slot < len(self.table.slots) and self.table.slots[seq.slot] is seq):
             return None
         return read_blocks(self.model.net.cache, seq.slot, seq.position, specs)
@@ -330,6 +371,7 @@ class EngineRunner:
         publish = False          # the prompt is evaluated: store its KV after handing out a token
         try:
             if reason is None:
+                await self._await_answers(prompt)
                 found = self.prompt_cache.match(prompt)
                 await self._start(seq, found)
                 self.prompt_cache.release(found)
@@ -338,7 +380,7 @@ class EngineRunner:
             while reason is None:
                 if publish:
                     publish = False
-                    await self._publish(seq)
+                    await self._publish(seq, prompt)
                 event = raise_failure(await receive.receive())
                 publish = count == 0
                 token = event.token
@@ -361,11 +403,14 @@ class EngineRunner:
                     yield GenerateOutput(piece, truncated_messages=dropped, logprobs=logprobs)
                     logprobs = []
             if publish:          # the first token ended it: the slot still holds the prompt
-                await self._publish(seq)
+                await self._publish(seq, prompt)
+            if self._answer_to_cache(seq):
+                seq.evaluate_answer()       # the step loop takes it from here
         finally:
             self.prompt_cache.release(found)
             self._inboxes.pop(id(seq), None)
-            self.table.remove(seq)
+            if not seq.background:
+                self.table.remove(seq)
             self._work.set()
         end = time.perf_counter_ns()
         first = first_token_at or end
