@@ -282,8 +282,8 @@ class EngineRunner:
             return
         slot = self.table.reserve()
         self._table_changed()
-        try:
-            await trio.to_thread.run_sync(write_prefix, self.model.net.cache, slot, found)
+        try:   # while no step runs: the slot may be a background answer's, in a step now
+            await self._exclusive(write_prefix, self.model.net.cache, slot, found)
             seq.cached = found.tokens
             self.table.add(seq, slot)
         finally:
