@@ -150,16 +150,24 @@ def test_a_finished_answer_is_evaluated_again_last_and_gives_way_to_a_new_sequen
     assert newer.slot == done.slot and table.active == [newer] and table.background == []
 
 
-def test_background_answers_go_after_every_other_prompt() -> None:
-    table = SlotTable(n_slots=2, n_ctx=64, max_batch=4)
-    old = seq([1, 2, 3], max_tokens=1)
+def test_background_answers_wait_while_others_run_unless_a_request_waits_for_them() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64, max_batch=6)
+    old = seq([1, 2, 3], max_tokens=2)
     table.add(old)
-    plan = table.plan()
-    assert plan is not None
-    table.apply(plan, logits_choosing(9))
+    for chosen in (9, 9):
+        plan = table.plan()
+        assert plan is not None
+        table.apply(plan, logits_choosing(chosen))
     old.evaluate_answer()
     fresh = seq([5, 6, 7, 8])
     table.add(fresh)
     plan = table.plan()
-    assert plan is not None and plan.batch.tokens.tolist() == [5, 6, 7, 8]  # budget all used
-    assert plan.readers == [fresh]
+    assert plan is not None and plan.batch.tokens.tolist() == [5, 6, 7, 8]
+    table.apply(plan, logits_choosing(4))
+    plan = table.plan()                                      # fresh decodes; old stays idle
+    assert plan is not None and plan.batch.tokens.tolist() == [4]
+    table.apply(plan, logits_choosing(4))
+    old.urgent = True
+    plan = table.plan()                                      # after every other sequence
+    assert plan is not None and plan.batch.tokens.tolist() == [4, 9, 9]
+    assert plan.readers == [fresh] and plan.batch.positions.tolist() == [5, 3, 4]

@@ -6,8 +6,9 @@ them all. `SlotTable.apply()` samples each sequence's next token from its logits
 what happened. No event loop and no model here: the runner calls forward() between the two.
 A sequence with a grammar samples only what its grammar allows and ends when the grammar is
 complete; one without pays nothing for the others' grammars. A background sequence (a finished
-answer evaluated again as prompt rows, for the prompt cache) samples nothing, goes after every
-other prompt, and gives up its slot to whoever needs one.
+answer evaluated again as prompt rows, for the prompt cache) samples nothing, runs only in steps
+nothing else needs (unless a request waits for it: `urgent`, then after every other prompt),
+and gives up its slot to whoever needs one.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Sequence:
     fed_prompt: int = 0                  # prompt tokens already evaluated
     cached: int = 0                      # leading prompt tokens whose KV was copied in (reused)
     background: bool = False             # re-evaluating its answer as prompt rows; preemptible
+    urgent: bool = False                 # ... and a request waits for it to finish
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None        # sampled, not yet fed
     done: DoneReason | None = None
@@ -195,7 +197,10 @@ class SlotTable:
                 readers.append(seq)
                 fed.append((seq, 1))
                 budget -= 1
+        idle = all(s.background for s in self.active)
         for seq in sorted(self.active, key=lambda s: s.background):   # background ones last
+            if seq.background and not (idle or seq.urgent):
+                continue
             if seq.done is None and seq.prefilling and budget:
                 pending = seq.pending
                 chunk = pending[:budget]

@@ -293,14 +293,16 @@ class EngineRunner:
         """Wait while an earlier answer this prompt continues is being evaluated for the cache
         (at most that answer's tokens, which this prompt would evaluate anyway)."""
         def continued() -> bool:
+            found = False
             for bg in self.table.background:
                 n = len(bg.prompt)
                 if (bg.generated and len(prompt) > n + 1 and prompt[n] == bg.generated[0]
                         and prompt[:n] == bg.prompt):
-                    return True
-            return False
+                    bg.urgent = found = True     # evaluated even while others decode
+            return found
 
         while continued():
+            self._work.set()
             await self._changed.wait()
 
     def _answer_to_cache(self, seq: SlotSequence) -> bool:
