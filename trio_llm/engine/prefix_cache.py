@@ -13,7 +13,8 @@ last token, whose logits must be computed. A sliding-window layer's ring keeps o
 positions, so a block may lack that layer's rows; a prefix is reused only as far as every ring
 layer has the rows its window still needs (the rest is evaluated again). Only rows computed as
 prompt rows are stored: a generated token's rows come from the decode path, whose bits differ
-from what evaluating the same tokens as a prompt gives, and cached KV must equal recomputed KV.
+from what evaluating the same tokens as a prompt gives, and cached KV must equal recomputed KV
+(the runner evaluates a finished answer again as prompt rows to store it).
 
 Blocks are reference-counted (by their child blocks and by the requests copying from them) and
 evicted least recently used, unreferenced ones first, to stay within the byte budget that the
