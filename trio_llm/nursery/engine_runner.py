@@ -342,8 +342,8 @@ class EngineRunner:
     def _copy_out(self, seq: SlotSequence, n: int, specs: Sequence[BlockSpec]
                   ) -> list[Rows] | None:
         """The blocks' rows from the sequence's slot, or None unless its first n positions are
-        there as prompt rows (it may have left, or a context shift re-evaluated it); in a worker
-        thread while no step runs (a ring's rows move with every step)."""
+        there as prompt rows (it may have left, or a context shift re-evaluated it); on the
+        compute thread in this model's turn, so no step runs (a ring's rows move with each)."""
         rows_of_prompts = (not seq.replay and len(seq.in_cache) >= n) if seq.background \
             else seq.fed_prompt >= n
         if seq.shifts or not rows_of_prompts or not (
