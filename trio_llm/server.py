@@ -190,7 +190,8 @@ def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
                                logprobs=out.logprobs)
     return GenerationChunk(
         text=out.text, done=True, done_reason=out.done_reason,
-        prompt_eval_count=out.prompt_eval_count, prompt_eval_duration=out.prompt_eval_duration,
+        prompt_eval_count=out.prompt_eval_count, prompt_cache_count=out.prompt_cache_count,
+        prompt_eval_duration=out.prompt_eval_duration,
         eval_count=out.eval_count, eval_duration=out.eval_duration, load_duration=load_ns,
         context=out.context, truncated_messages=out.truncated_messages, logprobs=out.logprobs)
 

@@ -100,7 +100,8 @@ class GenerationChunk:
     tool_calls: Sequence[Mapping[str, Any]] = ()  # parsed calls: {function: {name, arguments}}
     done: bool = False
     done_reason: str | None = None  # "stop" (EOS or a stop string) or "length"
-    prompt_eval_count: int = 0
+    prompt_eval_count: int = 0  # prompt tokens evaluated (those the prompt cache held are not)
+    prompt_cache_count: int = 0  # prompt tokens whose KV the prompt cache gave
     prompt_eval_duration: int = 0  # ns
     eval_count: int = 0
     eval_duration: int = 0  # ns

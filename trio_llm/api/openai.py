@@ -272,9 +272,13 @@ class CompletionLogprobs:
                 "text_offset": offsets}
 
 
-def usage(chunk: GenerationChunk) -> dict[str, int]:
-    return {"prompt_tokens": chunk.prompt_eval_count, "completion_tokens": chunk.eval_count,
-            "total_tokens": chunk.prompt_eval_count + chunk.eval_count}
+def usage(chunk: GenerationChunk) -> dict[str, Any]:
+    """OpenAI's usage: prompt_tokens counts the whole prompt, of which cached_tokens came from
+    the prompt cache (OpenAI's meaning; Ollama's prompt_eval_count is the evaluated rest)."""
+    prompt = chunk.prompt_eval_count + chunk.prompt_cache_count
+    return {"prompt_tokens": prompt, "completion_tokens": chunk.eval_count,
+            "total_tokens": prompt + chunk.eval_count,
+            "prompt_tokens_details": {"cached_tokens": chunk.prompt_cache_count}}
 
 
 def owned_by(name: str) -> str:

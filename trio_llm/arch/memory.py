@@ -6,6 +6,8 @@
   `tl_repack_bytes` long (what `Weight.repacked` allocates);
 - the KV cache, per cache type and sliding window (`kv_cache_bytes`, what `KVCache` allocates),
   for the type `cache_type_for` grants;
+- the prompt cache's budget (`trio_llm.engine.prefix_cache`): earlier prompts' KV kept for
+  reuse, counted whole since it fills up as requests come (none for an encoder);
 - the scratch buffers of the Shape at the batch `runtime_batch` cuts, the logits of one step
   and the kernels' pool scratch (its largest use, the activations of a matmul).
 `Network` allocates by its plan and keeps it; the scheduler's estimate (admission, LRU eviction,
@@ -69,6 +71,7 @@ class MemoryPlan:
     kv: int                 # the KV cache, every layer and slot
     buffers: int            # the runtime's scratch activations, token arrays and logits
     pool: int               # the kernels' pool scratch
+    prompt_cache: int = 0   # the budget of earlier prompts' KV blocks kept for reuse
 
     @property
     def weights(self) -> int:
@@ -84,7 +87,7 @@ class MemoryPlan:
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.scratch
+        return self.weights + self.kv + self.scratch + self.prompt_cache
 
     def estimate(self, cpu_only: bool) -> MemoryEstimate:
         """The same bytes in the pieces placement deals out (its total is this plan's total):
@@ -96,13 +99,15 @@ class MemoryPlan:
         return MemoryEstimate(
             n_layer=n, layer_weights=layer_weights, layer_kv=layer_kv,
             other_weights=self.weights - n * layer_weights,
-            compute=self.scratch + self.kv - n * layer_kv, cpu_only=cpu_only)
+            compute=self.scratch + self.prompt_cache + self.kv - n * layer_kv,
+            cpu_only=cpu_only)
 
 
 def plan_memory(shape: Shape, weights: Any, gguf: GGUFFile, n_ctx: int, n_slots: int,
-                max_batch: int, kv_type: str) -> MemoryPlan:
+                max_batch: int, kv_type: str, prompt_cache: int = 0) -> MemoryPlan:
     """The plan of a network of this Shape and these weights (the architecture's weights
-    dataclass of views into the mmap, before repacking), loaded from `gguf`."""
+    dataclass of views into the mmap, before repacking), loaded from `gguf`; prompt_cache is
+    the requested budget in bytes (an encoder, whose cache lives for one call, keeps none)."""
     kv_in_force, note = cache_type_for(shape.kv_layers, kv_type, shape.causal)
     batch = runtime_batch(shape, n_ctx, max_batch)
     file_bytes = len(gguf.data)
@@ -122,4 +127,5 @@ def plan_memory(shape: Shape, weights: Any, gguf: GGUFFile, n_ctx: int, n_slots:
         mapped_blocks=block_tensor_bytes, mapped_other=file_bytes - block_tensor_bytes,
         packed_blocks=packed_blocks, packed_other=packed_other,
         kv=kv_cache_bytes(shape.kv_layers, n_slots, n_ctx, batch, kv_in_force),
-        buffers=buffers, pool=int(POOL_BYTES_PER_ACTIVATION * batch * widest))
+        buffers=buffers, pool=int(POOL_BYTES_PER_ACTIVATION * batch * widest),
+        prompt_cache=max(0, prompt_cache) if shape.causal else 0)

@@ -149,7 +149,7 @@ class Network:
 
     def __init__(self, arch: Architecture, gguf: GGUFFile, ops: Ops, n_ctx: int,
                  n_slots: int = 1, max_batch: int = default("num_batch"),
-                 kv_type: str = "f16") -> None:
+                 kv_type: str = "f16", prompt_cache: int = 0) -> None:
         self.arch, self.ops = arch, ops
         self.params = arch.read_params(gguf)
         shape: Shape = self.params.shape
@@ -160,7 +160,7 @@ class Network:
         # What all of this holds, by the rules the allocations below follow (the scheduler
         # reads the same plan before loading): the cache type in force is the plan's.
         self.memory: MemoryPlan = plan_memory(shape, views, gguf, n_ctx, n_slots, max_batch,
-                                              kv_type)
+                                              kv_type, prompt_cache)
         self.weights = _repacked(views) if keeps_decode_copies(shape) else views
         self.token_embd: Weight = self.weights.token_embd
         self.output: Weight | None = self.weights.output  # tied or not, its own decode copy

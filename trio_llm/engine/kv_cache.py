@@ -102,3 +102,15 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self._arrays)
+
+    def is_ring(self, layer: int) -> bool:
+        """Whether the layer keeps fewer rows than the context (old positions get overwritten)."""
+        return self.layers[layer].n_cache < self.n_ctx
+
+    def slot_rows(self, layer: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """Views [n_cache][row bytes] of one slot's keys and values in `layer`: the bytes as the
+        cache type stores them, so copying rows moves a position's KV exactly."""
+        lay = self.layers[layer]
+        keys, values = self._arrays[2 * layer], self._arrays[2 * layer + 1]
+        shape = (self.n_slots, lay.n_cache, keys.nbytes // (self.n_slots * lay.n_cache))
+        return keys.reshape(shape)[slot], values.reshape(shape)[slot]
