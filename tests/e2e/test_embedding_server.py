@@ -129,3 +129,20 @@ async def test_a_long_input_is_cut_to_the_context_keeping_its_sep_or_refused(
     assert refused.status_code == 400
     assert refused.json()["error"].startswith("the input length exceeds the context length: "
                                               "input 0 is ")
+
+
+async def test_api_embed_of_32_inputs_in_one_forward_equals_each_input_alone_bit_for_bit(
+        live: tuple[Host, EngineBackend]) -> None:
+    """32 inputs of different lengths (a long one cut to the context among them) go through
+    the encoder together, each in its own KV slot; every vector is exactly its solo one, and
+    the cut input is reported."""
+    inputs = [f"{INPUTS[i % len(INPUTS)]} number {i} " + "word " * (i * 3) for i in range(31)]
+    inputs.append(" ".join(["river"] * 600))
+    async with httpx.AsyncClient(base_url=live[0].url, timeout=300) as http:
+        together = (await http.post("/api/embed", json={"model": MODEL, "input": inputs})).json()
+        alone = [(await http.post("/api/embed", json={"model": MODEL, "input": text})).json()
+                 for text in inputs]
+    assert len(together["embeddings"]) == 32
+    assert together["embeddings"] == [one["embeddings"][0] for one in alone]
+    assert together["truncated_inputs"] == [31]
+    assert together["prompt_eval_count"] == sum(one["prompt_eval_count"] for one in alone)

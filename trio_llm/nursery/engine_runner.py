@@ -143,7 +143,7 @@ class EngineRunner:
     def __init__(self, model: Model, spec: LoadSpec) -> None:
         self.model = model
         self.spec = spec
-        self.table = SlotTable(spec.n_slots, model.net.n_ctx, model.net.max_batch)
+        self.table = SlotTable(model.net.n_slots, model.net.n_ctx, model.net.max_batch)
         self._inboxes: dict[int, trio.MemorySendChannel[StepEvent | TrioLLMError]] = {}
         self._grammars = LazyGrammarVocabulary(model.tokenizer)
         self._masks = MaskPrefetch()
@@ -214,18 +214,44 @@ class EngineRunner:
                 ids = ids[: n_ctx - 1] + ids[-1:] if tokenizer.add_eos else ids[:n_ctx]
                 cut.append(index)
             token_lists.append(ids)
-        slot = self.table.reserve()
-        try:
-            async with self._engine:
-                vectors = await trio.to_thread.run_sync(self._pooled, token_lists, slot)
-        finally:
-            self.table.release(slot)
+        vectors: list[list[float]] = []
+        for group in self._groups(token_lists):
+            async with self._engine:   # slots taken under the lock: no other forward owns them
+                slots = [self.table.reserve() for _ in group[: self._embed_slots()]]
+                try:
+                    vectors += await trio.to_thread.run_sync(self._pooled, group, slots)
+                finally:
+                    for slot in slots:
+                        self.table.release(slot)
         yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
 
-    def _pooled(self, token_lists: list[list[int]], slot: int) -> list[list[float]]:
+    def _embed_slots(self) -> int:
+        """Slots one embedding forward may use: every free one of an encoder (it never
+        decodes), one of a decoder (its others belong to generations that may start now)."""
+        return max(1, self.table.free_slots) if not self.model.net.shape.causal else 1
+
+    def _groups(self, token_lists: list[list[int]]) -> list[list[list[int]]]:
+        """The inputs in runs of one forward each: at most as many as there are KV slots and
+        max_batch tokens (a longer input runs alone, chunked as a decoder's prompt is)."""
         net = self.model.net
-        return [net.shape.pooling.pool(net.hidden_states(ids, slot)).tolist()
-                for ids in token_lists]
+        limit = net.n_slots if not net.shape.causal else 1
+        groups: list[list[list[int]]] = []
+        tokens = 0
+        for ids in token_lists:
+            if not groups or len(groups[-1]) >= limit or tokens + len(ids) > net.max_batch:
+                groups.append([])
+                tokens = 0
+            groups[-1].append(ids)
+            tokens += len(ids)
+        return groups
+
+    def _pooled(self, group: list[list[int]], slots: list[int]) -> list[list[float]]:
+        """Pooled vectors of a group: together when each has a slot, else one at a time."""
+        net = self.model.net
+        pool = net.shape.pooling.pool
+        if len(slots) >= len(group) and sum(map(len, group)) <= net.max_batch:
+            return [pool(states).tolist() for states in net.hidden_states_of(group, slots)]
+        return [pool(net.hidden_states(ids, slots[0])).tolist() for ids in group]
 
     def _fit(self, job: GenerateJob, num_predict: int) -> Fit:
         """The prompt's tokens, older messages dropped if it does not fit (PromptTooLong when
