@@ -146,3 +146,29 @@ async def test_api_embed_of_32_inputs_in_one_forward_equals_each_input_alone_bit
     assert together["embeddings"] == [one["embeddings"][0] for one in alone]
     assert together["truncated_inputs"] == [31]
     assert together["prompt_eval_count"] == sum(one["prompt_eval_count"] for one in alone)
+
+
+async def test_rerank_of_five_documents_puts_the_obviously_relevant_one_first(
+        live: tuple[Host, EngineBackend]) -> None:
+    documents = ["The stock market fell sharply on Tuesday.",
+                 "Paris is the capital and largest city of France.",
+                 "Bananas are rich in potassium.",
+                 "The recipe needs two cups of flour.",
+                 "Jupiter is the largest planet in the solar system."]
+    body = {"model": MODEL, "query": "What is the capital of France?", "documents": documents}
+    async with httpx.AsyncClient(base_url=live[0].url, timeout=60) as http:
+        ranked = (await http.post("/api/rerank", json=body)).json()
+        top2 = (await http.post("/v1/rerank", json={**body, "top_n": 2,
+                                                    "return_documents": False})).json()
+        unknown = await http.post("/api/rerank", json={**body, "rank_fields": ["text"]})
+    assert ranked["method"] == "embedding-similarity" and ranked["model"] == MODEL
+    results = ranked["results"]
+    assert [r["index"] for r in results][0] == 1 and len(results) == 5
+    assert results[0]["document"] == {"text": documents[1]}
+    scores = [r["relevance_score"] for r in results]
+    assert scores == sorted(scores, reverse=True) and scores[0] - scores[1] > 0.1
+    assert sorted(r["index"] for r in results) == list(range(5))
+    assert ranked["usage"]["prompt_tokens"] > 0
+    assert [r["index"] for r in top2["results"]] == [r["index"] for r in results[:2]]
+    assert "document" not in top2["results"][0]
+    assert unknown.status_code == 400 and "rank_fields" in unknown.text

@@ -26,7 +26,7 @@ from trio_llm.errors import Forbidden, Unauthorized
 OPEN_PATHS = frozenset({"/", "/api/version", "/health"})
 INFERENCE_ROUTES = frozenset({
     "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
-    "/api/ps",
+    "/api/ps", "/api/tokenize", "/api/detokenize", "/api/rerank",
 })
 INFERENCE_PREFIXES = ("/v1/",)
 

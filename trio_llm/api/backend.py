@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from trio_llm.engine.constraint import Constraint
 from trio_llm.engine.logprobs import TokenLogprob
+from trio_llm.engine.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,12 @@ class ModelStore(Protocol):
 
     async def resolve(self, name: str) -> ModelRef:
         """The model for a client-given name; raises InvalidName or ModelNotFound."""
+        ...
+
+    async def tokenizer(self, model: ModelRef) -> Tokenizer:
+        """The model's tokenizer (read from its file, without loading the model): what
+        /api/tokenize, /api/detokenize and count_tokens use, the same the engine encodes
+        prompts with."""
         ...
 
     async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:
