@@ -86,7 +86,7 @@ def test_positions_matter_through_the_rotation(tmp_path: Path, vocab: dict[str, 
 
 
 @pytest.mark.parametrize(("meta", "message"), [
-    ({"pooling_type": 4}, "nomic-bert.pooling_type = 4 is not supported"),
+    ({"pooling_type": 4}, "nomic-bert.pooling_type = 4 \\(rank\\) is a cross-encoder"),
     ({"attention.causal": True}, "nomic-bert.attention.causal must be false"),
     ({"rope.freq_base": -1.0}, "nomic-bert.rope.freq_base"),
 ])
@@ -95,3 +95,15 @@ def test_a_file_the_encoder_cannot_run_is_refused_naming_the_cause(
     with read_gguf(tiny_nomic_bert(tmp_path / "bad.gguf", vocab, **meta)) as gguf, \
             pytest.raises(ModelFileError, match=message):
         check_model_file(gguf)
+
+
+def test_an_encoder_keeps_no_repacked_decode_copies(tmp_path: Path,
+                                                    vocab: dict[str, Any]) -> None:
+    """Every encoder row is a prompt row: a decode copy of its Q8_0 matrices (a format with a
+    repacked layout) would be memory nothing reads, so neither the load nor the plan has one."""
+    m = Model.load(tiny_nomic_bert(tmp_path / "q8.gguf", vocab), n_ctx=64)
+    try:
+        assert m.net.packed_bytes == 0
+        assert m.net.memory.packed == 0
+    finally:
+        m.close()

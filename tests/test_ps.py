@@ -16,9 +16,9 @@ from trio_llm.nursery import (
     rfc3339,
     until_text,
 )
+from trio_llm.nursery.admission import SlotQueue
 from trio_llm.nursery.keep_alive import KeepAlive
 from trio_llm.nursery.ps import FOREVER_SECONDS, wall_time
-from trio_llm.nursery.slots import SlotQueue
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -40,8 +40,7 @@ from trio_llm.nursery.engine_runner import (
     GenerateOutput,
 )
 from trio_llm.nursery.runner import ResolvedModel
-from trio_llm.nursery.scheduler import Scheduler as NurseryScheduler
-from trio_llm.nursery.scheduler import open_scheduler
+from trio_llm.nursery.scheduler import Scheduler, open_scheduler
 from trio_llm.nursery.settings import SchedulerSettings
 from trio_llm.store.store import Store
 
@@ -79,7 +78,7 @@ def read_tokenizer(path: str) -> Tokenizer:
 class EngineBackend:
     """Implements trio_llm.api.backend.Backend over Store + the nursery Scheduler."""
 
-    def __init__(self, store: Store, scheduler: NurseryScheduler) -> None:
+    def __init__(self, store: Store, scheduler: Scheduler) -> None:
         self.store = store
         self.scheduler = scheduler
         self._tokenizers: dict[str, Tokenizer] = {}    # by model blob path, the last few

@@ -173,8 +173,9 @@ class ModelStore(Protocol):
         ...
 
 
-class Scheduler(Protocol):
-    """The scheduler side: loaded models, the request queue, generation and embeddings."""
+class Inference(Protocol):
+    """The inference side, implemented over the nursery scheduler: loaded models, the request
+    queue, generation and embeddings."""
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream one generation. Raise QueueFull / ModelNotFound / BadRequest before the first
@@ -211,5 +212,5 @@ class Scheduler(Protocol):
         ...
 
 
-class Backend(ModelStore, Scheduler, Protocol):
+class Backend(ModelStore, Inference, Protocol):
     """Everything the routes call: one object that is both the store and the scheduler."""

@@ -73,14 +73,14 @@ def read_params(gguf: GGUFFile) -> Params:
         if meta.has("attention.query_pre_attn_scalar") else None
     if meta.has("attn_logit_softcapping") and meta.positive("attn_logit_softcapping", zero=True):
         raise ModelFileError("gemma3: attention logit soft-capping is not supported")
-    factor = meta.positive("rope.scaling.factor") if meta.has("rope.scaling.factor") else 1.0
     return Params(
         n_layer=n_layer, dim=dim, heads=Heads.of(n_head, n_kv_head, head_dim, scale),
         ffn_dim=meta.count("feed_forward_length"), vocab_size=hparams.vocab_size(gguf, dim),
         context_length=meta.context_length(),
         window=meta.count("attention.sliding_window", high=hparams.MAX_CONTEXT),
         is_global=_global_layers(meta, n_layer),
-        global_rope=Rope(head_dim, meta.positive("rope.freq_base", 1e6), 1.0 / factor, neox=True),
+        global_rope=Rope(head_dim, meta.positive("rope.freq_base", 1e6), meta.linear_rope_scale(),
+                         neox=True),
         local_rope=Rope(head_dim, meta.positive("rope.freq_base_swa", LOCAL_ROPE_BASE),
                         neox=True),
         norm_eps=meta.positive("attention.layer_norm_rms_epsilon", 1e-6, zero=True),

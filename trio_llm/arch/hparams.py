@@ -55,6 +55,19 @@ class Metadata:
     def context_length(self, default: int = 2048) -> int:
         return self.count("context_length", default, high=MAX_CONTEXT)
 
+    def linear_rope_scale(self) -> float:
+        """The factor positions are multiplied by for RoPE: 1/rope.scaling.factor for linear
+        scaling (the default type when only the factor is given), 1.0 for none. Any other
+        type (yarn, longrope...) would need its own formula, so it is refused, never run as
+        if it were linear."""
+        kind = self.gguf.metadata.get(f"{self.arch}.rope.scaling.type", "linear")
+        if kind == "none":
+            return 1.0
+        if kind != "linear":
+            raise ModelFileError(f"{self.arch}.rope.scaling.type = {kind!r} is not supported "
+                                 "(only none and linear)")
+        return 1.0 / self.positive("rope.scaling.factor", 1.0)
+
 
 def tensor_shape(gguf: GGUFFile, name: str) -> tuple[int, ...]:
     """A tensor's GGML-order shape (row length first); ModelFileError if the file lacks it."""

@@ -55,13 +55,11 @@ def read_params(gguf: GGUFFile) -> Params:
     head_dim = meta.count("attention.key_length", dim // n_head)
     n_rot = meta.count("rope.dimension_count", head_dim)
     hparams.rope_dims(n_rot, head_dim, arch)
-    scaling = meta.positive("rope.scaling.factor", 1.0) if meta.has("rope.scaling.factor") \
-        else 1.0
     return Params(
         n_layer=meta.count("block_count"), dim=dim,
         heads=Heads.of(n_head, n_kv_head, head_dim), ffn_dim=meta.count("feed_forward_length"),
         vocab_size=hparams.vocab_size(gguf, dim), context_length=meta.context_length(),
-        rope=Rope(n_rot, meta.positive("rope.freq_base", 10000.0), 1.0 / scaling),
+        rope=Rope(n_rot, meta.positive("rope.freq_base", 10000.0), meta.linear_rope_scale()),
         norm_eps=meta.positive("attention.layer_norm_rms_epsilon", 1e-5, zero=True),
         window=meta.count("attention.sliding_window", 0, low=0, high=hparams.MAX_CONTEXT))
 

@@ -57,6 +57,12 @@ def runtime_batch(shape: Shape, n_ctx: int, max_batch: int) -> int:
     return max(max_batch, n_ctx) if not shape.causal else max_batch
 
 
+def keeps_decode_copies(shape: Shape) -> bool:
+    """Whether a network repacks its matrices for decode at load: only causal ones decode one
+    token at a time; an encoder runs every row as a prompt row, so a copy would be dead weight."""
+    return shape.causal
+
+
 def repack_bytes(w: Weight) -> int:
     """Bytes of w's repacked decode copy (0: its format has no repacked layout)."""
     return max(0, int(lib.tl_repack_bytes(w.kind, w.n_out, w.n_in)))
@@ -121,7 +127,7 @@ def plan_memory(shape: Shape, weights: Any, gguf: GGUFFile, n_ctx: int, n_slots:
     block_tensor_bytes = sum(t.nbytes for name, t in gguf.tensors.items()
                              if name.startswith("blk."))
     packed_blocks = packed_other = 0
-    for w in decode_matrices(weights):
+    for w in decode_matrices(weights) if keeps_decode_copies(shape) else ():
         if _is_block(w):
             packed_blocks += repack_bytes(w)
         else:

@@ -21,7 +21,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trio_llm.arch.memory import MemoryPlan, kv_slots, plan_memory, runtime_batch
+from trio_llm.arch.memory import (
+    MemoryPlan,
+    keeps_decode_copies,
+    kv_slots,
+    plan_memory,
+    runtime_batch,
+)
 from trio_llm.arch.weights import EMBEDDING_FIELD, Weight, WeightLoader, matrices
 from trio_llm.engine.batch import Batch
 from trio_llm.engine.gguf_file import GGUFFile
@@ -160,7 +166,7 @@ class Network:
         # reads the same plan before loading): the cache type in force is the plan's.
         self.memory: MemoryPlan = plan_memory(shape, views, gguf, n_ctx, n_slots, max_batch,
                                               kv_type)
-        self.weights = _repacked(views)
+        self.weights = _repacked(views) if keeps_decode_copies(shape) else views
         self.token_embd: Weight = self.weights.token_embd
         self.output: Weight | None = self.weights.output  # tied or not, its own decode copy
         self.cache = KVCache(shape.kv_layers, n_slots, n_ctx, max_batch, self.memory.kv_type)

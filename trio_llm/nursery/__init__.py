@@ -11,7 +11,7 @@ from trio_llm.nursery.errors import (
     SchedulerError,
 )
 from trio_llm.nursery.ps import (
-    RunningModel,
+    ModelStatus,
     human_bytes,
     human_duration,
     parse_rfc3339,
@@ -43,7 +43,7 @@ __all__ = [
     "ResolvedModel",
     "Runner",
     "RunnerFactory",
-    "RunningModel",
+    "ModelStatus",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerError",

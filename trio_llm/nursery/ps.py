@@ -13,8 +13,8 @@ FOREVER_SECONDS = (2**63 - 1) / 1e9
 
 
 @dataclass(frozen=True)
-class RunningModel:
-    """One entry of /api/ps."""
+class ModelStatus:
+    """One loaded model as the scheduler reports it (the API turns it into a /api/ps row)."""
 
     name: str
     model: str

@@ -38,9 +38,10 @@ from trio_llm.config import parse_duration
 from trio_llm.gpu.devices import DeviceInventory, GpuInfo
 from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import Placement, place
+from trio_llm.nursery.admission import SlotPlace, SlotQueue
 from trio_llm.nursery.errors import LoadTimeout, ModelTooLarge, QueueFull, SchedulerClosed
 from trio_llm.nursery.keep_alive import KeepAlive
-from trio_llm.nursery.ps import RunningModel, wall_time
+from trio_llm.nursery.ps import ModelStatus, wall_time
 from trio_llm.nursery.runner import (
     LoadSpec,
     ModelResolver,
@@ -49,7 +50,6 @@ from trio_llm.nursery.runner import (
     RunnerFactory,
 )
 from trio_llm.nursery.settings import SchedulerSettings
-from trio_llm.nursery.slots import SlotPlace, SlotQueue
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +222,14 @@ class Scheduler:
             await model.closed.wait()
         return True
 
-    def ps(self) -> list[RunningModel]:
+    def ps(self) -> list[ModelStatus]:
         """Every loaded (or loading) model, the one expiring last first. A model asked to
         leave while serving shows the moment it was asked (ps prints `Stopping...`)."""
         now, wall = trio.current_time(), time.time()
         running = []
         for model in self._models.values():
             expires = min(model.keep_alive.expires_at(), model.expiring_since)
-            running.append(RunningModel(
+            running.append(ModelStatus(
                 name=model.name, model=model.name, digest=model.spec.model.digest,
                 size=model.placement.size, size_vram=model.placement.size_vram,
                 details=model.spec.model.details,
