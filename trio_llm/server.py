@@ -214,7 +214,8 @@ def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
         text=out.text, done=True, done_reason=out.done_reason,
         prompt_eval_count=out.prompt_eval_count, prompt_eval_duration=out.prompt_eval_duration,
         eval_count=out.eval_count, eval_duration=out.eval_duration, load_duration=load_ns,
-        context=out.context, truncated_messages=out.truncated_messages, logprobs=out.logprobs)
+        context=out.context, truncated_messages=out.truncated_messages, logprobs=out.logprobs,
+        stop_sequence=out.stop_sequence)
 
 
 class _Resolver:

@@ -17,6 +17,7 @@ from quart_trio.wrappers import TrioRequest
 
 from trio_llm import config
 from trio_llm.api import (
+    anthropic,
     auth,
     cors,
     errors,
@@ -92,6 +93,7 @@ def create_app(backend: Backend, *, origins: Sequence[str] | None = None,
     app.register_blueprint(ollama.blueprint(backend, metrics))
     app.register_blueprint(openai.blueprint(backend, metrics))
     app.register_blueprint(responses.blueprint(backend, metrics))
+    app.register_blueprint(anthropic.blueprint(backend, metrics))
     app.register_blueprint(tokenize.blueprint(backend))
     app.register_blueprint(rerank.blueprint(backend))
 

@@ -109,6 +109,7 @@ class GenerationChunk:
     context: Sequence[int] | None = None  # final chunk: prompt + output token ids
     truncated_messages: int = 0  # older messages dropped to fit num_ctx (on every chunk)
     logprobs: Sequence[TokenLogprob] = ()  # this chunk's tokens, when the request asked
+    stop_sequence: str = ""  # final chunk: the stop string that ended the answer, if one did
 
 
 @dataclass(frozen=True)

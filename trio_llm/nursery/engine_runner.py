@@ -76,6 +76,7 @@ class GenerateOutput:
     context: list[int] | None = None
     truncated_messages: int = 0          # older messages dropped to fit (on every output)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # this piece's tokens
+    stop_sequence: str = ""              # last output: the stop string that ended it, if any
 
 
 @dataclass
@@ -114,13 +115,15 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = list(stops)
         self.pending = ""
+        self.matched = ""                    # the stop string that ended the text, if one did
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to emit now, whether a stop string was hit)."""
         self.pending += text
-        hits = [self.pending.find(s) for s in self.stops if s in self.pending]
+        hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
         if hits:
-            out, self.pending = self.pending[: min(hits)], ""
+            at, self.matched = min(hits)
+            out, self.pending = self.pending[:at], ""
             return out, True
         keep = 0
         for s in self.stops:
@@ -261,8 +264,9 @@ class EngineRunner:
             fit = fit_messages(job.messages, job.render, tokenizer.encode, n_ctx, num_predict,
                                job.truncate)
         else:
-            fit = fit_prompt(job.context, tokenizer.encode(job.prompt), n_ctx, num_predict,
-                             job.truncate)
+            # an empty prompt after a context continues it: no BOS/EOS of its own
+            prompt = tokenizer.encode(job.prompt) if job.prompt or not job.context else []
+            fit = fit_prompt(job.context, prompt, n_ctx, num_predict, job.truncate)
         if fit.dropped:
             log.info("%s: a prompt of %d tokens does not fit num_ctx %d: dropped the %d oldest "
                      "messages, %d tokens left", self.spec.name, fit.original, n_ctx,
@@ -328,7 +332,7 @@ class EngineRunner:
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
             prompt_eval_count=len(prompt), prompt_eval_duration=first - start, eval_count=count,
             eval_duration=end - first, context=prompt + seq.generated,
-            truncated_messages=dropped, logprobs=logprobs)
+            truncated_messages=dropped, logprobs=logprobs, stop_sequence=stops.matched)
 
     async def aclose(self) -> None:
         self._fail(self.table.active, RunnerStopped())   # should the step loop have died
