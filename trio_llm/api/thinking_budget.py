@@ -64,7 +64,7 @@ async def _budgeted(backend: Backend, metrics: Metrics, prepared: generation.Pre
         yield held
     more = -1 if more < 0 else max(1, more - len(written))
     second = replace(request, prompt="", context=[*last.context, *written], messages=(),
-                     render=None, options={**request.options, "num_predict": more})
+                     render=None, images=(), options={**request.options, "num_predict": more})
     async with aclosing(generation.parsed(backend, metrics, second, output)) as chunks:
         async for chunk in chunks:
             if chunk.done:

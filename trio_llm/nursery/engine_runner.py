@@ -203,8 +203,24 @@ class EngineRunner:
         return self._generate(request)
 
     async def _embed(self, job: EmbedJob) -> AsyncIterator[EmbedOutput]:
+        token_lists, cut = await trio.to_thread.run_sync(self._embed_tokens, job)
+        vectors: list[list[float]] = []
+        for group in self._groups(token_lists):
+            async with self._engine:   # slots taken under the lock: no other forward owns them
+                slots = [self.table.reserve() for _ in group[: self._embed_slots()]]
+                try:
+                    vectors += await trio.to_thread.run_sync(self._pooled, group, slots)
+                finally:
+                    for slot in slots:
+                        self.table.release(slot)
+        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
+
+    def _embed_tokens(self, job: EmbedJob) -> tuple[list[list[int]], list[int]]:
+        """Each input's tokens, cut to the context when truncate allows (blocking: a worker
+        thread runs it), and the indices of the inputs that were cut."""
         n_ctx, tokenizer = self.model.net.n_ctx, self.model.tokenizer
-        token_lists, cut = [], []
+        token_lists: list[list[int]] = []
+        cut: list[int] = []
         for index, text in enumerate(job.inputs):
             ids = tokenizer.encode(text) or [tokenizer.bos_id or 0]
             if len(ids) > n_ctx:
@@ -217,16 +233,7 @@ class EngineRunner:
                 ids = ids[: n_ctx - 1] + ids[-1:] if tokenizer.add_eos else ids[:n_ctx]
                 cut.append(index)
             token_lists.append(ids)
-        vectors: list[list[float]] = []
-        for group in self._groups(token_lists):
-            async with self._engine:   # slots taken under the lock: no other forward owns them
-                slots = [self.table.reserve() for _ in group[: self._embed_slots()]]
-                try:
-                    vectors += await trio.to_thread.run_sync(self._pooled, group, slots)
-                finally:
-                    for slot in slots:
-                        self.table.release(slot)
-        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
+        return token_lists, cut
 
     def _embed_slots(self) -> int:
         """Slots one embedding forward may use: every free one of an encoder (it never
