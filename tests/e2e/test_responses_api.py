@@ -63,6 +63,19 @@ async def test_responses_create_answers_text_with_instructions_and_usage(host: H
     assert again.output_text == reply.output_text         # greedy: the same answer
 
 
+async def test_include_logprobs_gives_each_output_tokens_logprob_and_its_rivals(
+        host: Host) -> None:
+    reply = await api(host).responses.create(
+        model=MODEL, input="Say hello.", max_output_tokens=6, temperature=0, top_logprobs=2,
+        include=["message.output_text.logprobs"])
+    part = reply.output[0].content[0]
+    assert len(part.logprobs) == reply.usage.output_tokens
+    assert "".join(entry.token for entry in part.logprobs) == part.text
+    for entry in part.logprobs:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+
+
 async def test_a_function_tool_under_tool_choice_required_is_called_and_its_output_answered(
         host: Host) -> None:
     c = api(host)
@@ -160,6 +173,8 @@ async def test_reasoning_effort_thinks_and_the_reasoning_comes_first(host: Host)
     ({"previous_response_id": "resp_1"}, "previous_response_id is not supported: this server "
                                          "keeps no responses"),
     ({"store": True}, "store is not supported"),
+    ({"include": ["reasoning.encrypted_content"]}, "unsupported include: reasoning.encrypted"),
+    ({"top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
     ({"background": True}, "unsupported field: background"),
     ({"tools": [{"type": "web_search"}]}, "unsupported tool type: web_search"),
     ({"reasoning": {"effort": "low", "generate_summary": "auto"}},

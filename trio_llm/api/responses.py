@@ -31,6 +31,7 @@ from trio_llm.api.schemas import (
     Message,
     ToolChoice,
     parse_options,
+    parse_top_logprobs,
     read_json,
 )
 from trio_llm.api.streaming import SSE, dumps, json_response, stream_response, streamed
@@ -43,6 +44,7 @@ FIELDS = frozenset({
     "parallel_tool_calls", "truncation", "previous_response_id", "top_logprobs", "include",
 })
 SUMMARIES = ("auto", "concise", "detailed")
+LOGPROBS = "message.output_text.logprobs"   # the one `include` we can give
 
 
 def new_id(prefix: str) -> str:
@@ -199,8 +201,10 @@ def parse(body: Any) -> Spec:
                          "responses (stateless); send the whole conversation in input")
     if f.get("store"):
         raise BadRequest("store is not supported: this server keeps no responses (stateless)")
-    if f.array("include", "[]string"):
-        raise BadRequest("include is not supported")
+    include = f.strings("include")
+    unknown = sorted(set(include) - {LOGPROBS})
+    if unknown:
+        raise BadRequest(f"unsupported include: {unknown[0]} (only {LOGPROBS})")
     model = f.string("model")
     if not model:
         raise BadRequest("model is required")
@@ -220,8 +224,11 @@ def parse(body: Any) -> Spec:
     truncation = f.string("truncation") or "disabled"
     if truncation not in ("auto", "disabled"):
         raise BadRequest('invalid truncation: must be "auto" or "disabled"')
-    top_logprobs = f.integer("top_logprobs") or 0
-    options = parse_options({"temperature": f.number("temperature"), "top_p": f.number("top_p"),
+    top_logprobs = parse_top_logprobs(f.integer("top_logprobs"))
+    temperature, top_p = f.number("temperature"), f.number("top_p")
+    temperature = 1.0 if temperature is None else temperature     # OpenAI's defaults, as
+    top_p = 1.0 if top_p is None else top_p                         # /v1/chat/completions
+    options = parse_options({"temperature": temperature, "top_p": top_p,
                              "num_predict": f.integer("max_output_tokens")})
     chat = ChatRequest(model=model, messages=tuple(messages),
                        tools=tuple(chat_tools(f.array("tools", "[]Tool"))),
@@ -229,15 +236,16 @@ def parse(body: Any) -> Spec:
                        stream=f.boolean("stream", False), think=reasoning_think(f),
                        truncate=truncation == "auto", tool_choice=tool_choice(
                            f.get("tool_choice")),
-                       logprobs=top_logprobs > 0, top_logprobs=top_logprobs)
+                       logprobs=top_logprobs > 0 or LOGPROBS in include,
+                       top_logprobs=top_logprobs)
     echo = {"instructions": instructions or None,
             "max_output_tokens": f.integer("max_output_tokens"),
             "metadata": f.obj("metadata"), "reasoning": {"effort": reasoning.get("effort"),
                                                          "summary": summary},
-            "temperature": f.number("temperature") if f.get("temperature") is not None else 1.0,
+            "temperature": temperature,
             "text": {"format": f.obj("text").get("format") or {"type": "text"}},
             "tool_choice": f.get("tool_choice") or "auto", "tools": f.array("tools", "[]Tool"),
-            "top_p": f.number("top_p") if f.get("top_p") is not None else 1.0,
+            "top_p": top_p,
             "truncation": truncation, "top_logprobs": top_logprobs}
     return Spec(body=f.body, chat=chat, summary=summary,
                 parallel=f.boolean("parallel_tool_calls", True), echo=echo)
