@@ -118,10 +118,9 @@ def input_messages(raw: Any) -> list[Message]:
             call = {"id": call_id, "function": {"name": name,
                                                 "arguments": _arguments(item.get("arguments"))}}
             last = messages[-1] if messages else None
-            if last is not None and last.role == "assistant" and not last.content.strip() \
-                    or last is not None and last.role == "assistant" and last.tool_calls:
+            if last is not None and last.role == "assistant":   # the same turn goes on
                 messages[-1] = Message(role="assistant", content=last.content,
-                                       thinking=last.thinking,
+                                       thinking=last.thinking or thinking,
                                        tool_calls=(*last.tool_calls, call))
             else:
                 messages.append(Message(role="assistant", thinking=thinking, tool_calls=(call,)))
@@ -133,7 +132,7 @@ def input_messages(raw: Any) -> list[Message]:
             messages.append(Message(role="tool", content=text, tool_name=names.get(call_id, ""),
                                     tool_call_id=call_id))
         elif kind == "reasoning":
-            parts = (item.get("content") or []) + (item.get("summary") or [])
+            parts = item.get("content") or item.get("summary") or []   # summary: a fallback
             thinking = "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict))
         else:
             raise BadRequest(f"unsupported input item type: {kind}")
