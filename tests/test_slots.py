@@ -101,3 +101,37 @@ def test_prompts_that_cannot_fit_are_refused() -> None:
         table.add(seq([]))
     with pytest.raises(ValueError, match="context"):
         table.add(seq([1, 2, 3, 4]))
+
+
+def test_a_step_that_decodes_takes_at_most_the_prefill_chunk_of_prompt_tokens() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64, max_batch=16, prefill_chunk=3)
+    a, b = seq([1, 2]), seq([5] * 7)
+    table.add(a)
+    table.apply(table.plan(), logits_choosing(8))   # a is now decoding
+    table.add(b)
+    fed = []
+    while b.prefilling:
+        plan = table.plan()
+        assert plan.batch.tokens.tolist()[0] == a.next_token and plan.readers[0] is a
+        fed.append(len(plan.batch) - 1)
+        table.apply(plan, logits_choosing(*[9] * len(plan.readers)))
+    assert fed == [3, 3, 1]               # b's prompt in chunks, a's token in every step
+    assert len(a.generated) == 4 and b.generated == [9]
+
+
+def test_a_step_with_nothing_decoding_fills_the_whole_batch_with_prompt() -> None:
+    table = SlotTable(n_slots=1, n_ctx=64, max_batch=16, prefill_chunk=3)
+    table.add(seq([5] * 10))
+    assert len(table.plan().batch) == 10
+
+
+def test_waiting_prompts_are_evaluated_oldest_first_whatever_their_slots() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64, max_batch=4)
+    gone, older = seq([1]), seq([2] * 4)
+    table.add(gone)                       # slot 0
+    table.add(older)                      # slot 1
+    table.remove(gone)
+    newer = seq([3] * 4)
+    table.add(newer)                      # slot 0, ahead of `older` in slot order
+    plan = table.plan()
+    assert plan.batch.slots.tolist() == [1, 1, 1, 1] and plan.readers == [older]

@@ -27,9 +27,9 @@ from trio_llm.api.backend import (
 )
 from trio_llm.api.serve import serve
 from trio_llm.engine.context import PromptTooLong
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.tokenizer import Tokenizer
 from trio_llm.errors import ContextOverflow
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.gpu.devices import SystemDevices
 from trio_llm.nursery.engine_runner import (
     ContextTooLong,

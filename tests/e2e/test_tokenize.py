@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from tests.e2e.conftest import MODEL
 from trio_llm.config import Host
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.tokenizer import Tokenizer
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.server import EngineBackend
 
 

@@ -109,6 +109,15 @@ class Ops(Protocol):
     def add_rows(self, y: Any, b: Any, rows: int, width: int) -> None: ...
     def scale(self, y: Any, s: float, n: int) -> None: ...
     def softcap(self, y: Any, cap: float, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_ops(n_threads: int = 0, scalar: bool = False) -> CpuOps:
+    """A compute backend with its own threads (n_threads <= 0: one per physical core): the
+    CPU's kernels today, and the one place a GPU backend will be chosen. Whoever opens it
+    closes it; models may share one as long as their calls never overlap (its scratch memory
+    is valid only until the next call)."""
+    return CpuOps(Pool(n_threads, scalar=scalar))
 
 
 class CpuOps:

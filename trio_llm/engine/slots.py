@@ -1,11 +1,14 @@
 """Continuous batching as a pure step: plan which tokens each sequence feeds, then apply logits.
 
 `SlotTable.plan()` packs one batch from every active sequence — the next token of those that
-are decoding, and chunks of the prompts of newly admitted ones — so a single forward pass serves
-them all. `SlotTable.apply()` samples each sequence's next token from its logits row and reports
-what happened. No event loop and no model here: the runner calls forward() between the two.
-A sequence with a grammar samples only what its grammar allows and ends when the grammar is
-complete; one without pays nothing for the others' grammars.
+are decoding, and chunks of the prompts of newly admitted ones, oldest first — so a single
+forward pass serves them all. While anything decodes, a step takes at most `prefill_chunk`
+prompt tokens: a new request's prompt starts at the next step, and the running streams keep
+getting a token per step while it is evaluated, a chunk at a time. `SlotTable.apply()` samples
+each sequence's next token from its logits row and reports what happened. No event loop and no
+model here: the runner calls forward() between the two. A sequence with a grammar samples only
+what its grammar allows and ends when the grammar is complete; one without pays nothing for the
+others' grammars.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Sequence:
     grammar: GrammarState | None = None  # the constraint's matcher, when there is one
     top_logprobs: int | None = None      # report log-probabilities (with this many top tokens)
     failure: str | None = None           # the grammar broke down: the sequence ends in error
+    admitted: int = -1                   # arrival order in the table (prompts go oldest first)
 
     @property
     def history(self) -> list[int]:
@@ -107,10 +111,14 @@ class StepEvent:
 class SlotTable:
     """Assigns KV slots to sequences and plans batched steps over them."""
 
-    def __init__(self, n_slots: int, n_ctx: int, max_batch: int = 512) -> None:
+    def __init__(self, n_slots: int, n_ctx: int, max_batch: int = 512,
+                 prefill_chunk: int = 0) -> None:
         self.n_ctx, self.max_batch = n_ctx, max_batch
+        # prompt tokens in a step that also decodes (0 or more than a batch: the whole batch)
+        self.prefill_chunk = min(prefill_chunk, max_batch) if prefill_chunk > 0 else max_batch
         self.slots: list[Sequence | None] = [None] * n_slots
         self.reserved: set[int] = set()    # slots lent out for other work (embeddings)
+        self._admitted = 0
 
     @property
     def free_slots(self) -> int:
@@ -143,6 +151,7 @@ class SlotTable:
             raise ValueError(f"prompt of {len(seq.prompt)} tokens does not fit the context "
                              f"of {self.n_ctx}")
         seq.slot = self._free_slot()
+        seq.admitted, self._admitted = self._admitted, self._admitted + 1
         self.slots[seq.slot] = seq
 
     def remove(self, seq: Sequence) -> None:
@@ -151,33 +160,50 @@ class SlotTable:
             self.slots[seq.slot] = None
 
     def plan(self) -> StepPlan | None:
-        """The next batch: every decoding sequence's token first, then prompt chunks."""
-        parts: list[Batch] = []
+        """The next batch: every decoding sequence's token first, then prompt chunks of the
+        oldest waiting prompts (at most prefill_chunk tokens of them if anything decodes).
+        Built as flat lists and turned into arrays once: it runs between every two steps."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        wanted: list[int] = []              # rows whose logits come back
         readers: list[Sequence] = []
         fed: list[tuple[Sequence, int]] = []
-        budget = self.max_batch
+        waiting: list[Sequence] = []
         for seq in self.active:
-            if seq.done is None and not seq.prefilling and seq.next_token is not None and budget:
-                parts.append(Batch.decode(seq.next_token, seq.position, seq.slot))
+            if seq.done is not None:
+                continue
+            if seq.prefilling:
+                waiting.append(seq)
+            elif seq.next_token is not None and len(tokens) < self.max_batch:
+                wanted.append(len(tokens))
+                tokens.append(seq.next_token)
+                positions.append(seq.position)
+                slots.append(seq.slot)
                 readers.append(seq)
                 fed.append((seq, 1))
-                budget -= 1
-        for seq in self.active:
-            if seq.done is None and seq.prefilling and budget:
-                pending = seq.pending
-                chunk = pending[:budget]
-                finishes = len(chunk) == len(pending)
-                batch = Batch.sequence(chunk, seq.position, seq.slot)
-                if not finishes:
-                    batch.logits_for = np.zeros(0, dtype=np.int32)
-                else:
-                    readers.append(seq)
-                parts.append(batch)
-                fed.append((seq, len(chunk)))
-                budget -= len(chunk)
-        if not parts:
+        n_decode = len(tokens)
+        budget = self.max_batch - n_decode
+        if n_decode:
+            budget = min(budget, self.prefill_chunk)
+        for seq in sorted(waiting, key=lambda s: s.admitted):
+            if not budget:
+                break
+            pending = seq.pending
+            chunk = pending[:budget]
+            tokens += chunk
+            positions += range(seq.position, seq.position + len(chunk))
+            slots += [seq.slot] * len(chunk)
+            if len(chunk) == len(pending):
+                wanted.append(len(tokens) - 1)
+                readers.append(seq)
+            fed.append((seq, len(chunk)))
+            budget -= len(chunk)
+        if not tokens:
             return None
-        return StepPlan(Batch.join(parts), readers, fed)
+        batch = Batch(np.array(tokens, np.int32), np.array(positions, np.int32),
+                      np.array(slots, np.int32), np.array(wanted, np.int32), n_decode=n_decode)
+        return StepPlan(batch, readers, fed)
 
     def apply(self, plan: StepPlan, logits: np.ndarray) -> list[StepEvent]:
         """Advance every sequence past what it fed; sample a token for each logits row."""

@@ -1,8 +1,10 @@
 """The real Runner: a loaded engine Model serving its decode slots with continuous batching.
 
 One step loop (`run`) plans a batch over every active sequence, runs the forward pass and the
-sampling in one worker-thread hop, and hands each request its new token. Requests (`serve`) live
-in their callers' tasks; leaving — finished, stopped or cancelled — frees the slot at once.
+sampling in one worker-thread hop in its turn on the server's compute executor (shared with
+every other loaded model, trio_llm.nursery.compute), and hands each request its new token.
+Requests (`serve`) live in their callers' tasks; leaving — finished, stopped or cancelled —
+frees the slot at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -19,7 +22,6 @@ import trio
 
 from trio_llm.engine.constraint import Constraint, LazyGrammarVocabulary, MaskPrefetch
 from trio_llm.engine.context import Fit, fit_messages, fit_prompt
-from trio_llm.engine.kernels import physical_cores
 from trio_llm.engine.logprobs import TokenLogprob, describe
 from trio_llm.engine.model import ON_GPU, Model, plan_model
 from trio_llm.engine.sampler import Sampler, SamplerOptions
@@ -29,8 +31,10 @@ from trio_llm.errors import TrioLLMError
 from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import Placement
 from trio_llm.limits import check_job
+from trio_llm.nursery.compute import Compute, open_compute
 from trio_llm.nursery.errors import RunnerStopped, StepFailed, raise_failure
 from trio_llm.nursery.runner import LoadSpec
+from trio_llm.options import default
 
 SAMPLER_FIELDS = {f.name for f in fields(SamplerOptions)}
 log = logging.getLogger(__name__)
@@ -119,6 +123,8 @@ class StopMatcher:
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to emit now, whether a stop string was hit)."""
+        if not self.stops:               # the usual case, once per token: nothing to hold
+            return text, False
         self.pending += text
         hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
         if hits:
@@ -141,17 +147,21 @@ class StopMatcher:
 
 
 class EngineRunner:
-    """A Model plus the slot table and the step loop that drives it."""
+    """A Model plus the slot table and the step loop that drives it; its forward passes run
+    in its turns on `compute` (which lent the model its backend)."""
 
-    def __init__(self, model: Model, spec: LoadSpec) -> None:
+    def __init__(self, model: Model, spec: LoadSpec, compute: Compute) -> None:
         self.model = model
         self.spec = spec
-        self.table = SlotTable(model.net.n_slots, model.net.n_ctx, model.net.max_batch)
+        self.compute = compute
+        # an encoder's table has more slots than requests (spec.n_slots): batched embeddings
+        self.table = SlotTable(model.net.n_slots, model.net.n_ctx, model.net.max_batch,
+                               spec.prefill_chunk)
+        self._embedding = trio.Lock()    # one embedding request at a time takes the slots
         self._inboxes: dict[int, trio.MemorySendChannel[StepEvent | TrioLLMError]] = {}
         self._grammars = LazyGrammarVocabulary(model.tokenizer)
         self._masks = MaskPrefetch()
         self._work = trio.Event()
-        self._engine = trio.Lock()       # one forward pass at a time (step loop or embeddings)
 
     @property
     def n_slots(self) -> int:
@@ -170,8 +180,7 @@ class EngineRunner:
                 await self._work.wait()
                 self._work = trio.Event()
                 continue
-            async with self._engine:
-                events = await self._step_or_fail(plan)
+            events = await self._step_or_fail(plan)
             for event in events:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
@@ -181,7 +190,7 @@ class EngineRunner:
         """One step in a worker thread. If it raises, every request of the step gets the
         error (its slot freed) and the loop goes on serving the others: nobody waits on."""
         try:
-            return await trio.to_thread.run_sync(self._step, plan)
+            return await self.compute.run(self, self._step, plan)
         except Exception as exc:
             self._fail(list(dict.fromkeys(seq for seq, _ in plan.fed)), StepFailed.of(exc))
             return []
@@ -206,10 +215,10 @@ class EngineRunner:
         token_lists, cut = await trio.to_thread.run_sync(self._embed_tokens, job)
         vectors: list[list[float]] = []
         for group in self._groups(token_lists):
-            async with self._engine:   # slots taken under the lock: no other forward owns them
+            async with self._embedding:   # slots taken under the lock: none is another's
                 slots = [self.table.reserve() for _ in group[: self._embed_slots()]]
                 try:
-                    vectors += await trio.to_thread.run_sync(self._pooled, group, slots)
+                    vectors += await self.compute.run(self, self._pooled, group, slots)
                 finally:
                     for slot in slots:
                         self.table.release(slot)
@@ -289,7 +298,7 @@ class EngineRunner:
         fit = await trio.to_thread.run_sync(self._fit, job, num_predict)
         prompt = fit.tokens or [tokenizer.bos_id or 0]
         dropped = fit.dropped
-        keep = max(int(options.get("num_keep") or 4), fit.keep)
+        keep = max(int(options.get("num_keep") or default("num_keep")), fit.keep)
         seq = SlotSequence(prompt, Sampler(sampler_options(options), tokenizer.vocab_size),
                            max_tokens=num_predict if num_predict >= 0
                            else OPEN_ENDED_CONTEXTS * n_ctx,
@@ -352,7 +361,22 @@ class EngineRunner:
 
 
 class EngineFactory:
-    """Estimates and loads GGUF models for the scheduler."""
+    """Estimates and loads GGUF models for the scheduler, onto one compute executor."""
+
+    def __init__(self) -> None:
+        self._compute: Compute | None = None
+
+    @asynccontextmanager
+    async def open_compute(self) -> AsyncIterator[None]:
+        """The executor every model loaded from here computes on, until the body ends."""
+        if self._compute is not None:
+            raise RuntimeError("this factory's compute executor is already open")
+        async with open_compute() as compute:
+            self._compute = compute
+            try:
+                yield
+            finally:
+                self._compute = None
 
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
         """The loaded network's own memory plan, read from the file's header (nothing loaded)."""
@@ -364,10 +388,15 @@ class EngineFactory:
         return await trio.to_thread.run_sync(estimate)
 
     async def load(self, spec: LoadSpec, placement: Placement) -> EngineRunner:
+        compute = self._compute
+        if compute is None:
+            raise RuntimeError("load() outside open_compute()")
+        # num_thread (0: every physical core) picks the shared backend of that many threads
+        ops = compute.ops(spec.num_thread)
+
         def load() -> Model:
             return Model.load(spec.model.path, n_ctx=spec.num_ctx, n_slots=spec.n_slots,
-                              n_threads=min(spec.num_thread, physical_cores()),
-                              max_batch=spec.num_batch, kv_type=spec.kv_cache_type)
+                              max_batch=spec.num_batch, kv_type=spec.kv_cache_type, ops=ops)
 
         model = await trio.to_thread.run_sync(load)
         plan = model.net.memory
@@ -377,4 +406,4 @@ class EngineFactory:
         log.info("%s: %d bytes (weights %d mapped + %d repacked, KV cache %s %d, scratch %d)",
                  spec.name, plan.total, plan.total - plan.packed - plan.kv - plan.scratch,
                  plan.packed, plan.kv_type, plan.kv, plan.scratch)
-        return EngineRunner(model, spec)
+        return EngineRunner(model, spec, compute)

@@ -8,12 +8,14 @@ defaults, from the store) and a `RunnerFactory` (estimate and load a model), and
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import Placement
+from trio_llm.options import Part, default, names
 
 
 def _details() -> dict[str, Any]:
@@ -48,7 +50,7 @@ class ModelResolver(Protocol):
 # (temperature, top_k, ...) never do, and neither does num_thread: it applies when a request
 # loads the model (capped at the physical cores), so no client can make the model reload for
 # everyone by changing it.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap")
+LOAD_OPTIONS = names(Part.LOAD)
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,14 @@ class LoadSpec:
     model: ResolvedModel
     num_ctx: int
     n_slots: int = 1
-    num_batch: int = 512
-    num_gpu: int = -1
-    main_gpu: int | None = None
-    num_thread: int = 0
-    use_mmap: bool | None = None
+    num_batch: int = default("num_batch")
+    num_gpu: int = default("num_gpu")
+    main_gpu: int | None = default("main_gpu")
+    num_thread: int = default("num_thread")
+    use_mmap: bool | None = default("use_mmap")
     kv_cache_type: str = "f16"
     flash_attention: bool = False
+    prefill_chunk: int = 0   # prompt tokens in a step that also decodes (0: num_batch)
 
     @property
     def name(self) -> str:
@@ -120,6 +123,13 @@ class Runner(Protocol):
 
 class RunnerFactory(Protocol):
     """Estimates and loads models (the engine implements it; tests use FakeRunnerFactory)."""
+
+    def open_compute(self) -> AbstractAsyncContextManager[None]:
+        """What every runner of this factory shares (the engine: one compute executor, so
+        two busy models never run two kernel thread pools on the same cores), held for the
+        body of the `async with`. The scheduler enters it before its nursery starts and leaves
+        it after the last model has unloaded; loads happen only inside it."""
+        ...
 
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
         """Memory the model needs with this spec (read the GGUF header; run blocking I/O via

@@ -50,6 +50,7 @@ from trio_llm.nursery.runner import (
     RunnerFactory,
 )
 from trio_llm.nursery.settings import SchedulerSettings
+from trio_llm.options import default
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +173,14 @@ class Scheduler:
         main_gpu = merged.get("main_gpu")
         use_mmap = merged.get("use_mmap")
         return LoadSpec(model=model, num_ctx=num_ctx, n_slots=self.settings.slots,
-                        num_batch=int(merged.get("num_batch") or 512),
-                        num_gpu=int(merged.get("num_gpu", -1)),
+                        num_batch=int(merged.get("num_batch") or default("num_batch")),
+                        num_gpu=int(merged.get("num_gpu", default("num_gpu"))),
                         main_gpu=None if main_gpu is None else int(main_gpu),
-                        num_thread=int(merged.get("num_thread") or 0),
+                        num_thread=int(merged.get("num_thread") or default("num_thread")),
                         use_mmap=None if use_mmap is None else bool(use_mmap),
                         kv_cache_type=self.settings.kv_cache_type,
-                        flash_attention=self.settings.flash_attention)
+                        flash_attention=self.settings.flash_attention,
+                        prefill_chunk=self.settings.prefill_chunk)
 
     @asynccontextmanager
     async def acquire(self, name: str, options: Mapping[str, Any] | None = None,
@@ -462,8 +464,9 @@ def _gpu_wish_met(spec: LoadSpec, placement: Placement, gpus: Sequence[GpuInfo])
 async def open_scheduler(factory: RunnerFactory, devices: DeviceInventory,
                          resolver: ModelResolver,
                          settings: SchedulerSettings | None = None) -> AsyncIterator[Scheduler]:
-    """Run a scheduler for the body of the `async with`; on exit every model is unloaded."""
-    async with trio.open_nursery() as nursery:
+    """Run a scheduler for the body of the `async with`; on exit every model is unloaded,
+    and then what the factory's runners share (the compute executor) is closed."""
+    async with factory.open_compute(), trio.open_nursery() as nursery:
         scheduler = Scheduler(factory, devices, resolver,
                               settings or SchedulerSettings.from_env(), nursery)
         nursery.start_soon(scheduler._schedule_loop)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trio_llm import config
+from trio_llm.options import default
 
 
 def _default(name: str) -> Any:
@@ -29,6 +30,7 @@ class SchedulerSettings:
     load_timeout: float = field(default_factory=lambda: _default("OLLAMA_LOAD_TIMEOUT"))
     kv_cache_type: str = field(default_factory=lambda: _default("OLLAMA_KV_CACHE_TYPE"))
     flash_attention: bool = field(default_factory=lambda: _default("OLLAMA_FLASH_ATTENTION"))
+    prefill_chunk: int = field(default_factory=lambda: _default("TRIO_LLM_PREFILL_CHUNK"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
@@ -44,7 +46,8 @@ class SchedulerSettings:
                    gpu_overhead=get("OLLAMA_GPU_OVERHEAD"),
                    load_timeout=get("OLLAMA_LOAD_TIMEOUT"),
                    kv_cache_type=get("OLLAMA_KV_CACHE_TYPE"),
-                   flash_attention=get("OLLAMA_FLASH_ATTENTION"))
+                   flash_attention=get("OLLAMA_FLASH_ATTENTION"),
+                   prefill_chunk=get("TRIO_LLM_PREFILL_CHUNK"))
 
     @property
     def slots(self) -> int:
@@ -53,8 +56,8 @@ class SchedulerSettings:
 
     @property
     def default_context(self) -> int:
-        """num_ctx when neither the request nor the Modelfile sets one (0 means 4096)."""
-        return self.context_length or 4096
+        """num_ctx when neither the request nor the Modelfile sets one (0: the table's)."""
+        return self.context_length or default("num_ctx")
 
     @property
     def load_deadline(self) -> float:

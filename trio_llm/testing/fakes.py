@@ -4,6 +4,7 @@ GPU and RAM inventory, and a dictionary of models. They record what happened for
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,22 @@ class FakeRunnerFactory:
         self.fail_next: BaseException | None = None
         self.crash_after: float | None = None  # runners' step loops fail this long after load
 
+    @asynccontextmanager
+    async def open_compute(self) -> AsyncIterator[None]:
+        """Nothing is shared by fake runners; the log shows when the scheduler held it."""
+        self.log.append(Event("compute open", None, trio.current_time()))
+        try:
+            yield
+        finally:
+            self.log.append(Event("compute closed", None, trio.current_time()))
+
     async def estimate(self, spec: LoadSpec) -> MemoryEstimate:
         size = self.sizes.get(spec.name, self.default_size)
         return size(spec) if callable(size) else MemoryEstimate.flat(size)
 
     async def load(self, spec: LoadSpec, placement: Placement) -> FakeRunner:
+        if not self.events("compute open") or self.events("compute closed"):
+            raise RuntimeError("load outside open_compute()")
         self.log.append(Event("load", spec.name, trio.current_time()))
         await trio.sleep(self.load_time)
         if self.fail_next is not None:
