@@ -172,3 +172,25 @@ async def test_rerank_of_five_documents_puts_the_obviously_relevant_one_first(
     assert [r["index"] for r in top2["results"]] == [r["index"] for r in results[:2]]
     assert "document" not in top2["results"][0]
     assert unknown.status_code == 400 and "rank_fields" in unknown.text
+
+
+async def test_concurrent_batched_embed_requests_share_the_encoders_slots_and_stay_exact(
+        nursery: trio.Nursery, store_dir: Path) -> None:
+    """Four requests at once (OLLAMA_NUM_PARALLEL=4), each of 12 inputs: they take the
+    encoder's slots in turn and every vector is still its solo one."""
+    host, _ = await start(nursery, store_dir, num_parallel=4)
+    batches = [[f"{text} (request {r})" for text in INPUTS + INPUTS[:4]] for r in range(4)]
+    got: dict[int, list] = {}
+    async with httpx.AsyncClient(base_url=host.url, timeout=300) as http:
+        async def one(r: int) -> None:
+            reply = await http.post("/api/embed", json={"model": MODEL, "input": batches[r]})
+            assert reply.status_code == 200, reply.text
+            got[r] = reply.json()["embeddings"]
+
+        async with trio.open_nursery() as group:
+            for r in range(4):
+                group.start_soon(one, r)
+        alone = (await http.post("/api/embed", json={"model": MODEL,
+                                                     "input": batches[2][5]})).json()
+    assert [len(got[r]) for r in range(4)] == [12] * 4
+    assert got[2][5] == alone["embeddings"][0]

@@ -7,7 +7,9 @@ stop_sequences, temperature, top_p, top_k, max_tokens) and takes the one generat
 `thinking: {"type": "enabled", "budget_tokens": N}` thinks for at most N tokens
 (api/thinking_budget.py). The answer is a `message` with text, thinking and tool_use blocks,
 or Anthropic's SSE events. Errors on these routes are in Anthropic's shape (api/errors.py).
-Every field we accept is honoured; any other is a 400 naming it.
+Every field we accept is honoured; any other is a 400 naming it. (`metadata` is accepted: its
+`user_id` identifies the caller to Anthropic and has nothing to act on here; `cache_control` on
+a block is a caching hint.)
 """
 
 from __future__ import annotations
