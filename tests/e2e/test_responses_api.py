@@ -167,6 +167,16 @@ async def test_reasoning_effort_thinks_and_the_reasoning_comes_first(host: Host)
     assert reasoning.type == "reasoning" and reasoning.content[0].text == "4+4=8"
     assert reasoning.summary[0].text == "4+4=8"
     assert message.type == "message" and reply.output_text == "8"
+    async with api(host).responses.stream(model=THINK_MODEL, input=shots, temperature=0,
+                                          max_output_tokens=12,
+                                          reasoning={"effort": "high"}) as stream:
+        kinds = event_kinds([event async for event in stream])
+        final = await stream.get_final_response()
+    assert kinds[2:5] == ["response.output_item.added", "response.reasoning_text.delta",
+                          "response.reasoning_text.done"]
+    assert "response.output_text.delta" in kinds and kinds[-1] == "response.completed"
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == "4+4=8" and final.output_text == "8"
 
 
 @pytest.mark.parametrize(("body", "needle"), [
