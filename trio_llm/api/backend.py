@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from trio_llm.engine.constraint import Constraint
 from trio_llm.engine.logprobs import TokenLogprob
+from trio_llm.engine.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class GenerationChunk:
     context: Sequence[int] | None = None  # final chunk: prompt + output token ids
     truncated_messages: int = 0  # older messages dropped to fit num_ctx (on every chunk)
     logprobs: Sequence[TokenLogprob] = ()  # this chunk's tokens, when the request asked
+    stop_sequence: str = ""  # final chunk: the stop string that ended the answer, if one did
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,12 @@ class ModelStore(Protocol):
 
     async def resolve(self, name: str) -> ModelRef:
         """The model for a client-given name; raises InvalidName or ModelNotFound."""
+        ...
+
+    async def tokenizer(self, model: ModelRef) -> Tokenizer:
+        """The model's tokenizer (read from its file, without loading the model): what
+        /api/tokenize, /api/detokenize and count_tokens use, the same the engine encodes
+        prompts with."""
         ...
 
     async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:

@@ -167,7 +167,7 @@ def _messages(raw_messages: list[Any]) -> list[Message]:
     return messages
 
 
-def _reasoning(f: Fields) -> bool | str | None:
+def reasoning_think(f: Fields) -> bool | str | None:
     effort = f.get("reasoning_effort")
     if effort is None:
         effort = f.obj("reasoning").get("effort")
@@ -191,7 +191,8 @@ def chat_from_openai(body: Any) -> tuple[ChatRequest, bool]:
                           tools=tuple(f.array("tools", "[]openai.Tool")),
                           format=response_format(f.get("response_format")),
                           options=sampling_options(f), stream=f.boolean("stream", False),
-                          think=_reasoning(f), tool_choice=ToolChoice.parse(f.get("tool_choice")),
+                          think=reasoning_think(f),
+                          tool_choice=ToolChoice.parse(f.get("tool_choice")),
                           logprobs=logprobs, top_logprobs=top_logprobs)
     return request, bool(f.obj("stream_options").get("include_usage"))
 

@@ -36,6 +36,23 @@ FLOAT = 4
 POOL_BYTES_PER_ACTIVATION = 2.5
 
 
+# An encoder's KV cache is scratch for one forward pass, and /api/embed runs a request's inputs
+# together, each in its own slot: an encoder gets up to ENCODER_SLOTS slots, as many as fit in
+# ENCODER_KV_BYTES (never fewer than it was asked for).
+ENCODER_SLOTS = 32
+ENCODER_KV_BYTES = 256 * 1024 * 1024
+
+
+def kv_slots(shape: Shape, n_ctx: int, n_slots: int) -> int:
+    """The KV slots a network of this shape holds: `n_slots`, or more for an encoder (batched
+    embeddings; it never decodes, so the extra slots serve no generation)."""
+    if shape.causal:
+        return n_slots
+    per_slot = sum(2 * 2 * layout.kv_dim * n_ctx for layout in shape.kv_layers)  # f16 K and V
+    fitting = ENCODER_KV_BYTES // max(per_slot, 1)
+    return max(n_slots, min(ENCODER_SLOTS, fitting))
+
+
 def runtime_batch(shape: Shape, n_ctx: int, max_batch: int) -> int:
     """The most tokens one chunk of a forward pass holds: max_batch, or the whole context for an
     encoder (a sequence's tokens must all be in one chunk to see each other)."""
@@ -109,6 +126,7 @@ def plan_memory(shape: Shape, weights: Any, gguf: GGUFFile, n_ctx: int, n_slots:
     dataclass of views into the mmap, before repacking), loaded from `gguf`; prompt_cache is
     the requested budget in bytes (an encoder, whose cache lives for one call, keeps none)."""
     kv_in_force, note = cache_type_for(shape.kv_layers, kv_type, shape.causal)
+    n_slots = kv_slots(shape, n_ctx, n_slots)
     batch = runtime_batch(shape, n_ctx, max_batch)
     file_bytes = len(gguf.data)
     block_tensor_bytes = sum(t.nbytes for name, t in gguf.tensors.items()

@@ -95,6 +95,7 @@ class GenerateOutput:
     context: list[int] | None = None
     truncated_messages: int = 0          # older messages dropped to fit (on every output)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # this piece's tokens
+    stop_sequence: str = ""              # last output: the stop string that ended it, if any
 
 
 @dataclass
@@ -133,15 +134,17 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = list(stops)
         self.pending = ""
+        self.matched = ""                    # the stop string that ended the text, if one did
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to emit now, whether a stop string was hit)."""
         if not self.stops:               # the usual case, once per token: nothing to hold
             return text, False
         self.pending += text
-        hits = [self.pending.find(s) for s in self.stops if s in self.pending]
+        hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
         if hits:
-            out, self.pending = self.pending[: min(hits)], ""
+            at, self.matched = min(hits)
+            out, self.pending = self.pending[:at], ""
             return out, True
         keep = 0
         for s in self.stops:
@@ -166,8 +169,10 @@ class EngineRunner:
         self.model = model
         self.spec = spec
         self.compute = compute
-        self.table = SlotTable(spec.n_slots, model.net.n_ctx, model.net.max_batch,
+        # an encoder's table has more slots than requests (spec.n_slots): batched embeddings
+        self.table = SlotTable(model.net.n_slots, model.net.n_ctx, model.net.max_batch,
                                spec.prefill_chunk)
+        self._embedding = trio.Lock()    # one embedding request at a time takes the slots
         self._inboxes: dict[int, trio.MemorySendChannel[StepEvent | TrioLLMError]] = {}
         self._grammars = LazyGrammarVocabulary(model.tokenizer)
         self._masks = MaskPrefetch()
@@ -237,8 +242,25 @@ class EngineRunner:
         return self._generate(request)
 
     async def _embed(self, job: EmbedJob) -> AsyncIterator[EmbedOutput]:
+        token_lists, cut = await trio.to_thread.run_sync(self._embed_tokens, job)
+        vectors: list[list[float]] = []
+        for group in self._groups(token_lists):
+            async with self._embedding:   # slots taken under the lock: none is another's
+                slots = [self.table.reserve() for _ in group[: self._embed_slots()]]
+                self._table_changed()     # a slot may have been a background answer's
+                try:
+                    vectors += await self.compute.run(self, self._pooled, group, slots)
+                finally:
+                    for slot in slots:
+                        self.table.release(slot)
+        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
+
+    def _embed_tokens(self, job: EmbedJob) -> tuple[list[list[int]], list[int]]:
+        """Each input's tokens, cut to the context when truncate allows (blocking: a worker
+        thread runs it), and the indices of the inputs that were cut."""
         n_ctx, tokenizer = self.model.net.n_ctx, self.model.tokenizer
-        token_lists, cut = [], []
+        token_lists: list[list[int]] = []
+        cut: list[int] = []
         for index, text in enumerate(job.inputs):
             ids = tokenizer.encode(text) or [tokenizer.bos_id or 0]
             if len(ids) > n_ctx:
@@ -251,18 +273,35 @@ class EngineRunner:
                 ids = ids[: n_ctx - 1] + ids[-1:] if tokenizer.add_eos else ids[:n_ctx]
                 cut.append(index)
             token_lists.append(ids)
-        slot = self.table.reserve()
-        self._table_changed()            # it may have taken a background answer's slot
-        try:
-            vectors = await self.compute.run(self, self._pooled, token_lists, slot)
-        finally:
-            self.table.release(slot)
-        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
+        return token_lists, cut
 
-    def _pooled(self, token_lists: list[list[int]], slot: int) -> list[list[float]]:
+    def _embed_slots(self) -> int:
+        """Slots one embedding forward may use: every free one of an encoder (it never
+        decodes), one of a decoder (its others belong to generations that may start now)."""
+        return max(1, self.table.free_slots) if not self.model.net.shape.causal else 1
+
+    def _groups(self, token_lists: list[list[int]]) -> list[list[list[int]]]:
+        """The inputs in runs of one forward each: at most as many as there are KV slots and
+        max_batch tokens (a longer input runs alone, chunked as a decoder's prompt is)."""
         net = self.model.net
-        return [net.shape.pooling.pool(net.hidden_states(ids, slot)).tolist()
-                for ids in token_lists]
+        limit = net.n_slots if not net.shape.causal else 1
+        groups: list[list[list[int]]] = []
+        tokens = 0
+        for ids in token_lists:
+            if not groups or len(groups[-1]) >= limit or tokens + len(ids) > net.max_batch:
+                groups.append([])
+                tokens = 0
+            groups[-1].append(ids)
+            tokens += len(ids)
+        return groups
+
+    def _pooled(self, group: list[list[int]], slots: list[int]) -> list[list[float]]:
+        """Pooled vectors of a group: together when each has a slot, else one at a time."""
+        net = self.model.net
+        pool = net.shape.pooling.pool
+        if len(slots) >= len(group) and sum(map(len, group)) <= net.max_batch:
+            return [pool(states).tolist() for states in net.hidden_states_of(group, slots)]
+        return [pool(net.hidden_states(ids, slots[0])).tolist() for ids in group]
 
     def _fit(self, job: GenerateJob, num_predict: int) -> Fit:
         """The prompt's tokens, older messages dropped if it does not fit (PromptTooLong when
@@ -272,8 +311,9 @@ class EngineRunner:
             fit = fit_messages(job.messages, job.render, tokenizer.encode, n_ctx, num_predict,
                                job.truncate)
         else:
-            fit = fit_prompt(job.context, tokenizer.encode(job.prompt), n_ctx, num_predict,
-                             job.truncate)
+            # an empty prompt after a context continues it: no BOS/EOS of its own
+            prompt = tokenizer.encode(job.prompt) if job.prompt or not job.context else []
+            fit = fit_prompt(job.context, prompt, n_ctx, num_predict, job.truncate)
         if fit.dropped:
             log.info("%s: a prompt of %d tokens does not fit num_ctx %d: dropped the %d oldest "
                      "messages, %d tokens left", self.spec.name, fit.original, n_ctx,
@@ -426,7 +466,7 @@ class EngineRunner:
             prompt_eval_count=len(prompt) - seq.cached, prompt_cache_count=seq.cached,
             prompt_eval_duration=first - start, eval_count=count,
             eval_duration=end - first, context=prompt + seq.generated,
-            truncated_messages=dropped, logprobs=logprobs)
+            truncated_messages=dropped, logprobs=logprobs, stop_sequence=stops.matched)
 
     async def aclose(self) -> None:
         self._fail(self.table.active, RunnerStopped())   # should the step loop have died

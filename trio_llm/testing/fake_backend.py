@@ -34,6 +34,7 @@ from trio_llm.api.backend import (
     ModelRef,
     RunningModel,
 )
+from trio_llm.engine.tokenizer import Tokenizer
 from trio_llm.errors import (
     BadRequest,
     ContextOverflow,
@@ -42,6 +43,7 @@ from trio_llm.errors import (
     ModelNotFound,
     QueueFull,
     TrioLLMError,
+    Unsupported,
 )
 
 # A readable transcript template, so echoed output is easy to assert on.
@@ -154,6 +156,10 @@ class FakeBackend:
 
     async def resolve(self, name: str) -> ModelRef:
         return self._get(name).ref
+
+    async def tokenizer(self, model: ModelRef) -> Tokenizer:
+        """The fake models have no vocabulary: tokenize and count_tokens say so (400)."""
+        raise Unsupported(f'"{model.name}" has no tokenizer (a fake model)')
 
     async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:
         model = self._get(name)
