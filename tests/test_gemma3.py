@@ -18,6 +18,9 @@ from trio_llm.engine.tokenizer import Tokenizer
 from trio_llm.store.progress import drain
 from trio_llm.store.store import Store
 
+# The second real model (Gemma 3 270M, not the small SmolLM2): the fast tier's costliest file.
+pytestmark = pytest.mark.full
+
 TEXT = ("The quick brown fox jumps over the lazy dog while the cat watches from the old "
         "wooden fence near the river bank")
 
