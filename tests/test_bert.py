@@ -13,9 +13,9 @@ import pytest
 from tests.reference_bert import ReferenceBert
 from trio_llm.arch.runtime import Pooling
 from trio_llm.engine.batch import Batch
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.model import Model, check_model_file
 from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.store.gguf_info import capabilities, summarize
 from trio_llm.testing.minilm import read_safetensors, vocabulary, write_gguf
 from trio_llm.testing.tiny_gguf import F16, TinyModel

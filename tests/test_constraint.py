@@ -19,11 +19,11 @@ from trio_llm.engine.constraint import (
     InvalidConstraint,
     MaskPrefetch,
 )
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.logprobs import step_logprobs
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, Sequence, SlotTable
 from trio_llm.engine.tokenizer import Tokenizer
+from trio_llm.formats.gguf_file import read_gguf
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gguf import GGUFReader
 
-from trio_llm.engine.gguf_file import GGUFArray, GGUFError, read_gguf
+from trio_llm.formats.gguf_file import GGUFArray, GGUFError, read_gguf
 
 
 @pytest.fixture(scope="module")

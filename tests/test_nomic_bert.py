@@ -11,9 +11,9 @@ import pytest
 
 from tests.reference_bert import ReferenceNomicBert, pool
 from trio_llm.arch.runtime import Pooling
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.model import Model, check_model_file
 from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.testing.minilm import vocabulary
 from trio_llm.testing.tiny_gguf import F16, Q8_0, TinyModel
 

@@ -24,8 +24,8 @@ from tests.reference_decoder import (
     silu,
 )
 from trio_llm.arch import phi3
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.model import Model
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.testing.tiny_gguf import GGMLQuantizationType as Kind
 from trio_llm.testing.tiny_gguf import TinyModel, vocabulary_of
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from trio_llm.cli.format import processor_text
 from trio_llm.gpu import (
     GpuInfo,
     MemoryEstimate,
@@ -16,7 +17,6 @@ from trio_llm.gpu import (
     read_meminfo,
 )
 from trio_llm.gpu.devices import _visible
-from trio_llm.nursery import processor_text
 
 MB = 10**6
 GB = 10**9

@@ -8,14 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import trio
 
-from trio_llm.nursery import (
-    SchedulerSettings,
-    human_bytes,
-    human_duration,
-    parse_rfc3339,
-    rfc3339,
-    until_text,
-)
+from trio_llm.cli.format import human_bytes, human_duration, parse_rfc3339, until_text
+from trio_llm.nursery import SchedulerSettings, rfc3339
 from trio_llm.nursery.admission import SlotQueue
 from trio_llm.nursery.keep_alive import KeepAlive
 from trio_llm.nursery.ps import FOREVER_SECONDS, wall_time

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from trio_llm.arch import llama
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.model import check_model_file
 from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.testing.tiny_gguf import tiny_llama
 
 

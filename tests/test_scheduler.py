@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from trio_llm.cli.format import processor_text, until_text
 from trio_llm.nursery import (
     LoadTimeout,
     ModelNotFound,
@@ -21,9 +22,7 @@ from trio_llm.nursery import (
     Scheduler,
     SchedulerSettings,
     open_scheduler,
-    until_text,
 )
-from trio_llm.nursery.ps import processor_text
 from trio_llm.testing.fakes import GB, FakeDevices, FakeRequest, FakeResolver, FakeRunnerFactory
 
 NAMES = ("a", "b", "c", "d")
@@ -244,10 +243,10 @@ async def test_a_second_model_must_fit_entirely_on_the_gpu(autojump_clock):
     devices = FakeDevices.with_gpus(8 * GB)
     async with scheduler(factory, devices) as sched:
         await use(sched, "a")
-        assert [m.processor for m in sched.ps()] == ["100% GPU"]
+        assert [processor_text(m.size, m.size_vram) for m in sched.ps()] == ["100% GPU"]
         await use(sched, "b")  # would only fit partly beside a: a goes
         assert sched.loaded() == ["b"]
-        assert [m.processor for m in sched.ps()] == ["100% GPU"]
+        assert [processor_text(m.size, m.size_vram) for m in sched.ps()] == ["100% GPU"]
 
 
 async def test_ps_reports_partial_offload_of_a_model_alone(autojump_clock):
@@ -257,7 +256,7 @@ async def test_ps_reports_partial_offload_of_a_model_alone(autojump_clock):
         await use(sched, "big")
         (entry,) = sched.ps()
         assert entry.size == 10 * GB and entry.size_vram == 4 * GB
-        assert entry.processor == processor_text(10 * GB, 4 * GB) == "60%/40% CPU/GPU"
+        assert processor_text(entry.size, entry.size_vram) == "60%/40% CPU/GPU"
 
 
 async def test_ps_lists_name_digest_context_and_expiry(autojump_clock):
@@ -271,7 +270,7 @@ async def test_ps_lists_name_digest_context_and_expiry(autojump_clock):
         assert body["name"] == body["model"] == "a"
         assert body["digest"] == resolver.models["a"].digest
         assert body["context_length"] == 2048
-        assert body["size_vram"] == 0 and entry.processor == "100% CPU"
+        assert body["size_vram"] == 0 and processor_text(entry.size, entry.size_vram) == "100% CPU"
         assert body["details"]["format"] == "gguf"
         assert until_text(entry.expires_at) == "4 minutes from now"
 

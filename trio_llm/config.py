@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trio_llm import options
+
 log = logging.getLogger(__name__)
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
@@ -166,7 +168,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_MODELS", str(Path.home() / ".ollama" / "models"), Path, "model store"),
     Setting("OLLAMA_KEEP_ALIVE", "5m", parse_duration,
             "how long an idle model stays loaded (negative: forever, 0: unload at once)"),
-    Setting("OLLAMA_CONTEXT_LENGTH", "4096", parse_uint, "default context length (num_ctx)"),
+    Setting("OLLAMA_CONTEXT_LENGTH", str(options.default("num_ctx")), parse_uint,
+            "default context length (num_ctx)"),
     Setting("OLLAMA_NUM_PARALLEL", "1", parse_uint, "parallel requests (decode slots) per model"),
     Setting("OLLAMA_MAX_LOADED_MODELS", "0", parse_uint,
             "models loaded at once (0: 3 per GPU, 3 on CPU)"),

@@ -47,6 +47,19 @@ class DigestMismatch(BadRequest):
         self.got = got
 
 
+class InvalidModelfile(BadRequest):
+    """A Modelfile that does not parse; `line` is 1-based, or 0 when not tied to a line."""
+
+    def __init__(self, message: str, line: int = 0) -> None:
+        super().__init__(f"(line {line}): {message}" if line else message)
+        self.line = line
+        self.reason = message
+
+
+class InvalidParameter(BadRequest):
+    """A PARAMETER / `parameters` entry with an unknown name or a value of the wrong type."""
+
+
 class Unsupported(BadRequest):
     """The model lacks a capability the request needs (tools, insert, thinking, embedding...)."""
 

@@ -1,6 +1,6 @@
-"""The ranges every generation option must fall in, checked at the API edge and again by the
-runner before a request's first step, so a value the sampler or the kernels cannot take is a
-400 naming it, never a failed step.
+"""The ranges every generation option must fall in (trio_llm.options is the table), checked at
+the API edge and again by the runner before a request's first step, so a value the sampler or
+the kernels cannot take is a 400 naming it, never a failed step.
 
 `check_options` also normalises what clients legitimately send: a negative `seed` is Ollama
 clients' way of asking for a random one, so it is dropped (None means a fresh stream).
@@ -13,20 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trio_llm.errors import BadRequest
+from trio_llm.options import OPTIONS
 
-MAX_CONTEXT = 1 << 24        # num_ctx beyond any model's training context
-MAX_BATCH = 8192             # num_batch: tokens per prompt step (scratch grows with it)
 MAX_STOPS = 64               # stop strings per request
 MAX_STOP_CHARS = 1024        # characters per stop string (they are matched on every token)
-
-# (lowest, highest) allowed; None means unbounded on that side.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "num_ctx": (0, MAX_CONTEXT), "num_batch": (0, MAX_BATCH), "num_thread": (0, None),
-    "num_gpu": (-1, None), "main_gpu": (0, None), "repeat_last_n": (-1, None),
-    "draft_num_predict": (0, None),
-    "temperature": (0.0, None), "top_p": (0.0, 1.0), "min_p": (0.0, 1.0),
-    "typical_p": (0.0, 1.0), "repeat_penalty": (0.0, None),
-}
 
 
 def _bound(value: float | None) -> str:
@@ -39,7 +29,8 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise BadRequest(f'option "{key}" must be a finite number')
-        low, high = RANGES.get(key, (None, None))
+        option = OPTIONS.get(key)
+        low, high = (option.low, option.high) if option else (None, None)
         if isinstance(value, int | float) and not isinstance(value, bool) and (
                 (low is not None and value < low) or (high is not None and value > high)):
             if high is None:

@@ -21,8 +21,8 @@ import trio
 from tests.e2e.conftest import MODEL, start
 from trio_llm import prompt
 from trio_llm.config import Host
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.tokenizer import Tokenizer
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.server import EngineBackend
 
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # greedy SmolLM2 keeps counting: no early end

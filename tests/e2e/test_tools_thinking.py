@@ -28,8 +28,8 @@ from packaging.version import Version
 from tests.e2e.conftest import MODEL, cli
 from tests.prompt.corpus import QWEN25
 from trio_llm.config import Host
-from trio_llm.engine.gguf_file import read_gguf
 from trio_llm.engine.tokenizer import Tokenizer
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.server import EngineBackend
 
 TOOL_MODEL = "smol-tools:test"

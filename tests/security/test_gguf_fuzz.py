@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.security.gguf_bytes import small_model
-from trio_llm.engine.gguf_file import GGUFError, read_gguf
+from trio_llm.formats.gguf_file import GGUFError, read_gguf
 from trio_llm.store.errors import NotGGUF
 from trio_llm.store.gguf_info import summarize
 

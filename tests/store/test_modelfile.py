@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from trio_llm.formats.modelfile import quote, render
+from trio_llm.formats.params import from_modelfile
 from trio_llm.store import InvalidModelfile, parse_modelfile
-from trio_llm.store.modelfile import quote, render
-from trio_llm.store.params import from_modelfile
 
 
 def values(text: str) -> list[tuple[str, str, str, int]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from trio_llm.formats.params import check, go_float, parse_value, show_text
 from trio_llm.store import InvalidParameter
-from trio_llm.store.params import check, go_float, parse_value, show_text
 
 
 @pytest.mark.parametrize(("value", "text"), [

@@ -13,7 +13,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Ll
 from gguf.quants import dequantize
 
 from tests.store.conftest import tree
-from trio_llm.engine.gguf_file import GGUFFile, read_gguf
+from trio_llm.formats.gguf_file import GGUFFile, read_gguf
 from trio_llm.store import QuantizationNotSupported, Store, drain, quantize
 from trio_llm.store.create import create, request_from_modelfile
 from trio_llm.store.quantize import more_bits, parse_target

@@ -17,9 +17,10 @@ import trio
 from trio_llm.api.backend import GenerationRequest
 from trio_llm.engine.constraint import Constraint
 from trio_llm.errors import BadRequest
+from trio_llm.options import Part, names
 
 # The options that constrain the output; they go to the constraint, not to the sampler.
-CONSTRAINT_OPTIONS = ("grammar", "regex")
+CONSTRAINT_OPTIONS = names(Part.CONSTRAINT)
 
 
 async def json_schema_constraint(schema: Mapping[str, Any]) -> Constraint:

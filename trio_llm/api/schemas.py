@@ -25,21 +25,9 @@ from trio_llm.api.validation import check_depth, check_image
 from trio_llm.config import parse_duration
 from trio_llm.engine.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from trio_llm.errors import BadRequest, TrioLLMError
+from trio_llm.options import OPTIONS, Kind
 
 log = logging.getLogger(__name__)
-
-# Every option we honour and its type; anything else is logged and ignored, as Ollama does.
-OPTION_TYPES: dict[str, type] = {
-    "num_ctx": int, "num_predict": int, "num_keep": int, "seed": int,
-    "temperature": float, "top_k": int, "top_p": float, "min_p": float, "typical_p": float,
-    "repeat_last_n": int, "repeat_penalty": float, "presence_penalty": float,
-    "frequency_penalty": float, "stop": list,
-    "num_batch": int, "num_gpu": int, "main_gpu": int, "num_thread": int, "use_mmap": bool,
-    "draft_num_predict": int,
-    "grammar": str, "regex": str,  # beyond Ollama: constrain the output (api/constraints.py)
-}
-_OPTION_TYPE_WORDS = {int: "integer", float: "float32", bool: "boolean", list: "array of strings",
-                      str: "string"}
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 
@@ -179,26 +167,27 @@ def default_truncate() -> bool:
 
 
 def parse_options(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Type-checked generation options; unknown names are logged and dropped."""
+    """Type-checked generation options (trio_llm.options is the table); unknown names and the
+    legacy ones Ollama ignores are logged and dropped, as Ollama does."""
     options: dict[str, Any] = {}
     for key, value in raw.items():
-        kind = OPTION_TYPES.get(key)
-        if kind is None:
+        option = OPTIONS.get(key)
+        if option is None or not option.in_requests:
             log.warning('invalid option provided: option="%s"', key)
             continue
         if value is None:
             continue
-        options[key] = _coerce_option(key, value, kind)
+        options[key] = _coerce_option(key, value, option.kind)
     return options
 
 
-def _coerce_option(key: str, value: Any, kind: type) -> Any:
-    wrong = BadRequest(f'option "{key}" must be of type {_OPTION_TYPE_WORDS[kind]}')
-    if kind is bool or kind is str:
-        if not isinstance(value, kind):
+def _coerce_option(key: str, value: Any, kind: Kind) -> Any:
+    wrong = BadRequest(f'option "{key}" must be of type {kind.api}')
+    if kind in (Kind.BOOL, Kind.STRING):
+        if not isinstance(value, bool if kind is Kind.BOOL else str):
             raise wrong
         return value
-    if kind is list:
+    if kind is Kind.STRINGS:
         if isinstance(value, str):
             return [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -206,7 +195,7 @@ def _coerce_option(key: str, value: Any, kind: type) -> Any:
         return list(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise wrong
-    if kind is int:
+    if kind is Kind.INT:
         if not math.isfinite(value):
             raise wrong
         return int(value)  # JSON numbers are accepted for integers, truncated

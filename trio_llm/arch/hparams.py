@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import GGUFFile
+from trio_llm.options import MAX_CONTEXT
 
 MAX_DIM = 1 << 20        # no hidden size, head count or layer count comes near this
-MAX_CONTEXT = 1 << 24
 
 
 class Metadata:

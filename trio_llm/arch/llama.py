@@ -13,8 +13,8 @@ from typing import Any
 from trio_llm.arch import hparams
 from trio_llm.arch.runtime import Heads, Network, Rope, Shape
 from trio_llm.arch.weights import Weight, WeightLoader
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.engine.kv_cache import KVLayout
+from trio_llm.formats.gguf_file import GGUFFile
 
 CAPABILITIES = frozenset({"completion"})
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from trio_llm._kernels import lib
 from trio_llm.arch.weights import Weight, decode_matrices
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.engine.kv_cache import cache_type_for, kv_cache_bytes
+from trio_llm.formats.gguf_file import GGUFFile
 from trio_llm.gpu.memory import MemoryEstimate
 
 if TYPE_CHECKING:

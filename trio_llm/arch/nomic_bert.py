@@ -15,7 +15,7 @@ from trio_llm.arch import hparams
 from trio_llm.arch.bert import Encoder, Norm, read_encoder
 from trio_llm.arch.runtime import Network, Rope, Shape
 from trio_llm.arch.weights import Weight, WeightLoader
-from trio_llm.engine.gguf_file import GGUFFile
+from trio_llm.formats.gguf_file import GGUFFile
 
 CAPABILITIES = frozenset({"embedding"})
 

@@ -22,7 +22,7 @@ from typing import Any
 from trio_llm.arch import hparams, llama
 from trio_llm.arch.runtime import Network, Shape
 from trio_llm.arch.weights import Weight, WeightLoader
-from trio_llm.engine.gguf_file import GGUFFile
+from trio_llm.formats.gguf_file import GGUFFile
 
 CAPABILITIES = frozenset({"completion"})
 

@@ -13,7 +13,7 @@ from typing import Any
 from trio_llm.arch import llama
 from trio_llm.arch.runtime import Network
 from trio_llm.arch.weights import Weight, WeightLoader
-from trio_llm.engine.gguf_file import GGUFFile
+from trio_llm.formats.gguf_file import GGUFFile
 
 CAPABILITIES = frozenset({"completion"})
 

@@ -24,10 +24,11 @@ import numpy as np
 from trio_llm.arch.memory import MemoryPlan, keeps_decode_copies, plan_memory, runtime_batch
 from trio_llm.arch.weights import EMBEDDING_FIELD, Weight, WeightLoader, matrices
 from trio_llm.engine.batch import Batch
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.engine.kernels import ptr
 from trio_llm.engine.kv_cache import KVCache, KVLayout
 from trio_llm.engine.ops import NULL, Buffer, MatmulPath, Ops
+from trio_llm.formats.gguf_file import GGUFFile
+from trio_llm.options import default
 
 Trace = Callable[[str, int, np.ndarray], None]
 
@@ -147,7 +148,8 @@ class Network:
     chunk being run; an architecture's forward() is a list of them."""
 
     def __init__(self, arch: Architecture, gguf: GGUFFile, ops: Ops, n_ctx: int,
-                 n_slots: int = 1, max_batch: int = 512, kv_type: str = "f16") -> None:
+                 n_slots: int = 1, max_batch: int = default("num_batch"),
+                 kv_type: str = "f16") -> None:
         self.arch, self.ops = arch, ops
         self.params = arch.read_params(gguf)
         shape: Shape = self.params.shape

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from trio_llm._kernels import ffi, lib
-from trio_llm.engine.gguf_file import GGUFFile
 from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import GGUFFile
 
 
 class MissingTensor(ModelFileError):

@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from trio_llm.cli.client import CLIError, call, stream, upload
 from trio_llm.cli.progress import BAR_FORMAT, show_progress
-from trio_llm.store import modelfile
-from trio_llm.store import params as params_mod
-from trio_llm.store.errors import InvalidModelfile, InvalidParameter
+from trio_llm.errors import InvalidModelfile, InvalidParameter
+from trio_llm.formats import modelfile
+from trio_llm.formats import params as params_mod
 
 MODEL_SUFFIXES = (".gguf", ".bin")
 

@@ -251,8 +251,8 @@ class Session:
 
     def set_parameter(self, args: list[str]) -> None:
         """`/set parameter NAME VALUE...`, typed as the Modelfile's PARAMETER is."""
-        from trio_llm.store.errors import InvalidParameter
-        from trio_llm.store.params import PARAMETER_TYPES, STRINGS, parse_value
+        from trio_llm.errors import InvalidParameter
+        from trio_llm.formats.params import PARAMETER_TYPES, STRINGS, parse_value
 
         if len(args) < 2:
             print("Usage:\n  /set parameter <name> <value>")
@@ -293,7 +293,7 @@ class Session:
         print()
 
     def show_parameters(self, model_text: str) -> None:
-        from trio_llm.store.params import show_text
+        from trio_llm.formats.params import show_text
 
         print("Model defined parameters:")
         print(model_text.rstrip() or "No parameters were specified for this model.")
@@ -303,7 +303,7 @@ class Session:
 
     def modelfile(self, text: str) -> str:
         """The model's Modelfile, with this session's system message and parameters added."""
-        from trio_llm.store.params import modelfile_value
+        from trio_llm.formats.params import modelfile_value
 
         extra = []
         if self.system:

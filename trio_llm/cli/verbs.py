@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 
 from trio_llm.cli.client import call, stream, table
+from trio_llm.cli.format import ago, human_bytes, parse_rfc3339, processor_text, until_text
 from trio_llm.cli.progress import show_progress
-from trio_llm.nursery.ps import (
-    human_bytes,
-    human_duration,
-    parse_rfc3339,
-    processor_text,
-    until_text,
-)
-
-
-def ago(moment: datetime) -> str:
-    """The MODIFIED column: `3 minutes ago`, `About an hour ago`."""
-    seconds = (datetime.now().astimezone() - moment).total_seconds()
-    return f"{human_duration(max(seconds, 0.0))} ago"
 
 
 def list_models(args: argparse.Namespace) -> int:

@@ -9,10 +9,12 @@ from trio_llm.arch import architecture_for
 from trio_llm.arch.memory import MemoryPlan, plan_memory
 from trio_llm.arch.runtime import Network
 from trio_llm.arch.weights import WeightLoader
-from trio_llm.engine.gguf_file import GGUFFile, read_gguf
-from trio_llm.engine.kernels import Pool
+from trio_llm.engine.kernels import KernelError, Pool
 from trio_llm.engine.ops import CpuOps, open_ops
 from trio_llm.engine.tokenizer import Tokenizer
+from trio_llm.errors import ModelFileError
+from trio_llm.formats.gguf_file import GGUFFile, read_gguf
+from trio_llm.options import default
 
 ON_GPU = False  # CpuOps is the only compute backend: a loaded model never holds GPU memory
 
@@ -29,7 +31,7 @@ def check_model_file(gguf: GGUFFile) -> frozenset[str]:
 
 
 def plan_model(path: str | os.PathLike[str], n_ctx: int, n_slots: int = 1,
-               max_batch: int = 512, kv_type: str = "f16") -> MemoryPlan:
+               max_batch: int = default("num_batch"), kv_type: str = "f16") -> MemoryPlan:
     """The memory the model in `path` will hold once loaded with these options (Network's own
     plan), read from its header and tensor table without loading anything."""
     def plan(gguf: GGUFFile) -> MemoryPlan:  # the views into the mmap die with this frame
@@ -56,8 +58,8 @@ class Model:
     owns_ops: bool = True
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], n_ctx: int = 4096, n_slots: int = 1,
-             n_threads: int = 0, max_batch: int = 512, scalar: bool = False,
+    def load(cls, path: str | os.PathLike[str], n_ctx: int = default("num_ctx"), n_slots: int = 1,
+             n_threads: int = 0, max_batch: int = default("num_batch"), scalar: bool = False,
              kv_type: str = "f16", ops: CpuOps | None = None) -> Model:
         """Load the model in `path`. With `ops`, it computes on that backend (owned by the
         caller, who serialises its use; n_threads and scalar are then the backend's own);
@@ -69,8 +71,13 @@ class Model:
             tokenizer = Tokenizer.from_metadata(gguf.metadata)
             if ops is None:
                 ops = open_ops(n_threads, scalar=scalar)
-            net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots, max_batch=max_batch,
-                          kv_type=kv_type)
+            try:
+                net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots,
+                              max_batch=max_batch, kv_type=kv_type)
+            except KernelError as exc:  # the kernels refuse this file's tensors: a 400
+                if "out of memory" in str(exc):
+                    raise
+                raise ModelFileError(f"the model cannot be loaded: {exc}") from exc
         except BaseException:
             if owned and ops is not None:
                 ops.close()

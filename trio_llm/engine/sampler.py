@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trio_llm.options import default
+
 # How many of the most likely tokens top-p looks at first when top-k left the whole vocabulary;
 # it widens the window (x8 each time) only while those tokens hold less than top_p of the mass.
 _TOP_P_WINDOW = 128
@@ -20,18 +22,18 @@ _TOP_P_WINDOW = 128
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """Sampling settings with Ollama's defaults and meanings."""
+    """Sampling settings with Ollama's meanings; the defaults are trio_llm.options' table."""
 
-    temperature: float = 0.8  # <= 0: greedy (argmax, lowest id on ties)
-    top_k: int = 40  # 0: off
-    top_p: float = 0.9  # 1.0: off
-    min_p: float = 0.0  # 0.0: off
-    typical_p: float = 1.0  # 1.0: off (locally typical sampling)
-    repeat_penalty: float = 1.0  # 1.0: off
-    repeat_last_n: int = 64  # 0: no penalties, -1: the whole history
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None  # None: a fresh random stream
+    temperature: float = default("temperature")  # <= 0: greedy (argmax, lowest id on ties)
+    top_k: int = default("top_k")  # 0: off
+    top_p: float = default("top_p")  # 1.0: off
+    min_p: float = default("min_p")  # 0.0: off
+    typical_p: float = default("typical_p")  # 1.0: off (locally typical sampling)
+    repeat_penalty: float = default("repeat_penalty")  # 1.0: off
+    repeat_last_n: int = default("repeat_last_n")  # 0: no penalties, -1: the whole history
+    presence_penalty: float = default("presence_penalty")
+    frequency_penalty: float = default("frequency_penalty")
+    seed: int | None = default("seed")  # None: a fresh random stream
 
 
 class Sampler:

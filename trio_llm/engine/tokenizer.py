@@ -18,6 +18,7 @@ from trio_llm.engine.bpe import ByteLevelBPE
 from trio_llm.engine.spm import SentencePieceBPE
 from trio_llm.engine.vocab import TokenType, WholeTokenMatcher
 from trio_llm.engine.wordpiece import WordPiece
+from trio_llm.errors import ModelFileError
 
 # Texts of the tokens that end a turn in the chat formats we know; each one counts as a stop
 # token when the vocabulary holds it as a control or user-defined token.
@@ -32,7 +33,7 @@ END_OF_TURN_TEXTS = (
 )
 
 
-class UnsupportedTokenizer(ValueError):
+class UnsupportedTokenizer(ModelFileError, ValueError):
     """The GGUF names a tokenizer model this engine does not implement, or lacks its vocabulary."""
 
 

@@ -10,15 +10,7 @@ from trio_llm.nursery.errors import (
     SchedulerClosed,
     SchedulerError,
 )
-from trio_llm.nursery.ps import (
-    ModelStatus,
-    human_bytes,
-    human_duration,
-    parse_rfc3339,
-    processor_text,
-    rfc3339,
-    until_text,
-)
+from trio_llm.nursery.ps import ModelStatus, rfc3339
 from trio_llm.nursery.runner import (
     LOAD_OPTIONS,
     LoadSpec,
@@ -48,11 +40,6 @@ __all__ = [
     "SchedulerClosed",
     "SchedulerError",
     "SchedulerSettings",
-    "human_bytes",
-    "human_duration",
     "open_scheduler",
-    "parse_rfc3339",
-    "processor_text",
     "rfc3339",
-    "until_text",
 ]

@@ -34,6 +34,7 @@ from trio_llm.limits import check_job
 from trio_llm.nursery.compute import Compute, open_compute
 from trio_llm.nursery.errors import RunnerStopped, StepFailed, raise_failure
 from trio_llm.nursery.runner import LoadSpec
+from trio_llm.options import default
 
 SAMPLER_FIELDS = {f.name for f in fields(SamplerOptions)}
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class EngineRunner:
         fit = await trio.to_thread.run_sync(self._fit, job, num_predict)
         prompt = fit.tokens or [tokenizer.bos_id or 0]
         dropped = fit.dropped
-        keep = max(int(options.get("num_keep") or 4), fit.keep)
+        keep = max(int(options.get("num_keep") or default("num_keep")), fit.keep)
         seq = SlotSequence(prompt, Sampler(sampler_options(options), tokenizer.vocab_size),
                            max_tokens=num_predict if num_predict >= 0
                            else OPEN_ENDED_CONTEXTS * n_ctx,

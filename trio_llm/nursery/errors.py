@@ -12,13 +12,17 @@ from trio_llm.errors import ModelNotFound, QueueFull, ServiceUnavailable, TrioLL
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SchedulerError = TrioLLMError
 
 __all__ = ["LoadTimeout", "ModelNotFound", "ModelTooLarge", "QueueFull", "RunnerStopped",
            "SchedulerClosed", "SchedulerError", "StepFailed"]
 
 
-class ModelTooLarge(TrioLLMError):
+class SchedulerError(TrioLLMError):
+    """Base of the errors only the scheduler raises (a model too large, a load past its
+    deadline, a failed step); QueueFull is the shared ServiceUnavailable of trio_llm.errors."""
+
+
+class ModelTooLarge(SchedulerError):
     """Nothing else is loaded and the model still does not fit in system memory (500)."""
 
     def __init__(self, needed: int, available: int) -> None:
@@ -28,14 +32,14 @@ class ModelTooLarge(TrioLLMError):
         self.available = available
 
 
-class LoadTimeout(TrioLLMError):
+class LoadTimeout(SchedulerError):
     """Loading took longer than OLLAMA_LOAD_TIMEOUT (500)."""
 
     def __init__(self, name: str, seconds: float) -> None:
         super().__init__(f"timed out waiting for {name} to load after {seconds:g}s")
 
 
-class StepFailed(TrioLLMError):
+class StepFailed(SchedulerError):
     """A batched step of the model raised: every request of that step gets this (500)."""
 
     @classmethod
@@ -44,7 +48,7 @@ class StepFailed(TrioLLMError):
         return cls(f"the model failed while generating: {type(exc).__name__}")
 
 
-class RunnerStopped(TrioLLMError):
+class RunnerStopped(SchedulerError):
     """The model's step loop ended (unloaded or failed) while the request waited (500)."""
 
     def __init__(self) -> None:
@@ -58,7 +62,7 @@ def raise_failure(item: T | TrioLLMError) -> T:
     return item
 
 
-class SchedulerClosed(ServiceUnavailable):
+class SchedulerClosed(SchedulerError, ServiceUnavailable):
     """The server is shutting down; no new request is accepted (503)."""
 
     def __init__(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from trio_llm.gpu.memory import MemoryEstimate
 from trio_llm.gpu.placement import Placement
+from trio_llm.options import Part, default, names
 
 
 def _details() -> dict[str, Any]:
@@ -49,7 +50,7 @@ class ModelResolver(Protocol):
 # (temperature, top_k, ...) never do, and neither does num_thread: it applies when a request
 # loads the model (capped at the physical cores), so no client can make the model reload for
 # everyone by changing it.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap")
+LOAD_OPTIONS = names(Part.LOAD)
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ class LoadSpec:
     model: ResolvedModel
     num_ctx: int
     n_slots: int = 1
-    num_batch: int = 512
-    num_gpu: int = -1
-    main_gpu: int | None = None
-    num_thread: int = 0
-    use_mmap: bool | None = None
+    num_batch: int = default("num_batch")
+    num_gpu: int = default("num_gpu")
+    main_gpu: int | None = default("main_gpu")
+    num_thread: int = default("num_thread")
+    use_mmap: bool | None = default("use_mmap")
     kv_cache_type: str = "f16"
     flash_attention: bool = False
     prefill_chunk: int = 0   # prompt tokens in a step that also decodes (0: num_batch)

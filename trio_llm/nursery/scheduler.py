@@ -50,6 +50,7 @@ from trio_llm.nursery.runner import (
     RunnerFactory,
 )
 from trio_llm.nursery.settings import SchedulerSettings
+from trio_llm.options import default
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,10 @@ class Scheduler:
         main_gpu = merged.get("main_gpu")
         use_mmap = merged.get("use_mmap")
         return LoadSpec(model=model, num_ctx=num_ctx, n_slots=self.settings.slots,
-                        num_batch=int(merged.get("num_batch") or 512),
-                        num_gpu=int(merged.get("num_gpu", -1)),
+                        num_batch=int(merged.get("num_batch") or default("num_batch")),
+                        num_gpu=int(merged.get("num_gpu", default("num_gpu"))),
                         main_gpu=None if main_gpu is None else int(main_gpu),
-                        num_thread=int(merged.get("num_thread") or 0),
+                        num_thread=int(merged.get("num_thread") or default("num_thread")),
                         use_mmap=None if use_mmap is None else bool(use_mmap),
                         kv_cache_type=self.settings.kv_cache_type,
                         flash_attention=self.settings.flash_attention,

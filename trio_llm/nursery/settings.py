@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trio_llm import config
+from trio_llm.options import default
 
 
 def _default(name: str) -> Any:
@@ -55,8 +56,8 @@ class SchedulerSettings:
 
     @property
     def default_context(self) -> int:
-        """num_ctx when neither the request nor the Modelfile sets one (0 means 4096)."""
-        return self.context_length or 4096
+        """num_ctx when neither the request nor the Modelfile sets one (0: the table's)."""
+        return self.context_length or default("num_ctx")
 
     @property
     def load_deadline(self) -> float:

@@ -3,6 +3,8 @@ built-in catalog. The server and CLI use `Store`; the rest is exported for tests
 
 from __future__ import annotations
 
+from trio_llm.formats.modelfile import Modelfile
+from trio_llm.formats.modelfile import parse as parse_modelfile
 from trio_llm.store.catalog import CATALOG, CatalogEntry, lookup
 from trio_llm.store.create import CreateRequest, quantize
 from trio_llm.store.errors import (
@@ -23,8 +25,6 @@ from trio_llm.store.errors import (
     UnknownRemoteModel,
 )
 from trio_llm.store.manifests import Layer, Manifest
-from trio_llm.store.modelfile import Modelfile
-from trio_llm.store.modelfile import parse as parse_modelfile
 from trio_llm.store.names import ModelName, parse_digest, parse_name
 from trio_llm.store.progress import Progress, drain
 from trio_llm.store.records import ListEntry, ModelDetails, ModelRecord, ShowInfo, rfc3339

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from trio_llm.engine.gguf_file import GGUFError, read_gguf
+from trio_llm.formats import modelfile
+from trio_llm.formats import params as params_mod
+from trio_llm.formats.gguf_file import GGUFError, read_gguf
 from trio_llm.prompt import library
 from trio_llm.prompt.template import validate as validate_template
-from trio_llm.store import modelfile
-from trio_llm.store import params as params_mod
 from trio_llm.store.atomic import TempFile
 from trio_llm.store.blobs import CHUNK, stream_into
 from trio_llm.store.errors import (

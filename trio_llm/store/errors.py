@@ -11,13 +11,20 @@ from trio_llm.errors import (
     BlobNotFound,
     DigestMismatch,
     InvalidDigest,
+    InvalidModelfile,
     InvalidName,
+    InvalidParameter,
     TrioLLMError,
 )
 from trio_llm.errors import ModelNotFound as _ModelNotFound
 
-StoreError = TrioLLMError
 InvalidRequest = BadRequest
+
+
+class StoreError(TrioLLMError):
+    """Base of the errors only the store raises, so `except StoreError` catches the store's
+    failures and nothing of the scheduler's (QueueFull) or the HTTP layer's. The ones a client
+    caused are also BadRequest / NotFound, which decides their status."""
 
 __all__ = [
     "BlobNotFound", "CorruptBlob", "CorruptStore", "DigestMismatch", "InvalidDigest",
@@ -26,20 +33,7 @@ __all__ = [
 ]
 
 
-class InvalidModelfile(InvalidRequest):
-    """A Modelfile that does not parse; `line` is 1-based, or 0 when not tied to a line."""
-
-    def __init__(self, message: str, line: int = 0) -> None:
-        super().__init__(f"(line {line}): {message}" if line else message)
-        self.line = line
-        self.reason = message
-
-
-class InvalidParameter(InvalidRequest):
-    """A PARAMETER / `parameters` entry with an unknown name or a value of the wrong type."""
-
-
-class NotGGUF(InvalidRequest):
+class NotGGUF(StoreError, InvalidRequest):
     """A model file that is not a readable GGUF file."""
 
     def __init__(self, detail: str = "") -> None:
@@ -47,7 +41,7 @@ class NotGGUF(InvalidRequest):
         self.detail = detail
 
 
-class QuantizationNotSupported(InvalidRequest):
+class QuantizationNotSupported(StoreError, InvalidRequest):
     """`quantize` was requested; the hook for our quantizer (another piece of work) is not wired."""
 
     def __init__(self, target: str) -> None:
@@ -55,18 +49,18 @@ class QuantizationNotSupported(InvalidRequest):
         self.target = target
 
 
-class ModelNotFound(_ModelNotFound):
+class ModelNotFound(StoreError, _ModelNotFound):
     """No manifest under this name (HTTP 404). `copy` quotes with double quotes, as Ollama does."""
 
     def __init__(self, name: str, quote: str = "'") -> None:
         super().__init__(name, f"model {quote}{name}{quote} not found")
 
 
-class CorruptStore(TrioLLMError):
+class CorruptStore(StoreError):
     """A manifest that does not parse or points at a missing blob (HTTP 500)."""
 
 
-class PullError(TrioLLMError):
+class PullError(StoreError):
     """A catalog fetch failed: pip could not download, or the bytes were not what we expected."""
 
 

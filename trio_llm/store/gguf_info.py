@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gguf import GGUFValueType, LlamaFileType
 
-from trio_llm.engine.gguf_file import GGUFArray, GGUFError, read_gguf
+from trio_llm.formats.gguf_file import GGUFArray, GGUFError, read_gguf
 from trio_llm.prompt.template import capabilities as template_capabilities
 from trio_llm.prompt.template import special_tokens
 from trio_llm.store.errors import NotGGUF

@@ -37,7 +37,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, LlamaFileType
 
 from trio_llm.engine import kernels
-from trio_llm.engine.gguf_file import GGUFArray, GGUFError, GGUFFile, TensorInfo, read_gguf
+from trio_llm.formats.gguf_file import GGUFArray, GGUFError, GGUFFile, TensorInfo, read_gguf
 from trio_llm.store.errors import InvalidRequest, QuantizationNotSupported
 from trio_llm.store.gguf_info import quantization_level
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from trio_llm import config
+from trio_llm.formats import modelfile as modelfile_text
+from trio_llm.formats import params as params_mod
 from trio_llm.prompt.template import template_source
-from trio_llm.store import modelfile as modelfile_text
-from trio_llm.store import params as params_mod
 from trio_llm.store.blobs import BlobStore, BlobWriter, stream_into
 from trio_llm.store.errors import CorruptStore, InvalidName
 from trio_llm.store.gguf_info import GGUFSummary, capabilities, summarize

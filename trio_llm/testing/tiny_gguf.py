@@ -22,7 +22,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize, quantize
 
-from trio_llm.engine.gguf_file import read_gguf
+from trio_llm.formats.gguf_file import read_gguf
 
 F32 = GGMLQuantizationType.F32
 F16 = GGMLQuantizationType.F16

@@ -1,9 +1,9 @@
 """Model parameters (Modelfile PARAMETER / `parameters` in /api/create): names, types, display.
 
-The store only needs each option's name and type, to reject unknown names and to turn the
-Modelfile's strings into the JSON values of the params layer. Defaults belong to the
-generation code, not here. Display follows Go: `show` prints `%-30s %#v` per value, and Go
-prints float64 with `%v` (4096, 0.7, 1e-05, 1e+06).
+The store only needs each option's name and type (trio_llm.options, the one table), to reject
+unknown names and to turn the Modelfile's strings into the JSON values of the params layer.
+Display follows Go: `show` prints `%-30s %#v` per value, and Go prints float64 with `%v`
+(4096, 0.7, 1e-05, 1e+06).
 """
 
 from __future__ import annotations
@@ -14,24 +14,14 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from trio_llm.store.errors import InvalidParameter
+from trio_llm.errors import InvalidParameter
+from trio_llm.options import OPTIONS, Kind
 
-INT, FLOAT, BOOL, STRINGS = "int", "float", "bool", "strings"
+INT, FLOAT, BOOL, STRINGS = (k.value for k in (Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.STRINGS))
 
-PARAMETER_TYPES: dict[str, str] = {
-    # sampling
-    "num_predict": INT, "num_keep": INT, "seed": INT, "top_k": INT, "repeat_last_n": INT,
-    "temperature": FLOAT, "top_p": FLOAT, "min_p": FLOAT, "typical_p": FLOAT,
-    "repeat_penalty": FLOAT, "presence_penalty": FLOAT, "frequency_penalty": FLOAT,
-    "stop": STRINGS,
-    # load time
-    "num_ctx": INT, "num_batch": INT, "num_gpu": INT, "main_gpu": INT, "num_thread": INT,
-    "draft_num_predict": INT, "use_mmap": BOOL,
-    # accepted for older Modelfiles; ignored at generation time as Ollama now does
-    "mirostat": INT, "mirostat_tau": FLOAT, "mirostat_eta": FLOAT, "tfs_z": FLOAT,
-    "penalize_newline": BOOL, "numa": BOOL, "low_vram": BOOL, "f16_kv": BOOL,
-    "vocab_only": BOOL, "use_mlock": BOOL, "logits_all": BOOL,
-}
+# Every PARAMETER name and its type, from the one option table.
+PARAMETER_TYPES: dict[str, str] = {o.name: o.kind.value for o in OPTIONS.values()
+                                   if o.in_modelfiles}
 
 _INT = re.compile(r"[+-]?\d+\Z")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")

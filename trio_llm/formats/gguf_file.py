@@ -23,6 +23,8 @@ from typing import Any, overload
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from trio_llm.errors import ModelFileError
+
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
@@ -54,8 +56,9 @@ _MIN_ITEM_BYTES = {GGUFValueType.STRING: 8, GGUFValueType.ARRAY: 12}
 _MIN_TENSOR_INFO = 8 + 4 + 8 + 4 + 8     # name length, n_dims, one dim, type, offset
 
 
-class GGUFError(ValueError):
-    """The file is not a GGUF file we can read: truncated, corrupt or of an unknown version."""
+class GGUFError(ModelFileError, ValueError):
+    """The file is not a GGUF file we can read: truncated, corrupt or of an unknown version
+    (a 400 naming the problem: the client sent the file)."""
 
 
 def _min_item_bytes(kind: GGUFValueType) -> int:

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trio_llm.store.errors import InvalidModelfile
-from trio_llm.store.params import modelfile_value
+from trio_llm.errors import InvalidModelfile
+from trio_llm.formats.params import modelfile_value
 
 COMMANDS = ("from", "license", "template", "system", "adapter", "draft", "renderer", "parser",
             "parameter", "message", "requires")
