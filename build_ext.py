@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import subprocess
 import sys
 import sysconfig
@@ -19,21 +18,14 @@ import tempfile
 from cffi import FFI
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-HEADERS = ["csrc/ggml/blocks.h", "csrc/tl_common.h", "csrc/ggml/pool.h", "csrc/ggml/ggml.h",
-           "csrc/ggml/ops.h", "csrc/attn/attn.h"]
-CDEF_BLOCK = re.compile(r"/\* @cdef-begin \*/(.*?)/\* @cdef-end \*/", re.S)
-CDEF_PRELUDE = """
-typedef struct tl_pool tl_pool;
-"""
+API_HEADER = "csrc/tl_api.h"  # the one public header: everything Python calls
 
 
 def cdef_source() -> str:
-    """The declarations cffi sees: every block between @cdef markers in the public headers."""
-    parts = [CDEF_PRELUDE]
-    for header in HEADERS:
-        with open(os.path.join(ROOT, header)) as f:
-            parts.extend(CDEF_BLOCK.findall(f.read()))
-    return "\n".join(parts)
+    """The declarations cffi sees: tl_api.h without its preprocessor lines (the include guard
+    and <stdint.h>, which cffi's parser does not take; the header holds no other directive)."""
+    with open(os.path.join(ROOT, API_HEADER)) as f:
+        return "".join(line for line in f if not line.lstrip().startswith("#"))
 
 
 def zig_works() -> bool:
@@ -80,7 +72,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(cdef_source())
 ffibuilder.set_source(
     "trio_llm._kernels",
-    "\n".join(f'#include "{h}"' for h in HEADERS),
+    f'#include "{API_HEADER}"',
     sources=sorted(glob.glob("csrc/**/*.c", recursive=True, root_dir=ROOT)),
     include_dirs=["."],
     extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wno-unused-function", "-fno-math-errno",

@@ -1,27 +1,14 @@
-/* Shared by every subsystem: status codes, CPU feature bits, the AVX2 and AVX-512 VNNI region
-   macros, fp16 helpers. */
+/* Shared by every subsystem inside csrc: the public API (tl_api.h), the AVX2 and AVX-512 VNNI
+   region macros, fp16 helpers. */
 #ifndef TL_COMMON_H
 #define TL_COMMON_H
 
 #include <stdint.h>
 #include <string.h>
 
-/* Status codes returned by every tl_ function that can fail (0 = success). */
-/* @cdef-begin */
-enum tl_status {
-    TL_OK = 0,
-    TL_ERR_TYPE = 1,      /* unknown or unsupported tensor type */
-    TL_ERR_SIZE = 2,      /* a length that is not a whole number of blocks, or out of range */
-    TL_ERR_MEMORY = 3,    /* allocation failed */
-    TL_ERR_ARG = 4,       /* any other invalid argument */
-};
-/* @cdef-end */
+#include "tl_api.h"
 
-/* CPU feature bits, as reported by tl_cpu_features(). TL_CPU_AVX512VNNI: AVX512F, BW, VL and
-   VNNI, with the OS saving the opmask and zmm state. */
-/* @cdef-begin */
-enum tl_cpu_feature { TL_CPU_AVX2 = 1, TL_CPU_FMA = 2, TL_CPU_F16C = 4, TL_CPU_AVX512VNNI = 8 };
-/* @cdef-end */
+
 #define TL_CPU_AVX2_SET (TL_CPU_AVX2 | TL_CPU_FMA | TL_CPU_F16C)
 
 /* Functions between TL_AVX2_BEGIN and TL_AVX2_END are compiled for AVX2+FMA+F16C whatever the

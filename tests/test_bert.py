@@ -131,7 +131,8 @@ def tiny_bert(path: Path, vocab: dict[str, Any], **meta: Any) -> Path:
 
 @pytest.mark.parametrize(("meta", "message"), [
     ({"pooling_type": 0}, "bert.pooling_type = 0 is not supported"),
-    ({"pooling_type": 4}, "bert.pooling_type = 4 is not supported"),
+    ({"pooling_type": 4}, "bert.pooling_type = 4 \\(rank\\) is a cross-encoder reranker, which is "
+     "not supported"),
     ({"attention.causal": True}, "bert.attention.causal must be false"),
     ({"context_length": 4096}, "position_embd.weight"),
     ({"attention.head_count": 5}, "do not split the width 32"),

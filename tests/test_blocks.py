@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from tests.kernel_calls import size_of, sized
 from trio_llm._kernels import ffi, lib
+from trio_llm.engine.kernels import KernelError, PackKind, type_info
 
 QT = GGMLQuantizationType
 # Q8_1 is left out of the gguf comparison: gguf 0.19's table still gives it the old 40-byte
@@ -33,8 +35,8 @@ def test_block_struct_size_matches_gguf(name: str) -> None:
 
 def test_q8_1_block_is_two_halves_and_32_quants() -> None:
     assert ffi.sizeof("tl_block_q8_1") == 36
-    assert lib.tl_type_block_bytes(lib.TL_Q8_1) == 36
-    assert lib.tl_type_block_elems(lib.TL_Q8_1) == 32
+    assert type_info(lib.TL_Q8_1).block_bytes == 36
+    assert type_info(lib.TL_Q8_1).block_elems == 32
     assert lib.TL_Q8_1 == QT.Q8_1.value
 
 
@@ -43,25 +45,43 @@ def test_type_id_and_block_geometry_match_gguf(name: str) -> None:
     block_elems, type_size = GGML_QUANT_SIZES[QT[name]]
     type_id = getattr(lib, f"TL_{name}")
     assert type_id == QT[name].value
-    assert lib.tl_type_block_elems(type_id) == block_elems
-    assert lib.tl_type_block_bytes(type_id) == type_size
-    assert lib.tl_row_bytes(type_id, 3 * 256) == 3 * 256 // block_elems * type_size
+    assert type_info(type_id).block_elems == block_elems
+    assert type_info(type_id).block_bytes == type_size
+    assert size_of(lib.tl_row_bytes, type_id, 3 * 256) == 3 * 256 // block_elems * type_size
 
 
 @pytest.mark.parametrize("type_id", UNKNOWN_TYPES)
 def test_unknown_type_has_no_geometry(type_id: int) -> None:
-    assert lib.tl_type_block_elems(type_id) == 0
-    assert lib.tl_type_block_bytes(type_id) == 0
-    assert lib.tl_row_bytes(type_id, 256) == -1
+    assert lib.tl_type_info(type_id, ffi.new("tl_type_desc *")) == TL_ERR_TYPE
+    with pytest.raises(KernelError, match="unsupported tensor type"):
+        type_info(type_id)
+    assert sized(lib.tl_row_bytes, type_id, 256) == (TL_ERR_TYPE, -1)
+
+
+def test_type_table_says_which_kernels_each_type_has() -> None:
+    """The facts Python reads from the C table: codecs, matmul, packing kind, repack, KV."""
+    q4_0, q6_k, q8_k, f16 = (type_info(t) for t in (lib.TL_Q4_0, lib.TL_Q6_K, lib.TL_Q8_K,
+                                                   lib.TL_F16))
+    assert (q4_0.quantize, q4_0.matmul, q4_0.pack, q4_0.repack, q4_0.kv_cache) == \
+        (True, True, PackKind.Q4, True, True)
+    assert (q6_k.quantize, q6_k.matmul, q6_k.pack, q6_k.repack, q6_k.kv_cache) == \
+        (False, True, PackKind.K, True, False)
+    assert (q8_k.matmul, q8_k.pack, q8_k.repack) == (False, PackKind.NONE, False)
+    assert (f16.matmul, f16.pack, f16.repack, f16.kv_cache) == (True, PackKind.NONE, False, True)
+    assert [t for t in range(64) if lib.tl_type_info(t, ffi.NULL) != TL_ERR_TYPE] == sorted(
+        getattr(lib, f"TL_{n}") for n in BLOCK_TYPES + FLOAT_TYPES + ["Q8_1"])
 
 
 def test_row_bytes_refuses_partial_blocks_and_negative_lengths() -> None:
-    assert lib.tl_row_bytes(lib.TL_Q4_K, 512) == 288
-    assert lib.tl_row_bytes(lib.TL_Q4_K, 0) == 0
-    assert lib.tl_row_bytes(lib.TL_Q4_K, 100) == -1
-    assert lib.tl_row_bytes(lib.TL_Q8_0, 48) == -1
-    assert lib.tl_row_bytes(lib.TL_F16, 7) == 14
-    assert lib.tl_row_bytes(lib.TL_F32, -4) == -1
+    rb = lib.tl_row_bytes
+    assert sized(rb, lib.TL_Q4_K, 512) == (TL_OK, 288)
+    assert sized(rb, lib.TL_Q4_K, 0) == (TL_OK, 0)
+    assert sized(rb, lib.TL_Q4_K, 100) == (TL_ERR_SIZE, -1)
+    assert sized(rb, lib.TL_Q8_0, 48) == (TL_ERR_SIZE, -1)
+    assert sized(rb, lib.TL_F16, 7) == (TL_OK, 14)
+    assert sized(rb, lib.TL_F32, -4) == (TL_ERR_SIZE, -1)
+    assert sized(rb, lib.TL_F32, 2**62) == (TL_ERR_SIZE, -1)  # 2^64 bytes: refused, not wrapped
+    assert rb(lib.TL_F32, 4, ffi.NULL) == TL_ERR_ARG
 
 
 @pytest.mark.parametrize("type_id", UNKNOWN_TYPES)

@@ -40,3 +40,17 @@ def test_defaults_and_invalid_values() -> None:
     assert config.get("OLLAMA_NOPRUNE", {"OLLAMA_NOPRUNE": "maybe"}) is True
     assert config.get("OLLAMA_NOPRUNE", {"OLLAMA_NOPRUNE": "0"}) is False
     assert set(config.snapshot({})) == {s.name for s in config.SETTINGS}
+
+
+@pytest.mark.parametrize("text, size", [
+    ("0", 0), ("268435456", 256 << 20), ("256MiB", 256 << 20), ("1GiB", 1 << 30),
+    ("512mb", 512_000_000), ("1.5 GiB", 3 << 29), ("64k", 64_000),
+])
+def test_prompt_cache_sizes_parse_with_or_without_a_unit(text: str, size: int) -> None:
+    assert config.get("TRIO_LLM_PROMPT_CACHE", {"TRIO_LLM_PROMPT_CACHE": text}) == size
+
+
+def test_the_prompt_cache_defaults_to_256_mib_and_ignores_nonsense() -> None:
+    assert config.get("TRIO_LLM_PROMPT_CACHE", {}) == 256 << 20
+    for bad in ("lots", "-5MiB", "12 parsecs"):
+        assert config.get("TRIO_LLM_PROMPT_CACHE", {"TRIO_LLM_PROMPT_CACHE": bad}) == 256 << 20

@@ -41,13 +41,17 @@ async def generate(sched: Scheduler, name: str) -> str:
             return "".join([out.text async for out in outputs])
 
 
+def settings() -> SchedulerSettings:
+    return SchedulerSettings(context_length=CTX, keep_alive=300.0, kv_cache_type="f16",
+                             prompt_cache=64 << 20)
+
+
 @pytest.fixture(scope="module")
 def plan_total(smollm2_path: Path) -> int:
-    return plan_model(smollm2_path, CTX, 1, 512, "f16").total
-
-
-def settings() -> SchedulerSettings:
-    return SchedulerSettings(context_length=CTX, keep_alive=300.0, kv_cache_type="f16")
+    """The model's plan, the prompt cache's budget included."""
+    plan = plan_model(smollm2_path, CTX, 1, 512, "f16", settings().prompt_cache)
+    assert plan.prompt_cache == settings().prompt_cache
+    return plan.total
 
 
 async def test_a_budget_for_one_model_with_its_copies_evicts_the_first_for_the_second(

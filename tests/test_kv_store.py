@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gguf.quants import quantize
 
+from tests.kernel_calls import size_of, sized
 from tests.kv_kernels import (
     GGUF_TYPE,
     TL_ERR_ARG,
@@ -18,7 +19,7 @@ from tests.kv_kernels import (
     iptr,
     vptr,
 )
-from trio_llm._kernels import lib
+from trio_llm._kernels import ffi, lib
 
 
 @pytest.fixture(scope="module", params=list(TYPES))
@@ -27,15 +28,18 @@ def kv_type(request: pytest.FixtureRequest) -> str:
 
 
 def test_kv_bytes_counts_rows_of_each_type_and_rejects_others() -> None:
-    assert lib.tl_kv_bytes(lib.TL_F16, 4, 2048, 192) == 4 * 2048 * 192 * 2
-    assert lib.tl_kv_bytes(lib.TL_Q8_0, 4, 2048, 192) == 4 * 2048 * 6 * 34
-    assert lib.tl_kv_bytes(lib.TL_Q4_0, 4, 2048, 192) == 4 * 2048 * 6 * 18
-    assert lib.tl_kv_bytes(lib.TL_F16, 0, 2048, 192) == 0
-    assert lib.tl_kv_bytes(lib.TL_Q4_1, 1, 16, 64) == -TL_ERR_TYPE
-    assert lib.tl_kv_bytes(lib.TL_Q8_0, 1, 16, 48) == -TL_ERR_SIZE  # not whole blocks
-    assert lib.tl_kv_bytes(lib.TL_F16, 1, 16, 0) < 0
-    assert lib.tl_kv_bytes(lib.TL_F16, -1, 16, 64) < 0
-    assert lib.tl_kv_bytes(lib.TL_Q8_0, 1 << 40, 1 << 40, 64) == -TL_ERR_SIZE  # overflow
+    kv = lib.tl_kv_bytes
+    assert sized(kv, lib.TL_F16, 4, 2048, 192) == (TL_OK, 4 * 2048 * 192 * 2)
+    assert sized(kv, lib.TL_Q8_0, 4, 2048, 192) == (TL_OK, 4 * 2048 * 6 * 34)
+    assert sized(kv, lib.TL_Q4_0, 4, 2048, 192) == (TL_OK, 4 * 2048 * 6 * 18)
+    assert sized(kv, lib.TL_F16, 0, 2048, 192) == (TL_OK, 0)
+    # a refused call leaves the out-parameter unwritten (-1 here)
+    assert sized(kv, lib.TL_Q4_1, 1, 16, 64) == (TL_ERR_TYPE, -1)
+    assert sized(kv, lib.TL_Q8_0, 1, 16, 48) == (TL_ERR_SIZE, -1)  # not whole blocks
+    assert sized(kv, lib.TL_F16, 1, 16, 0) == (TL_ERR_ARG, -1)
+    assert sized(kv, lib.TL_F16, -1, 16, 64) == (TL_ERR_ARG, -1)
+    assert sized(kv, lib.TL_Q8_0, 1 << 40, 1 << 40, 64) == (TL_ERR_SIZE, -1)  # overflow
+    assert kv(lib.TL_F16, 1, 16, 64, ffi.NULL) == TL_ERR_ARG
 
 
 def test_kv_store_rounds_to_nearest_even_f16_bit_for_bit() -> None:
@@ -73,7 +77,7 @@ def test_kv_store_quantizes_rows_as_ggml_blocks_bit_for_bit(kv_type: str) -> Non
     x = (rng.standard_normal((n, kv_dim)) * rng.uniform(0.01, 100, (n, 1))).astype(np.float32)
     x[3] = 0.0
     x[4, :32] = 7.0
-    row = lib.tl_kv_bytes(TYPES[kv_type], 1, 1, kv_dim)
+    row = size_of(lib.tl_kv_bytes, TYPES[kv_type], 1, 1, kv_dim)
     k = np.zeros((1, n, row), np.uint8)
     v = np.zeros((1, n, row), np.uint8)
     slot, pos = np.zeros(n, np.int32), np.arange(n, dtype=np.int32)
@@ -86,7 +90,7 @@ def test_kv_store_quantizes_rows_as_ggml_blocks_bit_for_bit(kv_type: str) -> Non
 
 def test_kv_store_places_each_token_at_its_slot_and_position(kv_type: str) -> None:
     kv_dim, n_ctx = 32, 8
-    row = lib.tl_kv_bytes(TYPES[kv_type], 1, 1, kv_dim)
+    row = size_of(lib.tl_kv_bytes, TYPES[kv_type], 1, 1, kv_dim)
     k = np.zeros((3, n_ctx, row), np.uint8)
     v = np.zeros((3, n_ctx, row), np.uint8)
     slot = np.array([2, 0, 1, 2], np.int32)
@@ -109,7 +113,7 @@ def test_kv_store_places_each_token_at_its_slot_and_position(kv_type: str) -> No
 
 def test_kv_store_writes_a_ring_row_at_position_mod_rows(kv_type: str) -> None:
     kv_dim, n_cache = 32, 5
-    row = lib.tl_kv_bytes(TYPES[kv_type], 1, 1, kv_dim)
+    row = size_of(lib.tl_kv_bytes, TYPES[kv_type], 1, 1, kv_dim)
     k = np.zeros((1, n_cache, row), np.uint8)
     x = np.full((1, kv_dim), 3.0, np.float32)
     assert lib.tl_kv_store(TYPES[kv_type], vptr(k), vptr(k), n_cache, kv_dim, fptr(x), fptr(x),
@@ -122,7 +126,7 @@ def test_kv_store_writes_a_ring_row_at_position_mod_rows(kv_type: str) -> None:
 def test_kv_store_rejects_out_of_range_tokens_and_writes_nothing(bad_slot: int, bad_pos: int,
                                                                  kv_type: str) -> None:
     kv_dim, n_ctx = 32, 8
-    row = lib.tl_kv_bytes(TYPES[kv_type], 1, 1, kv_dim)
+    row = size_of(lib.tl_kv_bytes, TYPES[kv_type], 1, 1, kv_dim)
     k = np.zeros((2, n_ctx, row), np.uint8)
     v = np.zeros((2, n_ctx, row), np.uint8)
     slot = np.array([0, bad_slot], np.int32)

@@ -10,11 +10,12 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
+from tests.kernel_calls import pool_new
 from trio_llm._kernels import ffi, lib
 
 Q = GGMLQuantizationType
 
-# tl_status codes (csrc/tl_common.h; the enum is not part of the cffi declarations).
+# tl_status codes (csrc/tl_api.h).
 TL_OK, TL_ERR_TYPE, TL_ERR_SIZE, TL_ERR_ARG = 0, 1, 2, 4
 
 # Byte offsets of the f16 scale fields (d, m / dmin) inside one block of each format.
@@ -102,11 +103,11 @@ def n_in_for(qtype: Q) -> int:
 @pytest.fixture(scope="module")
 def pools() -> Iterator[dict[str, object]]:
     made = {
-        "simd2": lib.tl_pool_new(2, 0),
-        "scalar2": lib.tl_pool_new(2, 1),
-        "simd1": lib.tl_pool_new(1, 0),
-        "simd3": lib.tl_pool_new(3, 0),
-        "scalar3": lib.tl_pool_new(3, 1),
+        "simd2": pool_new(2, 0),
+        "scalar2": pool_new(2, 1),
+        "simd1": pool_new(1, 0),
+        "simd3": pool_new(3, 0),
+        "scalar3": pool_new(3, 1),
     }
     yield made
     for p in made.values():
@@ -230,18 +231,13 @@ def test_many_rows_span_several_packed_tile_groups(pools: dict[str, object], qty
     assert rel_err(y_simd, y_scalar.astype(np.float64)) < 1e-5
 
 
-MODEL = Path.home() / ".cache/trio-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @pytest.fixture(scope="module")
-def smollm2() -> dict[str, tuple[Q, np.ndarray]]:
+def smollm2(smollm2_path: Path) -> dict[str, tuple[Q, np.ndarray]]:
     """A few real tensors of SmolLM2-135M as (type, raw bytes [n_out][row_bytes])."""
-    if not MODEL.exists():
-        pytest.skip(f"{MODEL} not present")
     from gguf import GGUFReader
 
     wanted = {"blk.0.ffn_down.weight", "blk.0.attn_k.weight", "token_embd.weight"}
-    reader = GGUFReader(MODEL)
+    reader = GGUFReader(smollm2_path)
     return {t.name: (Q(t.tensor_type), np.ascontiguousarray(t.data[:4096]))
             for t in reader.tensors if t.name in wanted}
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
+from tests.kernel_calls import pool_new
 from tests.test_matmul import QUANT_TYPES, SCALE_OFFSETS, make_weights, matmul_path, n_in_for
 from trio_llm._kernels import lib
 
@@ -26,7 +27,7 @@ needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="this CPU (or OS) has no AV
 @pytest.fixture(scope="module")
 def pools() -> Iterator[dict[tuple[str, int], object]]:
     """(kernels, threads) -> pool: "vnni" where the CPU has it, "avx2" with VNNI switched off."""
-    made = {(name, n): lib.tl_pool_new(n, flags)
+    made = {(name, n): pool_new(n, flags)
             for name, flags in (("vnni", 0), ("avx2", lib.TL_POOL_NO_VNNI)) for n in (1, 2)}
     yield made
     for p in made.values():
@@ -46,16 +47,16 @@ def test_pool_features_report_vnni_and_the_switches_clear_it(
     assert lib.tl_pool_features(pools[("vnni", 2)]) == cpu
     assert lib.tl_pool_features(pools[("avx2", 2)]) == cpu & ~lib.TL_CPU_AVX512VNNI
     monkeypatch.setenv("TRIO_LLM_NO_VNNI", "1")
-    off = lib.tl_pool_new(1, 0)
+    off = pool_new(1, 0)
     monkeypatch.setenv("TRIO_LLM_NO_VNNI", "0")
-    on = lib.tl_pool_new(1, 0)
+    on = pool_new(1, 0)
     try:
         assert lib.tl_pool_features(off) == cpu & ~lib.TL_CPU_AVX512VNNI
         assert lib.tl_pool_features(on) == cpu
     finally:
         lib.tl_pool_free(off)
         lib.tl_pool_free(on)
-    scalar = lib.tl_pool_new(1, 1)
+    scalar = pool_new(1, 1)
     try:
         assert lib.tl_pool_features(scalar) == 0  # TL_POOL_SCALAR: no SIMD at all
     finally:

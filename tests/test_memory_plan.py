@@ -135,3 +135,12 @@ def test_plan_fields_add_up() -> None:
     assert plan.total == 30 + 7 + 29 + 5 + 11 + 13 + 2 == estimate.total
     assert estimate.layer_weights == (30 + 29) // 3 and estimate.layer_kv == 11 // 3
     assert np.isclose(estimate.kv + estimate.compute, 11 + 15)
+
+
+def test_the_prompt_cache_budget_is_in_the_plan_except_for_an_encoder(
+        smollm2_path: Path, bert_path: Path) -> None:
+    base = plan_model(smollm2_path, 1024)
+    cached = plan_model(smollm2_path, 1024, prompt_cache=64 << 20)
+    assert cached.prompt_cache == 64 << 20 and cached.total - base.total == 64 << 20
+    assert cached.estimate(cpu_only=True).total == cached.total
+    assert plan_model(bert_path, 512, prompt_cache=64 << 20).prompt_cache == 0

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.kernel_calls import pool_new
 from trio_llm._kernels import ffi, lib
 
-TL_OK, TL_ERR_ARG = 0, 4  # tl_status codes (csrc/tl_common.h)
+TL_OK, TL_ERR_ARG = 0, 4  # tl_status codes (csrc/tl_api.h)
 REL_TOL = 1e-5
 
 
@@ -33,7 +34,7 @@ def iptr(a: np.ndarray) -> Any:
 
 def new_pool(flags: int) -> Any:
     """A 2-thread pool (used at once: a worker that starts late still gets the first job)."""
-    return lib.tl_pool_new(2, flags)
+    return pool_new(2, flags)
 
 
 @pytest.fixture(scope="module", params=["simd", "scalar"])
@@ -296,7 +297,7 @@ def test_add_and_scale_are_exact_float_ops() -> None:
 def pools_1_2_3(request: pytest.FixtureRequest) -> Iterator[list[Any]]:
     """Pools of 1, 2 and 3 threads of one kind (SIMD or scalar)."""
     flags = 0 if request.param == "simd" else 1
-    pools = [lib.tl_pool_new(n, flags) for n in (1, 2, 3)]
+    pools = [pool_new(n, flags) for n in (1, 2, 3)]
     yield pools
     for p in pools:
         lib.tl_pool_free(p)

@@ -11,6 +11,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
+from tests.kernel_calls import pool_new, size_of, sized
 from tests.test_matmul import make_weights, oracle, quantized_activations, rel_err
 from trio_llm._kernels import ffi, lib
 
@@ -23,17 +24,17 @@ TL_OK, TL_ERR_TYPE, TL_ERR_SIZE = 0, 1, 2
 
 @pytest.fixture(scope="module")
 def pools() -> Iterator[dict[str, Any]]:
-    made = {"simd2": lib.tl_pool_new(2, 0), "simd3": lib.tl_pool_new(3, 0),
-            "simd1": lib.tl_pool_new(1, 0), "scalar2": lib.tl_pool_new(2, 1)}
+    made = {"simd2": pool_new(2, 0), "simd3": pool_new(3, 0),
+            "simd1": pool_new(1, 0), "scalar2": pool_new(2, 1)}
     yield made
     for p in made.values():
         lib.tl_pool_free(p)
 
 
 def repack(qtype: Q, w: np.ndarray, n_out: int, n_in: int) -> Any:
-    raw = lib.tl_repack_new(int(qtype), ffi.from_buffer(w), n_out, n_in)
-    assert raw != ffi.NULL
-    return ffi.gc(raw, lib.tl_repack_free)
+    out = ffi.new("void **")
+    assert lib.tl_repack_new(int(qtype), ffi.from_buffer(w), n_out, n_in, out) == TL_OK
+    return ffi.gc(out[0], lib.tl_repack_free)
 
 
 def packed_matmul(pool: Any, qtype: Q, packed: Any, n_out: int, n_in: int,
@@ -61,8 +62,8 @@ def test_repacked_matrix_is_the_ggml_size_rounded_up_to_8_rows(qtype: Q) -> None
     """Q4_K and Q5_K keep their scales unpacked to bytes: 4 bytes a row more per super-block."""
     block, size = GGML_QUANT_SIZES[qtype]
     size += EXTRA_BYTES.get(qtype, 0)
-    assert lib.tl_repack_bytes(int(qtype), 37, 4 * block) == 40 * 4 * size
-    assert lib.tl_repack_bytes(int(qtype), 48, 2 * block) == 48 * 2 * size
+    assert size_of(lib.tl_repack_bytes, int(qtype), 37, 4 * block) == 40 * 4 * size
+    assert size_of(lib.tl_repack_bytes, int(qtype), 48, 2 * block) == 48 * 2 * size
 
 
 @pytest.mark.parametrize("qtype", [Q.Q2_K, Q.Q3_K, Q.F16, Q.F32], ids=lambda q: q.name)
@@ -70,8 +71,10 @@ def test_formats_without_a_repacked_layout_are_refused(
         pools: dict[str, Any], qtype: Q) -> None:
     n_in = 256
     w = make_weights(qtype, 8, n_in, np.random.default_rng(0))
-    assert lib.tl_repack_bytes(int(qtype), 8, n_in) == 0
-    assert lib.tl_repack_new(int(qtype), ffi.from_buffer(w), 8, n_in) == ffi.NULL
+    assert sized(lib.tl_repack_bytes, int(qtype), 8, n_in) == (TL_ERR_TYPE, -1)
+    out = ffi.new("void **", ffi.cast("void *", 1))
+    assert lib.tl_repack_new(int(qtype), ffi.from_buffer(w), 8, n_in, out) == TL_ERR_TYPE
+    assert out[0] == ffi.NULL
     x = np.zeros((1, n_in), np.float32)
     y = np.zeros((1, 8), np.float32)
     status = lib.tl_matmul_path(pools["simd2"], int(qtype), ffi.from_buffer(w), 8, n_in,
@@ -82,7 +85,7 @@ def test_formats_without_a_repacked_layout_are_refused(
 
 
 def test_row_length_not_whole_blocks_is_a_size_error(pools: dict[str, Any]) -> None:
-    assert lib.tl_repack_bytes(int(Q.Q4_1), 8, 48) == 0
+    assert sized(lib.tl_repack_bytes, int(Q.Q4_1), 8, 48) == (TL_ERR_SIZE, -1)
     x = np.zeros((1, 48), np.float32)
     y = np.zeros((1, 8), np.float32)
     w = np.zeros(512, np.uint8)
@@ -151,9 +154,9 @@ def test_a_token_gets_the_same_bits_in_any_batch_and_position(
 def test_sizes_that_overflow_are_refused_not_wrapped(pools: dict[str, Any]) -> None:
     """Neither the size query nor the product wraps: huge shapes are a size error, and the
     product returns before touching the (dummy, one-element) buffers."""
-    assert lib.tl_repack_bytes(int(Q.Q4_0), 2**62, 2**40 * 32) == 0
-    assert lib.tl_repack_bytes(int(Q.Q6_K), 2**63 - 1, 256) == 0
-    assert lib.tl_repack_bytes(int(Q.Q5_0), 0, 32) == 0
+    assert sized(lib.tl_repack_bytes, int(Q.Q4_0), 2**62, 2**40 * 32) == (TL_ERR_SIZE, -1)
+    assert sized(lib.tl_repack_bytes, int(Q.Q6_K), 2**63 - 1, 256) == (TL_ERR_SIZE, -1)
+    assert sized(lib.tl_repack_bytes, int(Q.Q5_0), 0, 32) == (TL_ERR_SIZE, -1)
     one = np.zeros(1, np.float32)
     status = lib.tl_matmul_path(pools["simd2"], int(Q.Q6_K), ffi.from_buffer(one), 2**61, 256,
                                 ffi.cast("float *", ffi.from_buffer(one)), 1,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf import quants as gq
 
+from tests.kernel_calls import size_of
 from trio_llm._kernels import ffi, lib
 
 QT = GGMLQuantizationType
@@ -23,7 +23,6 @@ HALF_FIELDS = {
     "Q5_K": ["d", "dmin"], "Q6_K": ["d"],
 }
 GGUF_DECODED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
-MODEL = Path(os.path.expanduser("~/.cache/trio-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 # Q4_K round-trip bound on N(0, 1) data, as RMS(error) / RMS(x). Our encoder reaches 0.0698
 # (gguf's Q4_0: 0.0857, Q4_1: 0.0782); 4 bits over the ~4.3 sigma range of 32 samples cannot go
@@ -48,7 +47,7 @@ def dequantize(type_id: int, raw: np.ndarray, n: int) -> np.ndarray:
 def quantize(type_id: int, x: np.ndarray) -> np.ndarray:
     """tl_quantize of a float32 vector into fresh bytes; asserts success."""
     x = np.ascontiguousarray(x, np.float32)
-    nbytes = lib.tl_row_bytes(type_id, x.size)
+    nbytes = size_of(lib.tl_row_bytes, type_id, x.size)
     assert nbytes >= 0
     raw = np.zeros(nbytes, np.uint8)
     status = lib.tl_quantize(type_id, ffi.from_buffer("float[]", x),
@@ -137,13 +136,11 @@ def test_q8_1_and_q8_k_decode_as_scale_times_quant(name: str) -> None:
     np.testing.assert_array_equal(bits(ours), bits((d * q).ravel()))
 
 
-def test_smollm2_tensors_decode_like_gguf() -> None:
+def test_smollm2_tensors_decode_like_gguf(smollm2_path: Path) -> None:
     """Real Q8_0 embeddings and Q4_1 weights decode exactly as the gguf package decodes them."""
-    if not MODEL.exists():
-        pytest.skip(f"model file absent: {MODEL}")
     from gguf import GGUFReader
 
-    tensors = {t.name: t for t in GGUFReader(MODEL).tensors}
+    tensors = {t.name: t for t in GGUFReader(smollm2_path).tensors}
     for name, rows in [("token_embd.weight", slice(0, 2048)),
                        ("token_embd.weight", slice(47104, 49152)),
                        ("blk.0.attn_q.weight", slice(None)),
@@ -151,7 +148,7 @@ def test_smollm2_tensors_decode_like_gguf() -> None:
         t = tensors[name]
         raw = np.ascontiguousarray(t.data[rows])
         row_len = int(t.shape[0])  # ggml order: ne0 is the row length
-        assert raw.shape[1] == lib.tl_row_bytes(t.tensor_type.value, row_len)
+        assert raw.shape[1] == size_of(lib.tl_row_bytes, t.tensor_type.value, row_len)
         ours = dequantize(t.tensor_type.value, raw, raw.shape[0] * row_len)
         ref = gq.dequantize(raw, t.tensor_type).ravel()
         np.testing.assert_array_equal(bits(ours), bits(ref), err_msg=name)

@@ -103,6 +103,76 @@ def test_prompts_that_cannot_fit_are_refused() -> None:
         table.add(seq([1, 2, 3, 4]))
 
 
+def test_a_sequence_with_cached_tokens_starts_after_them_in_its_reserved_slot() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64)
+    slot = table.reserve()
+    s = seq([1, 2, 3, 4, 5], cached=3)
+    table.add(s, slot)
+    assert s.slot == slot and table.free_slots == 1 and not table.reserved
+    plan = table.plan()
+    assert plan is not None
+    assert plan.batch.tokens.tolist() == [4, 5] and plan.batch.positions.tolist() == [3, 4]
+    table.apply(plan, logits_choosing(7))
+    assert s.in_cache == [1, 2, 3, 4, 5] and s.position == 5 and s.generated == [7]
+
+
+def test_cached_tokens_need_a_reserved_slot_and_leave_the_last_prompt_token() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64)
+    with pytest.raises(ValueError):
+        table.add(seq([1, 2, 3], cached=2))          # no slot holds those rows
+    with pytest.raises(ValueError):
+        table.add(seq([1, 2, 3], cached=3), table.reserve())   # nothing left to evaluate
+    taken = seq([9])
+    table.add(taken)
+    with pytest.raises(NoFreeSlot):
+        table.add(seq([1, 2], cached=1), taken.slot)
+
+
+def test_a_finished_answer_is_evaluated_again_last_and_gives_way_to_a_new_sequence() -> None:
+    table = SlotTable(n_slots=1, n_ctx=64)
+    done = seq([1, 2, 3], max_tokens=2)
+    table.add(done)
+    for chosen in (7, 8):
+        plan = table.plan()
+        assert plan is not None
+        table.apply(plan, logits_choosing(chosen))
+    assert done.done == DoneReason.LENGTH and done.generated == [7, 8]
+    done.evaluate_answer()
+    assert table.free_slots == 1 and table.background == [done]
+    plan = table.plan()
+    assert plan is not None and plan.readers == []          # prompt rows, nothing sampled
+    assert plan.batch.tokens.tolist() == [7, 8] and plan.batch.positions.tolist() == [3, 4]
+    assert plan.batch.n_decode == 0
+    assert table.apply(plan, logits_choosing()) == []
+    assert done.in_cache == [1, 2, 3, 7, 8] and not done.replay and table.plan() is None
+    newer = seq([4, 5])
+    table.add(newer)                                         # takes the background's slot
+    assert newer.slot == done.slot and table.active == [newer] and table.background == []
+
+
+def test_background_answers_wait_while_others_run_unless_a_request_waits_for_them() -> None:
+    table = SlotTable(n_slots=2, n_ctx=64, max_batch=6)
+    old = seq([1, 2, 3], max_tokens=2)
+    table.add(old)
+    for chosen in (9, 9):
+        plan = table.plan()
+        assert plan is not None
+        table.apply(plan, logits_choosing(chosen))
+    old.evaluate_answer()
+    fresh = seq([5, 6, 7, 8])
+    table.add(fresh)
+    plan = table.plan()
+    assert plan is not None and plan.batch.tokens.tolist() == [5, 6, 7, 8]
+    table.apply(plan, logits_choosing(4))
+    plan = table.plan()                                      # fresh decodes; old stays idle
+    assert plan is not None and plan.batch.tokens.tolist() == [4]
+    table.apply(plan, logits_choosing(4))
+    old.urgent = True
+    plan = table.plan()                                      # after every other sequence
+    assert plan is not None and plan.batch.tokens.tolist() == [4, 9, 9]
+    assert plan.readers == [fresh] and plan.batch.positions.tolist() == [5, 3, 4]
+
+
 def test_a_step_that_decodes_takes_at_most_the_prefill_chunk_of_prompt_tokens() -> None:
     table = SlotTable(n_slots=2, n_ctx=64, max_batch=16, prefill_chunk=3)
     a, b = seq([1, 2]), seq([5] * 7)

@@ -18,7 +18,6 @@ from trio_llm.engine.spm import SPACE
 from trio_llm.engine.tokenizer import Tokenizer, UnsupportedTokenizer
 from trio_llm.engine.vocab import TokenType
 
-SMOLLM2 = Path.home() / ".cache/trio-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Strings that exercise the pre-tokenizer: digits, contractions, whitespace runs, scripts.
@@ -49,10 +48,8 @@ def _field_values(path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def smol_meta() -> dict[str, Any]:
-    if not SMOLLM2.exists():
-        pytest.skip(f"{SMOLLM2} is not on this machine")
-    return _field_values(SMOLLM2)
+def smol_meta(smollm2_path: Path) -> dict[str, Any]:
+    return _field_values(smollm2_path)
 
 
 @pytest.fixture(scope="module")

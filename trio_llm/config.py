@@ -71,6 +71,18 @@ def parse_kv_cache_type(text: str) -> str:
     return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a number with an optional unit: 268435456, 256MiB, 512mb, 1GiB (0: none)."""
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([a-z]*)", text.strip().lower())
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError(f"not a size in bytes: {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
 def parse_origins(text: str) -> list[str]:
     return [o.strip() for o in text.split(",") if o.strip()]
 
@@ -180,6 +192,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_KV_CACHE_TYPE", "f16", parse_kv_cache_type,
             "KV cache type: f16, q8_0 or q4_0 (models that cannot take a quantized cache keep "
             "f16, with a warning)"),
+    Setting("TRIO_LLM_PROMPT_CACHE", "256MiB", parse_size,
+            "bytes per loaded model kept for the KV of earlier prompts (system prompt, tools, "
+            "earlier turns), reused by any later request starting with the same tokens; "
+            "0 turns the prompt cache off"),
     Setting("OLLAMA_TRUNCATE", "true", parse_bool,
             "default of a request's `truncate`: drop older messages from a prompt that does not "
             "fit num_ctx (false: answer 400 instead)"),

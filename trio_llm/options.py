@@ -72,26 +72,26 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     # load time: num_ctx's default is OLLAMA_CONTEXT_LENGTH's (config.py reads it from here)
     Option("num_ctx", INT, 4096, Part.LOAD, 0, MAX_CONTEXT),
     Option("num_batch", INT, 512, Part.LOAD, 0, MAX_BATCH),
-    Option("num_gpu", INT, -1, Part.LOAD, -1),           # -1: as many layers as fit
+    Option("num_gpu", INT, -1, Part.LOAD, -1),                # -1: as many layers as fit
     Option("main_gpu", INT, None, Part.LOAD, 0),
     Option("use_mmap", BOOL, None, Part.LOAD),
-    Option("num_thread", INT, 0, Part.THREADS, 0),       # 0: every physical core
+    Option("num_thread", INT, 0, Part.THREADS, 0),            # 0: every physical core
     # sampling (engine/sampler.py's meanings)
-    Option("temperature", FLOAT, 0.8, Part.SAMPLER, 0.0),  # 0: greedy
-    Option("top_k", INT, 40, Part.SAMPLER),              # 0: off
-    Option("top_p", FLOAT, 0.9, Part.SAMPLER, 0.0, 1.0),   # 1: off
-    Option("min_p", FLOAT, 0.0, Part.SAMPLER, 0.0, 1.0),   # 0: off
+    Option("temperature", FLOAT, 0.8, Part.SAMPLER, 0.0),     # 0: greedy
+    Option("top_k", INT, 40, Part.SAMPLER),                   # 0: off
+    Option("top_p", FLOAT, 0.9, Part.SAMPLER, 0.0, 1.0),      # 1: off
+    Option("min_p", FLOAT, 0.0, Part.SAMPLER, 0.0, 1.0),      # 0: off
     Option("typical_p", FLOAT, 1.0, Part.SAMPLER, 0.0, 1.0),  # 1: off
     Option("repeat_penalty", FLOAT, 1.0, Part.SAMPLER, 0.0),  # 1: off
-    Option("repeat_last_n", INT, 64, Part.SAMPLER, -1),  # 0: no penalties, -1: whole history
+    Option("repeat_last_n", INT, 64, Part.SAMPLER, -1),       # 0: no penalties, -1: whole history
     Option("presence_penalty", FLOAT, 0.0, Part.SAMPLER),
     Option("frequency_penalty", FLOAT, 0.0, Part.SAMPLER),
-    Option("seed", INT, None, Part.SAMPLER),             # None or negative: a fresh random stream
+    Option("seed", INT, None, Part.SAMPLER),                  # None or < 0: a fresh random stream
     # the generation loop
-    Option("num_predict", INT, -1, Part.RUNNER),         # -1: until a stop or the context's end
-    Option("num_keep", INT, 4, Part.RUNNER),             # tokens a context shift keeps
+    Option("num_predict", INT, -1, Part.RUNNER),              # -1: until a stop or the end
+    Option("num_keep", INT, 4, Part.RUNNER),                  # tokens a context shift keeps
     Option("stop", STRINGS, (), Part.RUNNER),
-    Option("draft_num_predict", INT, 0, Part.RUNNER, 0),  # no draft models: nothing to draft
+    Option("draft_num_predict", INT, 0, Part.RUNNER, 0),      # no draft models: nothing to draft
     # beyond Ollama
     Option("grammar", Kind.STRING, None, Part.CONSTRAINT),
     Option("regex", Kind.STRING, None, Part.CONSTRAINT),

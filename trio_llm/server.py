@@ -27,7 +27,9 @@ from trio_llm.api.backend import (
 )
 from trio_llm.api.serve import serve
 from trio_llm.engine.context import PromptTooLong
+from trio_llm.engine.tokenizer import Tokenizer
 from trio_llm.errors import ContextOverflow
+from trio_llm.formats.gguf_file import read_gguf
 from trio_llm.gpu.devices import SystemDevices
 from trio_llm.nursery.engine_runner import (
     ContextTooLong,
@@ -65,12 +67,32 @@ async def iterate_in_thread(make: Callable[[], Iterator[Mapping[str, Any]]]
             await in_thread(gen.close)
 
 
+TOKENIZERS_KEPT = 4
+
+
+def read_tokenizer(path: str) -> Tokenizer:
+    with read_gguf(path) as gguf:
+        return Tokenizer.from_metadata(gguf.metadata)
+
+
 class EngineBackend:
     """Implements trio_llm.api.backend.Backend over Store + the nursery Scheduler."""
 
     def __init__(self, store: Store, scheduler: Scheduler) -> None:
         self.store = store
         self.scheduler = scheduler
+        self._tokenizers: dict[str, Tokenizer] = {}    # by model blob path, the last few
+
+    async def tokenizer(self, model: ModelRef) -> Tokenizer:
+        """The model's tokenizer, read from its GGUF header (nothing loaded), kept for the
+        next request (at most TOKENIZERS_KEPT of them)."""
+        found = self._tokenizers.get(model.gguf_path)
+        if found is None:
+            found = await in_thread(read_tokenizer, model.gguf_path)
+            while len(self._tokenizers) >= TOKENIZERS_KEPT:
+                self._tokenizers.pop(next(iter(self._tokenizers)))
+            self._tokenizers[model.gguf_path] = found
+        return found
 
     # -- the resolver the scheduler asks ----------------------------------------------------
     async def resolve_loaded(self, name: str) -> ResolvedModel:
@@ -190,9 +212,11 @@ def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:
                                logprobs=out.logprobs)
     return GenerationChunk(
         text=out.text, done=True, done_reason=out.done_reason,
-        prompt_eval_count=out.prompt_eval_count, prompt_eval_duration=out.prompt_eval_duration,
+        prompt_eval_count=out.prompt_eval_count, prompt_cache_count=out.prompt_cache_count,
+        prompt_eval_duration=out.prompt_eval_duration,
         eval_count=out.eval_count, eval_duration=out.eval_duration, load_duration=load_ns,
-        context=out.context, truncated_messages=out.truncated_messages, logprobs=out.logprobs)
+        context=out.context, truncated_messages=out.truncated_messages, logprobs=out.logprobs,
+        stop_sequence=out.stop_sequence)
 
 
 class _Resolver:

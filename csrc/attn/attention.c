@@ -30,8 +30,9 @@
 
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
-#include "attn.h"
+#include "../ggml/pool.h"
 #include "kv_internal.h"
+#include "../ggml/types.h"
 
 #define GMAX TL_ATTN_GMAX
 #define CHUNK 256     /* positions per chunk (a multiple of TL_ATTN_TILE) */
@@ -294,9 +295,10 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
         n_head % n_kv_head != 0 || window < 0 || window > n_cache || !isfinite(scale))
         return TL_ERR_ARG;
     int64_t kv_dim = (int64_t)n_kv_head * head_dim;
-    int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
-    if (row < 0) return (int)-row;
-    if (kv_type != TL_F16 && head_dim % TL_QK != 0) return TL_ERR_SIZE; /* a head = whole blocks */
+    int64_t row;
+    int status = tl_kv_row_bytes(kv_type, kv_dim, &row);
+    if (status != TL_OK) return status;
+    if (head_dim % tl_traits(kv_type)->block_elems != 0) return TL_ERR_SIZE; /* whole blocks */
     if (n_tok == 0) return TL_OK;
     if (!k_cache || !v_cache || !q || !slot || !pos || !out) return TL_ERR_ARG;
     int64_t lmax = 0, lsum = 0;

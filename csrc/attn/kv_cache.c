@@ -7,41 +7,36 @@
 
 #include "../tl_common.h"
 #include "../ggml/blocks.h"
-#include "attn.h"
 #include "kv_internal.h"
-#include "../ggml/quants.h"
+#include "../ggml/types.h"
 
-int64_t tl_kv_row_bytes(int kv_type, int64_t kv_dim) {
-    int64_t block;
-    switch (kv_type) {
-    case TL_F16: block = 0; break;
-    case TL_Q8_0: block = (int64_t)sizeof(tl_block_q8_0); break;
-    case TL_Q4_0: block = (int64_t)sizeof(tl_block_q4_0); break;
-    default: return -TL_ERR_TYPE;
-    }
-    if (kv_dim <= 0 || kv_dim > INT64_MAX / 2) return -TL_ERR_ARG;
-    if (!block) return kv_dim * 2;
-    if (kv_dim % TL_QK != 0) return -TL_ERR_SIZE;
-    return kv_dim / TL_QK * block;
+int tl_kv_row_bytes(int kv_type, int64_t kv_dim, int64_t *bytes) {
+    const tl_type_traits *ty = tl_traits(kv_type);
+    if (!ty || !ty->kv_cache) return TL_ERR_TYPE;
+    if (kv_dim <= 0 || kv_dim > INT64_MAX / 2) return TL_ERR_ARG;
+    if (kv_dim % ty->block_elems != 0) return TL_ERR_SIZE;
+    *bytes = kv_dim / ty->block_elems * ty->block_bytes;
+    return TL_OK;
 }
 
-/* Returns the byte count, or a negated tl_status (-TL_ERR_TYPE, -TL_ERR_ARG, -TL_ERR_SIZE). */
-int64_t tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim) {
-    int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
-    if (row < 0) return row;
-    if (n_slots < 0 || n_cache < 0) return -TL_ERR_ARG;
-    if (n_slots == 0 || n_cache == 0) return 0;
-    if (n_cache > INT64_MAX / row / n_slots) return -TL_ERR_SIZE;
-    return n_slots * n_cache * row;
+int tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim, int64_t *bytes) {
+    if (!bytes) return TL_ERR_ARG;
+    int64_t row;
+    int status = tl_kv_row_bytes(kv_type, kv_dim, &row);
+    if (status != TL_OK) return status;
+    if (n_slots < 0 || n_cache < 0) return TL_ERR_ARG;
+    if (n_slots == 0 || n_cache == 0) {
+        *bytes = 0;
+        return TL_OK;
+    }
+    if (n_cache > INT64_MAX / row / n_slots) return TL_ERR_SIZE;
+    *bytes = n_slots * n_cache * row;
+    return TL_OK;
 }
 
-static void store_row(int kv_type, void *dst, const float *src, int64_t n) {
-    switch (kv_type) {
-    case TL_Q8_0: tl_quant_q8_0(src, dst, n / TL_QK); break;
-    case TL_Q4_0: tl_quant_q4_0(src, dst, n / TL_QK); break;
-    default:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tl_float_to_half(src[i]);
-    }
+/* The type's encoder (GGML's reference encodings for the block types, rounding for F16). */
+static void store_row(const tl_type_traits *ty, void *dst, const float *src, int64_t n) {
+    ty->quant(src, dst, n / ty->block_elems);
 }
 
 /* Every (slot, pos) is checked before anything is written: a bad token leaves the cache as it was.
@@ -49,17 +44,19 @@ static void store_row(int kv_type, void *dst, const float *src, int64_t n) {
 int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int64_t kv_dim,
                 const float *k, const float *v, int64_t n_tok, const int32_t *slot,
                 const int32_t *pos, int window) {
-    int64_t row = tl_kv_row_bytes(kv_type, kv_dim);
-    if (row < 0) return (int)-row;
+    int64_t row;
+    int status = tl_kv_row_bytes(kv_type, kv_dim, &row);
+    if (status != TL_OK) return status;
     if (n_cache <= 0 || n_tok < 0 || window < 0 || window > n_cache) return TL_ERR_ARG;
     if (n_tok == 0) return TL_OK;
     if (!k_cache || !v_cache || !k || !v || !slot || !pos) return TL_ERR_ARG;
     for (int64_t t = 0; t < n_tok; t++)
         if (slot[t] < 0 || pos[t] < 0 || (window == 0 && pos[t] >= n_cache)) return TL_ERR_ARG;
+    const tl_type_traits *ty = tl_traits(kv_type);
     for (int64_t t = 0; t < n_tok; t++) {
         int64_t r = (int64_t)slot[t] * n_cache + pos[t] % n_cache;
-        store_row(kv_type, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);
-        store_row(kv_type, (char *)v_cache + r * row, v + t * kv_dim, kv_dim);
+        store_row(ty, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);
+        store_row(ty, (char *)v_cache + r * row, v + t * kv_dim, kv_dim);
     }
     return TL_OK;
 }

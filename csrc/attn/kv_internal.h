@@ -12,10 +12,10 @@
 #define TL_ATTN_GMAX 4    /* query heads scored together against one K row */
 #define TL_ATTN_TILE 32   /* positions scored before one online-softmax step (AVX2) */
 
-/* Bytes of one cache row of kv_dim elements of kv_type (F16, Q8_0, Q4_0), or a negated
-   tl_status: -TL_ERR_TYPE for another type, -TL_ERR_SIZE when a block type's row is not a
-   whole number of 32-element blocks. */
-int64_t tl_kv_row_bytes(int kv_type, int64_t kv_dim);
+/* Bytes of one cache row of kv_dim elements of kv_type (a type the table marks kv_cache) into
+   *bytes; TL_ERR_TYPE for another type, TL_ERR_SIZE when a block type's row is not a whole
+   number of blocks, TL_ERR_ARG for kv_dim <= 0. */
+int tl_kv_row_bytes(int kv_type, int64_t kv_dim, int64_t *bytes);
 
 /* A query block for the block-type keys: x[i] ~ d * qs[i], |qs| <= 32767 (16-bit, so the
    query adds about 1e-5 to the error of the cache's own quantization), and sum = sum(qs), which

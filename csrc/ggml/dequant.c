@@ -1,19 +1,23 @@
 /* Decoding the float formats and the 32-element block formats (Q4_0 ... Q8_1), and the
-   tl_dequantize entry point that dispatches on the type. Scalar reference code. */
+   tl_dequantize entry point (the decoder comes from the type table). Scalar reference code. */
 #include <string.h>
 
-#include "ggml.h"
 #include "quants.h"
+#include "types.h"
 
 /* d * q + m must round twice, as the format's definition does: never fuse into an FMA. */
 TL_NO_FP_CONTRACT
 
-static void dequant_f16(const void *src, float *dst, int64_t n) {
+void tl_dequant_f32(const void *src, float *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+void tl_dequant_f16(const void *src, float *dst, int64_t n) {
     const tl_half *h = src;
     for (int64_t i = 0; i < n; i++) dst[i] = tl_half_to_float(h[i]);
 }
 
-static void dequant_bf16(const void *src, float *dst, int64_t n) {
+void tl_dequant_bf16(const void *src, float *dst, int64_t n) {
     const tl_bf16 *b = src;
     for (int64_t i = 0; i < n; i++) dst[i] = tl_bf16_to_float(b[i]);
 }
@@ -98,29 +102,11 @@ void tl_dequant_q8_1(const void *src, float *dst, int64_t nb) {
 }
 
 int tl_dequantize(int type, const void *src, float *dst, int64_t n) {
-    int elems = tl_type_block_elems(type);
-    if (elems == 0) return TL_ERR_TYPE;
-    if (n < 0 || n % elems != 0) return TL_ERR_SIZE;
+    const tl_type_traits *ty = tl_traits(type);
+    if (!ty) return TL_ERR_TYPE;
+    if (n < 0 || n % ty->block_elems != 0) return TL_ERR_SIZE;
     if (n == 0) return TL_OK;
     if (src == NULL || dst == NULL) return TL_ERR_ARG;
-    int64_t nb = n / elems;
-    switch (type) {
-    case TL_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    case TL_F16: dequant_f16(src, dst, n); break;
-    case TL_BF16: dequant_bf16(src, dst, n); break;
-    case TL_Q4_0: tl_dequant_q4_0(src, dst, nb); break;
-    case TL_Q4_1: tl_dequant_q4_1(src, dst, nb); break;
-    case TL_Q5_0: tl_dequant_q5_0(src, dst, nb); break;
-    case TL_Q5_1: tl_dequant_q5_1(src, dst, nb); break;
-    case TL_Q8_0: tl_dequant_q8_0(src, dst, nb); break;
-    case TL_Q8_1: tl_dequant_q8_1(src, dst, nb); break;
-    case TL_Q2_K: tl_dequant_q2_K(src, dst, nb); break;
-    case TL_Q3_K: tl_dequant_q3_K(src, dst, nb); break;
-    case TL_Q4_K: tl_dequant_q4_K(src, dst, nb); break;
-    case TL_Q5_K: tl_dequant_q5_K(src, dst, nb); break;
-    case TL_Q6_K: tl_dequant_q6_K(src, dst, nb); break;
-    case TL_Q8_K: tl_dequant_q8_K(src, dst, nb); break;
-    default: return TL_ERR_TYPE;
-    }
+    ty->dequant(src, dst, n / ty->block_elems);
     return TL_OK;
 }

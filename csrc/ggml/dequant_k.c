@@ -5,7 +5,6 @@
    per 32 bytes: a byte array `qs` holding b-bit fields stores element e at byte
    (e / (32 * 8 / b)) * 32 + e % 32, field (e / 32) % (8 / b); Q6_K's low nibbles alone use
    64-byte planes. */
-#include "ggml.h"
 #include "quants.h"
 
 /* The scale products and the final multiply-subtract each round to f32: never fuse. */

@@ -130,7 +130,8 @@ void tl_pack_rows_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr
 /* Prompt kernels (gemm_avx2.c). Results go to y[t * ldy + r] for token t, row r. */
 /* ntiles packed tiles (TL_PK_ROWS rows each, nb blocks per tile, tile after tile; nr rows in all,
    the last tile may be partial) times nt tokens of tl_act_q8 (token t at act + t * act_stride).
-   kind 0: 4-bit unsigned quants, 1: 5-bit unsigned, 2: signed 8-bit. */
+   kind: TL_PACK_Q4 (4-bit unsigned quants), TL_PACK_Q5 (5-bit unsigned), TL_PACK_Q8 (signed
+   8-bit). */
 void tl_gemm_packed_avx2(int kind, const tl_pack_blk *pk, int64_t ntiles, int64_t nb,
                          const tl_act_q8 *act, int64_t act_stride, int64_t nt, float *y,
                          int64_t ldy, int64_t nr);
@@ -143,7 +144,7 @@ void tl_gemm_packed_k_avx2(int wtype, const tl_pack_kblk *pk, int64_t ntiles, in
                            int64_t ldy, int64_t nr);
 /* AVX-512 VNNI prompt kernels (gemm_vnni.c, gemm_k_vnni.c): the same products as the AVX2 ones
    above over 16-row tiles, bit for bit (the same integer sums, the same float operations in the
-   same order). Pack nr (<= TL_PK16_ROWS) rows; missing rows become zeros. For kind 2 (Q8_0) the
+   same order). Pack nr (<= TL_PK16_ROWS) rows; missing rows become zeros. For TL_PACK_Q8 (Q8_0) the
    activation quants must be offset by +128 first (tl_act_offset_vnni). */
 void tl_pack_rows_vnni(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr, int64_t nb,
                        tl_pack16_blk *out);

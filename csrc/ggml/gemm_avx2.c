@@ -84,9 +84,9 @@ TL_INLINE void store_tile(const __m256 *acc, int nt, float *y, int64_t ldy, int6
 }
 
 /* One tile (8 rows) against NT (1..4) tokens over all nb blocks.
-   kind 0: 4-bit unsigned quants: 8 maddubs steps summed in int16 (16 * 15 * 127 < 2^15);
-   kind 1: 5-bit unsigned: int16 sums over 4 steps at a time (16 * 31 * 127 / 2 < 2^15);
-   kind 2: signed 8-bit (Q8_0): |w| times x with w's sign, widened every step. */
+   TL_PACK_Q4: 4-bit unsigned quants: 8 maddubs steps summed in int16 (16 * 15 * 127 < 2^15);
+   TL_PACK_Q5: 5-bit unsigned: int16 sums over 4 steps at a time (16 * 31 * 127 / 2 < 2^15);
+   TL_PACK_Q8: signed 8-bit (Q8_0): |w| times x with w's sign, widened every step. */
 TL_INLINE void tile_kernel(int kind, int NT, const tl_pack_blk *pk, int64_t nb,
                            const tl_act_q8 *act, int64_t as, float *y, int64_t ldy, int64_t nr) {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -97,7 +97,7 @@ TL_INLINE void tile_kernel(int kind, int NT, const tl_pack_blk *pk, int64_t nb,
         const tl_act_q8 *x[4];
         for (int t = 0; t < NT; t++) x[t] = act + t * as + b;
         __m256i s32[4];
-        if (kind == 0) {
+        if (kind == TL_PACK_Q4) {
             __m256i s16[4];
             for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
             for (int c = 0; c < 8; c++) {
@@ -106,7 +106,7 @@ TL_INLINE void tile_kernel(int kind, int NT, const tl_pack_blk *pk, int64_t nb,
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wv, bcast4(x[t]->qs + 4 * c)));
             }
             for (int t = 0; t < NT; t++) s32[t] = _mm256_madd_epi16(s16[t], ones);
-        } else if (kind == 1) {
+        } else if (kind == TL_PACK_Q5) {
             for (int t = 0; t < NT; t++) s32[t] = _mm256_setzero_si256();
             for (int half = 0; half < 2; half++) {
                 __m256i s16[4];
@@ -134,7 +134,7 @@ TL_INLINE void tile_kernel(int kind, int NT, const tl_pack_blk *pk, int64_t nb,
             __m256 scale = _mm256_mul_ps(dv, _mm256_set1_ps(x[t]->d));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), scale, acc[t]);
         }
-        if (kind != 2) {
+        if (kind != TL_PACK_Q8) {
             __m256 mv = _mm256_load_ps(p->m);
             for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(x[t]->s), acc[t]);
         }
@@ -160,6 +160,8 @@ TL_INLINE void tile_kernel(int kind, int NT, const tl_pack_blk *pk, int64_t nb,
         tile_kernel(KIND, 4, pk, nb, act, as, y, ldy, nr);                                      \
     }
 
+/* One set per packing kind, by its value (the macros paste it into the names). */
+static_assert(TL_PACK_Q4 == 0 && TL_PACK_Q5 == 1 && TL_PACK_Q8 == 2, "tile_fns rows");
 TILE_KERNELS(0)
 TILE_KERNELS(1)
 TILE_KERNELS(2)

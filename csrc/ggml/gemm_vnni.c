@@ -82,8 +82,8 @@ TL_INLINE void store_tile16(const __m512 *acc, int nt, float *y, int64_t ldy, in
     for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, keep, acc[t]);
 }
 
-/* One tile (16 rows) against NT (1..NT_MAX) tokens over all nb blocks. kind 0 and 1 (4- and
-   5-bit unsigned quants): weights unsigned, activations signed; kind 2 (Q8_0): activations
+/* One tile (16 rows) against NT (1..NT_MAX) tokens over all nb blocks. TL_PACK_Q4 and
+   TL_PACK_Q5 (4- and 5-bit unsigned quants): weights unsigned, activations signed; TL_PACK_Q8 (Q8_0): activations
    offset to unsigned, weights signed, the sum starting at the tile's bias. */
 TL_INLINE void tile16_kernel(int kind, int NT, const tl_pack16_blk *pk, int64_t nb,
                              const tl_act_q8 *act, int64_t as, float *y, int64_t ldy, int64_t nr) {
@@ -94,12 +94,12 @@ TL_INLINE void tile16_kernel(int kind, int NT, const tl_pack16_blk *pk, int64_t 
         const tl_act_q8 *x[NT_MAX];
         for (int t = 0; t < NT; t++) x[t] = act + t * as + b;
         __m512i s32[NT_MAX];
-        __m512i start = kind == 2 ? _mm512_load_si512(p->bias) : _mm512_setzero_si512();
+        __m512i start = kind == TL_PACK_Q8 ? _mm512_load_si512(p->bias) : _mm512_setzero_si512();
         for (int t = 0; t < NT; t++) s32[t] = start;
         for (int c = 0; c < TL_QK / 4; c++) {
             __m512i wv = _mm512_load_si512(p->q[c]);
             for (int t = 0; t < NT; t++)
-                s32[t] = kind == 2 ? _mm512_dpbusd_epi32(s32[t], bcast4(x[t]->qs + 4 * c), wv)
+                s32[t] = kind == TL_PACK_Q8 ? _mm512_dpbusd_epi32(s32[t], bcast4(x[t]->qs + 4 * c), wv)
                                    : _mm512_dpbusd_epi32(s32[t], wv, bcast4(x[t]->qs + 4 * c));
         }
         __m512 dv = _mm512_load_ps(p->d);
@@ -107,7 +107,7 @@ TL_INLINE void tile16_kernel(int kind, int NT, const tl_pack16_blk *pk, int64_t 
             __m512 scale = _mm512_mul_ps(dv, _mm512_set1_ps(x[t]->d));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s32[t]), scale, acc[t]);
         }
-        if (kind != 2) {
+        if (kind != TL_PACK_Q8) {
             __m512 mv = _mm512_load_ps(p->m);
             for (int t = 0; t < NT; t++)
                 acc[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(x[t]->s), acc[t]);
@@ -127,6 +127,7 @@ typedef void (*tile16_fn)(const tl_pack16_blk *, int64_t, const tl_act_q8 *, int
 #define TILE16_ALL(KIND)                                                                        \
     TILE16(KIND, 1) TILE16(KIND, 2) TILE16(KIND, 3) TILE16(KIND, 4)                             \
     TILE16(KIND, 5) TILE16(KIND, 6) TILE16(KIND, 7) TILE16(KIND, 8)
+static_assert(TL_PACK_Q4 == 0 && TL_PACK_Q5 == 1 && TL_PACK_Q8 == 2, "tile16_fns rows");
 TILE16_ALL(0)
 TILE16_ALL(1)
 TILE16_ALL(2)

@@ -20,58 +20,18 @@
 #include <stdlib.h>
 
 #include "dot.h"
-#include "ggml.h"
 #include "packed.h"
+#include "types.h"
 
 #define SCALAR_DECODE_MAX_TOK 3  /* scalar pools: row dots with per-thread quantization */
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
-#define PACK_K 9                      /* pack_kind of the K formats */
-#define PACK_Q8_0 2                   /* pack_kind of Q8_0 (signed quants) */
 #define LO_TOK_CHUNK 32               /* TL_PATH_PRECISE, tiled: tokens per hi/lo/add round */
-
-typedef struct {
-    int wtype;
-    int block;         /* weight elements per block */
-    int bytes;         /* bytes per weight block */
-    int act;           /* enum tl_act_kind */
-    int pack_kind;     /* tl_gemm_packed_avx2 kind; PACK_K: tl_gemm_packed_k_avx2; -1: none */
-    int decode_max;    /* TL_PATH_AUTO: up to this many tokens take the row dots (measured) */
-    tl_rowdot_fn ref;
-    tl_rowdot_fn avx2;
-} mm_type;
-
-#if TL_HAVE_X86
-#define AVX2(f) f
-#else
-#define AVX2(f) NULL
-#endif
-
-static const mm_type mm_types[] = {
-    {TL_F32, 1, 4, TL_ACT_F32, -1, 1, tl_dot_f32_ref, AVX2(tl_dot_f32_avx2)},
-    {TL_F16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_f16_ref, AVX2(tl_dot_f16_avx2)},
-    {TL_BF16, 1, 2, TL_ACT_F32, -1, 1, tl_dot_bf16_ref, AVX2(tl_dot_bf16_avx2)},
-    {TL_Q4_0, TL_QK, sizeof(tl_block_q4_0), TL_ACT_Q8, 0, 2, tl_dot_q4_0_ref, AVX2(tl_dot_q4_0_avx2)},
-    {TL_Q4_1, TL_QK, sizeof(tl_block_q4_1), TL_ACT_Q8, 0, 2, tl_dot_q4_1_ref, AVX2(tl_dot_q4_1_avx2)},
-    {TL_Q5_0, TL_QK, sizeof(tl_block_q5_0), TL_ACT_Q8, 1, 2, tl_dot_q5_0_ref, AVX2(tl_dot_q5_0_avx2)},
-    {TL_Q5_1, TL_QK, sizeof(tl_block_q5_1), TL_ACT_Q8, 1, 2, tl_dot_q5_1_ref, AVX2(tl_dot_q5_1_avx2)},
-    {TL_Q8_0, TL_QK, sizeof(tl_block_q8_0), TL_ACT_Q8, PACK_Q8_0, 2, tl_dot_q8_0_ref, AVX2(tl_dot_q8_0_avx2)},
-    {TL_Q2_K, TL_QK_K, sizeof(tl_block_q2_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q2_k_ref, AVX2(tl_dot_q2_k_avx2)},
-    {TL_Q3_K, TL_QK_K, sizeof(tl_block_q3_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q3_k_ref, AVX2(tl_dot_q3_k_avx2)},
-    {TL_Q4_K, TL_QK_K, sizeof(tl_block_q4_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q4_k_ref, AVX2(tl_dot_q4_k_avx2)},
-    {TL_Q5_K, TL_QK_K, sizeof(tl_block_q5_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q5_k_ref, AVX2(tl_dot_q5_k_avx2)},
-    {TL_Q6_K, TL_QK_K, sizeof(tl_block_q6_K), TL_ACT_Q8K, PACK_K, 1, tl_dot_q6_k_ref, AVX2(tl_dot_q6_k_avx2)},
-};
-
-static const mm_type *find_type(int wtype) {
-    for (size_t i = 0; i < sizeof mm_types / sizeof mm_types[0]; i++)
-        if (mm_types[i].wtype == wtype) return &mm_types[i];
-    return NULL;
-}
 
 /* Everything a task needs; shared read-only by the threads of one call. */
 typedef struct {
-    const mm_type *ty;
+    const tl_type_traits *ty;  /* the weight type's entry in the type table */
+    int wtype;
     int simd;
     int vnni;              /* tiled path with the AVX-512 VNNI kernels (16-row tiles) */
     const uint8_t *w;
@@ -132,7 +92,7 @@ static void quantize_tokens(const mm_job *j, int64_t t0, int64_t t1, uint8_t *ds
     }
 }
 
-static tl_rowdot_fn dot_of(const mm_job *j) { return j->simd ? j->ty->avx2 : j->ty->ref; }
+static tl_rowdot_fn dot_of(const mm_job *j) { return j->simd ? j->ty->dot_avx2 : j->ty->dot_ref; }
 
 /* Rows per chunk of the row dots when several activation rows go by. */
 static int64_t dot_chunk_rows(const mm_job *j) {
@@ -182,7 +142,7 @@ static void quantize_task(void *arg, int ith, int nth) {
     tl_split((long)j->n_tok, ith, nth, &t0, &t1);
     quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->tok_bytes);
 #if TL_HAVE_X86
-    if (j->vnni && j->ty->pack_kind == PACK_Q8_0)  /* both parts, side by side, in one run */
+    if (j->vnni && j->ty->pack == TL_PACK_Q8)  /* both parts, side by side, in one run */
         tl_act_offset_vnni((tl_act_q8 *)(j->act + (size_t)t0 * j->tok_bytes),
                            (int64_t)(t1 - t0) * j->parts * (j->n_in / TL_QK));
 #endif
@@ -212,7 +172,7 @@ static int64_t tile_rows(const mm_job *j) { return j->vnni ? TL_PK16_ROWS : TL_P
 
 /* Bytes of one packed tile of a row of n_in elements. */
 static size_t packed_tile_bytes(const mm_job *j) {
-    size_t per_8_rows = j->ty->pack_kind == PACK_K
+    size_t per_8_rows = j->ty->pack == TL_PACK_K
                             ? (size_t)(j->n_in / TL_QK_K) * sizeof(tl_pack_kblk)
                             : (size_t)(j->n_in / TL_QK) * sizeof(tl_pack_blk);
     return j->vnni ? 2 * per_8_rows : per_8_rows;  /* 16-row tiles: twice the 8-row ones */
@@ -225,12 +185,12 @@ static int64_t pack_group_tiles(const mm_job *j) {
 
 /* Pack rows [src, src + rows) (rows <= tile_rows) into one tile at dst. */
 static void pack_tile(const mm_job *j, const uint8_t *src, int64_t rows, int64_t nb, uint8_t *dst) {
-    int wt = j->ty->wtype;
-    if (j->vnni && j->ty->pack_kind == PACK_K)
+    int wt = j->wtype;
+    if (j->vnni && j->ty->pack == TL_PACK_K)
         tl_pack_k_rows_vnni(wt, src, j->row_bytes, rows, nb, (tl_pack16_kblk *)dst);
     else if (j->vnni)
         tl_pack_rows_vnni(wt, src, j->row_bytes, rows, nb, (tl_pack16_blk *)dst);
-    else if (j->ty->pack_kind == PACK_K)
+    else if (j->ty->pack == TL_PACK_K)
         tl_pack_k_rows_avx2(wt, src, j->row_bytes, rows, nb, (tl_pack_kblk *)dst);
     else
         tl_pack_rows_avx2(wt, src, j->row_bytes, rows, nb, (tl_pack_blk *)dst);
@@ -240,14 +200,14 @@ static void pack_tile(const mm_job *j, const uint8_t *src, int64_t rows, int64_t
 static void gemm_tiles(const mm_job *j, const uint8_t *pk, int64_t ntiles, int64_t nb,
                        const uint8_t *a, int64_t as, int64_t nt, float *y, int64_t ldy,
                        int64_t nr) {
-    int wt = j->ty->wtype, kind = j->ty->pack_kind;
-    if (j->vnni && kind == PACK_K)
+    int wt = j->wtype, kind = j->ty->pack;
+    if (j->vnni && kind == TL_PACK_K)
         tl_gemm_packed_k_vnni(wt, (const tl_pack16_kblk *)pk, ntiles, nb,
                               (const tl_block_q8_K *)a, as, nt, y, ldy, nr);
     else if (j->vnni)
         tl_gemm_packed_vnni(kind, (const tl_pack16_blk *)pk, ntiles, nb, (const tl_act_q8 *)a,
                             as, nt, y, ldy, nr);
-    else if (kind == PACK_K)
+    else if (kind == TL_PACK_K)
         tl_gemm_packed_k_avx2(wt, (const tl_pack_kblk *)pk, ntiles, nb,
                               (const tl_block_q8_K *)a, as, nt, y, ldy, nr);
     else
@@ -261,7 +221,7 @@ static void packed_task(void *arg, int ith, int nth) {
     int64_t r0, r1, t0, t1, unit = tile_rows(j);
     split_work(j, unit, ith, nth, &r0, &r1, &t0, &t1);
     if (r0 >= r1 || t0 >= t1) return;
-    int64_t nb = j->n_in / j->ty->block;
+    int64_t nb = j->n_in / j->ty->block_elems;
     int64_t group = pack_group_tiles(j) * unit;
     uint8_t *pk = j->per_thread + (size_t)ith * j->per_thread_bytes;
     size_t tile_bytes = packed_tile_bytes(j);
@@ -300,7 +260,7 @@ static void float_task(void *arg, int ith, int nth) {
     const int64_t token_block = 32;
     for (int64_t t = t0; t < t1; t += token_block) {
         int64_t nt = t1 - t < token_block ? t1 - t : token_block;
-        tl_gemm_float_avx2(j->ty->wtype, j->w + r0 * j->row_bytes, j->row_bytes, r1 - r0,
+        tl_gemm_float_avx2(j->wtype, j->w + r0 * j->row_bytes, j->row_bytes, r1 - r0,
                            j->x + t * j->n_in, j->n_in, nt, j->n_in, j->y + t * j->n_out + r0,
                            j->n_out);
     }
@@ -328,15 +288,17 @@ int tl_matmul(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_
 int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                    const float *x, int64_t n_tok, float *y, int path) {
     if (path == TL_PATH_PACKED) return tl_matmul_packed(pool, wtype, w, n_out, n_in, x, n_tok, y);
-    const mm_type *ty = find_type(wtype);
-    if (!ty) return TL_ERR_TYPE;
+    const tl_type_traits *ty = tl_traits(wtype);
+    if (!ty || !ty->dot_ref) return TL_ERR_TYPE;
     int precise = (path & TL_PATH_PRECISE) != 0;
     path &= ~TL_PATH_PRECISE;
     if (path < TL_PATH_AUTO || path > TL_PATH_TILED) return TL_ERR_ARG;
     if (!pool || n_out < 0 || n_in < 0 || n_tok < 0) return TL_ERR_ARG;
-    if (n_in % ty->block != 0) return TL_ERR_SIZE;
+    if (n_in % ty->block_elems != 0) return TL_ERR_SIZE;
     if (n_tok == 0 || n_out == 0) return TL_OK;
     if (!y) return TL_ERR_ARG;
+    if (n_out > INT64_MAX / n_tok || (uint64_t)(n_tok * n_out) > SIZE_MAX / sizeof(float))
+        return TL_ERR_SIZE;
     if (n_in == 0) {
         memset(y, 0, (size_t)(n_tok * n_out) * sizeof(float));
         return TL_OK;
@@ -345,9 +307,10 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
 
     mm_job j = {0};
     j.ty = ty;
-    j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && ty->avx2 != NULL;
+    j.wtype = wtype;
+    j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && ty->dot_avx2 != NULL;
     j.w = w;
-    j.row_bytes = (size_t)(n_in / ty->block) * (size_t)ty->bytes;
+    j.row_bytes = (size_t)(n_in / ty->block_elems) * (size_t)ty->block_bytes;
     j.n_out = n_out;
     j.n_in = n_in;
     j.n_tok = n_tok;
@@ -376,7 +339,7 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
 
     tl_task_fn compute = generic_task;
 #if TL_HAVE_X86
-    if (j.simd && ty->pack_kind >= 0) {
+    if (j.simd && ty->pack != TL_PACK_NONE) {
         compute = packed_task;
         j.vnni = (tl_pool_features(pool) & TL_CPU_AVX512VNNI) != 0;
         j.lo_offset = round64((size_t)pack_group_tiles(&j) * packed_tile_bytes(&j));

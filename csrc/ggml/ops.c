@@ -7,7 +7,7 @@
    (a row's split into vectors and a scalar tail depends only on its length); the element-wise
    ones run every element through the same code. (Where the compiler fuses a*b+c into an FMA it
    does so for the expression, in a vector body and a scalar tail alike.) */
-#include "ops.h"
+#include "pool.h"
 
 #include <math.h>
 #include <string.h>

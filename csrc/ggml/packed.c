@@ -6,83 +6,67 @@
    more in further passes while the tile sits in L1), and read about the bytes of the GGML rows,
    so one token stays bandwidth-bound. Each thread takes a contiguous run of tiles (one
    sequential stream) and quantizes the few tokens itself, so one pool_run does the step.
-   This file: the table of repackable formats, the 32-element formats' layouts and scalar
+   This file: the 32-element formats' layouts and scalar
    kernels, and the matmul; packed_k.c holds the K formats' layouts and scalar kernels. */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "ggml.h"
 #include "packed.h"
-
-#if TL_HAVE_X86
-#define RP_AVX2(fn) fn
-#else
-#define RP_AVX2(fn) NULL
-#endif
+#include "types.h"
 
 static void pack_simple(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
 
+/* The packers of the 32-element formats, named in the type table (types.c). */
 #define RP_PACK_SIMPLE(NAME, WTYPE)                                                            \
-    static void NAME(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out) {              \
+    void NAME(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out) {                     \
         pack_simple(WTYPE, w, n_out, nb, out);                                                 \
     }
-RP_PACK_SIMPLE(pack_q4_0, TL_Q4_0) RP_PACK_SIMPLE(pack_q4_1, TL_Q4_1)
-RP_PACK_SIMPLE(pack_q5_0, TL_Q5_0) RP_PACK_SIMPLE(pack_q5_1, TL_Q5_1)
-RP_PACK_SIMPLE(pack_q8_0, TL_Q8_0)
+RP_PACK_SIMPLE(tl_rp_pack_q4_0, TL_Q4_0) RP_PACK_SIMPLE(tl_rp_pack_q4_1, TL_Q4_1)
+RP_PACK_SIMPLE(tl_rp_pack_q5_0, TL_Q5_0) RP_PACK_SIMPLE(tl_rp_pack_q5_1, TL_Q5_1)
+RP_PACK_SIMPLE(tl_rp_pack_q8_0, TL_Q8_0)
 
-/* The one table of repackable formats: everything the matmul and the allocator need. */
-typedef struct {
-    int wtype;
-    int k;              /* 1: 256-element super-blocks against Q8_K activations */
-    size_t rp_bytes;    /* one repacked block of TL_RP_ROWS rows */
-    tl_rp_pack_fn pack;
-    tl_rp_tile_fn ref, avx2;
-} rp_format;
-
-static const rp_format RP_FORMATS[] = {
-    {TL_Q4_0, 0, sizeof(tl_rp_q40), pack_q4_0, tl_rp_tile_q4_0_ref, RP_AVX2(tl_rp_tile_q4_0_avx2)},
-    {TL_Q4_1, 0, sizeof(tl_rp_q4), pack_q4_1, tl_rp_tile_q4_1_ref, RP_AVX2(tl_rp_tile_q4_1_avx2)},
-    {TL_Q5_0, 0, sizeof(tl_rp_q50), pack_q5_0, tl_rp_tile_q5_0_ref, RP_AVX2(tl_rp_tile_q5_0_avx2)},
-    {TL_Q5_1, 0, sizeof(tl_rp_q5), pack_q5_1, tl_rp_tile_q5_1_ref, RP_AVX2(tl_rp_tile_q5_1_avx2)},
-    {TL_Q8_0, 0, sizeof(tl_rp_q8), pack_q8_0, tl_rp_tile_q8_0_ref, RP_AVX2(tl_rp_tile_q8_0_avx2)},
-    {TL_Q4_K, 1, sizeof(tl_rp_q4k), tl_rp_pack_q4_k, tl_rp_tile_q4_k_ref,
-     RP_AVX2(tl_rp_tile_q4_k_avx2)},
-    {TL_Q5_K, 1, sizeof(tl_rp_q5k), tl_rp_pack_q5_k, tl_rp_tile_q5_k_ref,
-     RP_AVX2(tl_rp_tile_q5_k_avx2)},
-    {TL_Q6_K, 1, sizeof(tl_rp_q6k), tl_rp_pack_q6_k, tl_rp_tile_q6_k_ref,
-     RP_AVX2(tl_rp_tile_q6_k_avx2)},
-};
-
-static const rp_format *find_format(int wtype) {
-    for (size_t i = 0; i < sizeof RP_FORMATS / sizeof RP_FORMATS[0]; i++)
-        if (RP_FORMATS[i].wtype == wtype) return &RP_FORMATS[i];
-    return NULL;
+/* The type's entry if it has a repacked layout, else NULL. */
+static const tl_type_traits *find_format(int wtype) {
+    const tl_type_traits *ty = tl_traits(wtype);
+    return ty && ty->rp_pack ? ty : NULL;
 }
 
-static int64_t block_elems(const rp_format *f) { return f->k ? TL_QK_K : TL_QK; }
+/* 1: 256-element super-blocks against Q8_K activations (the K formats). */
+static int is_k(const tl_type_traits *f) { return f->act == TL_ACT_Q8K; }
+
+static int64_t block_elems(const tl_type_traits *f) { return f->block_elems; }
 
 static int64_t n_tiles(int64_t n_out) { return n_out / TL_RP_ROWS + (n_out % TL_RP_ROWS != 0); }
 
-/* 0 unless the whole size (rounded up to 64 for the allocation) fits int64_t and size_t. */
-int64_t tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in) {
-    const rp_format *f = find_format(wtype);
-    if (!f || n_out <= 0 || n_in <= 0 || n_in % block_elems(f)) return 0;
+/* TL_ERR_SIZE unless the whole size (rounded up to 64 for the allocation) fits int64_t and
+   size_t. */
+int tl_repack_bytes(int wtype, int64_t n_out, int64_t n_in, int64_t *bytes) {
+    const tl_type_traits *f = find_format(wtype);
+    if (!f) return TL_ERR_TYPE;
+    if (!bytes) return TL_ERR_ARG;
+    if (n_out <= 0 || n_in <= 0 || n_in % block_elems(f)) return TL_ERR_SIZE;
     int64_t tiles = n_tiles(n_out), nb = n_in / block_elems(f), bb = (int64_t)f->rp_bytes;
-    if (nb > INT64_MAX / tiles || tiles * nb > (INT64_MAX - 63) / bb) return 0;
-    int64_t bytes = tiles * nb * bb;
-    if ((uint64_t)bytes > (uint64_t)(SIZE_MAX - 63)) return 0;
-    return bytes;
+    if (nb > INT64_MAX / tiles || tiles * nb > (INT64_MAX - 63) / bb) return TL_ERR_SIZE;
+    int64_t total = tiles * nb * bb;
+    if ((uint64_t)total > (uint64_t)(SIZE_MAX - 63)) return TL_ERR_SIZE;
+    *bytes = total;
+    return TL_OK;
 }
 
-void *tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in) {
-    int64_t bytes = tl_repack_bytes(wtype, n_out, n_in);
-    if (bytes <= 0 || !w) return NULL;
+int tl_repack_new(int wtype, const void *w, int64_t n_out, int64_t n_in, void **packed) {
+    if (!packed) return TL_ERR_ARG;
+    *packed = NULL;
+    int64_t bytes;
+    int status = tl_repack_bytes(wtype, n_out, n_in, &bytes);
+    if (status != TL_OK) return status;
+    if (!w) return TL_ERR_ARG;
     void *out = aligned_alloc(64, ((size_t)bytes + 63) & ~(size_t)63);
-    if (!out) return NULL;
-    const rp_format *f = find_format(wtype);
-    f->pack(w, n_out, n_in / block_elems(f), out);
-    return out;
+    if (!out) return TL_ERR_MEMORY;
+    const tl_type_traits *f = find_format(wtype);
+    f->rp_pack(w, n_out, n_in / block_elems(f), out);
+    *packed = out;
+    return TL_OK;
 }
 
 void tl_repack_free(void *packed) { free(packed); }
@@ -135,7 +119,7 @@ static void place_simple(int wtype, const uint8_t *blk, void *p, int r) {
 }
 
 static void pack_simple(int wtype, const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out) {
-    size_t bytes = (size_t)tl_type_block_bytes(wtype);
+    size_t bytes = (size_t)tl_traits(wtype)->block_bytes;
     size_t out_bytes = find_format(wtype)->rp_bytes;
     size_t row_bytes = (size_t)nb * bytes;
     union { tl_rp_q4 q4; tl_rp_q5 q5; tl_rp_q8 q8; } p;  /* Q4_0 / Q5_0: their prefix */
@@ -218,7 +202,7 @@ TL_RP_TILE(tl_rp_tile_q8_0_ref) {
 /* ---- the matmul ---- */
 
 typedef struct {
-    const rp_format *f;
+    const tl_type_traits *f;
     int simd;
     const uint8_t *w;
     int64_t n_out, n_in, n_tok, nb;  /* nb: blocks per row (32 or 256 elements) */
@@ -233,14 +217,14 @@ typedef struct {
 static void quantize_token(const rp_job *j, const float *x, void *out) {
 #if TL_HAVE_X86
     if (j->simd) {
-        if (j->f->k)
+        if (is_k(j->f))
             tl_act_quant_q8k_avx2(x, out, j->n_in);
         else
             tl_act_quant_q8_avx2(x, out, j->n_in);
         return;
     }
 #endif
-    if (j->f->k)
+    if (is_k(j->f))
         tl_act_quant_q8k_ref(x, out, j->n_in);
     else
         tl_act_quant_q8_ref(x, out, j->n_in);
@@ -254,7 +238,7 @@ static void packed_task(void *arg, int ith, int nth) {
     uint8_t *act = j->scratch + (size_t)ith * j->per_thread_bytes;
     for (int64_t t = 0; t < j->n_tok; t++)
         quantize_token(j, j->x + t * j->n_in, act + (size_t)t * j->act_bytes);
-    tl_rp_tile_fn tile_fn = j->simd ? j->f->avx2 : j->f->ref;
+    tl_rp_tile_fn tile_fn = j->simd ? j->f->rp_avx2 : j->f->rp_ref;
     for (long i = t0; i < t1; i++) {
         const uint8_t *tile = j->w + (size_t)i * j->tile_bytes;
         int64_t nr = j->n_out - i * TL_RP_ROWS;
@@ -269,7 +253,7 @@ static void packed_task(void *arg, int ith, int nth) {
 
 int tl_matmul_packed(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
                      const float *x, int64_t n_tok, float *y) {
-    const rp_format *f = find_format(wtype);
+    const tl_type_traits *f = find_format(wtype);
     if (!f) return TL_ERR_TYPE;
     if (!pool || n_out < 0 || n_in < 0 || n_tok < 0) return TL_ERR_ARG;
     if (n_in % block_elems(f) != 0) return TL_ERR_SIZE;
@@ -282,17 +266,18 @@ int tl_matmul_packed(tl_pool *pool, int wtype, const void *w, int64_t n_out, int
         return TL_OK;
     }
     if (!w || !x) return TL_ERR_ARG;
-    if (tl_repack_bytes(wtype, n_out, n_in) <= 0) return TL_ERR_SIZE;  /* sizes overflow */
+    int64_t packed_bytes;
+    if (tl_repack_bytes(wtype, n_out, n_in, &packed_bytes) != TL_OK) return TL_ERR_SIZE;
     rp_job j = {0};
     j.f = f;
-    j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && f->avx2 != NULL;
+    j.simd = (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET && f->rp_avx2 != NULL;
     j.w = w;
     j.n_out = n_out;
     j.n_in = n_in;
     j.n_tok = n_tok;
     j.nb = n_in / block_elems(f);
     j.tile_bytes = (size_t)j.nb * f->rp_bytes;
-    j.act_bytes = (size_t)j.nb * (f->k ? sizeof(tl_block_q8_K) : sizeof(tl_act_q8));
+    j.act_bytes = (size_t)j.nb * (is_k(f) ? sizeof(tl_block_q8_K) : sizeof(tl_act_q8));
     size_t nth = (size_t)tl_pool_threads(pool);
     if ((uint64_t)n_tok > (SIZE_MAX / nth - 63) / j.act_bytes) return TL_ERR_SIZE;
     j.per_thread_bytes = ((size_t)n_tok * j.act_bytes + 63) & ~(size_t)63;

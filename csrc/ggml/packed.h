@@ -133,6 +133,11 @@ TL_RP_TILE(tl_rp_tile_q4_k_avx2); TL_RP_TILE(tl_rp_tile_q5_k_avx2); TL_RP_TILE(t
 /* Repack n_out GGML rows of nb blocks (w, rows contiguous) into tiles at out (packed_k.c for the
    K formats); rows past n_out in the last tile become zeros. */
 typedef void (*tl_rp_pack_fn)(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
+void tl_rp_pack_q4_0(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
+void tl_rp_pack_q4_1(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
+void tl_rp_pack_q5_0(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
+void tl_rp_pack_q5_1(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
+void tl_rp_pack_q8_0(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
 void tl_rp_pack_q4_k(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
 void tl_rp_pack_q5_k(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);
 void tl_rp_pack_q6_k(const uint8_t *w, int64_t n_out, int64_t nb, uint8_t *out);

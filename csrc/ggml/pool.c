@@ -129,11 +129,13 @@ static void *worker_main(void *p) {
     }
 }
 
-tl_pool *tl_pool_new(int n_threads, int flags) {
+int tl_pool_new(int n_threads, int flags, tl_pool **out) {
+    if (!out) return TL_ERR_ARG;
+    *out = NULL;
     if (n_threads <= 0) n_threads = tl_physical_cores();
     if (n_threads > TL_MAX_THREADS) n_threads = TL_MAX_THREADS;
     tl_pool *pool = calloc(1, sizeof *pool);
-    if (!pool) return NULL;
+    if (!pool) return TL_ERR_MEMORY;
     pool->n_threads = n_threads;
     int cpu = tl_cpu_features();
     pool->features = (flags & TL_POOL_SCALAR) || (cpu & TL_CPU_AVX2_SET) != TL_CPU_AVX2_SET ? 0 : cpu;
@@ -152,7 +154,8 @@ tl_pool *tl_pool_new(int n_threads, int flags) {
             break;
         }
     }
-    return pool;
+    *out = pool;
+    return TL_OK;
 }
 
 void tl_pool_free(tl_pool *pool) {

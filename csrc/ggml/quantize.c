@@ -4,14 +4,19 @@
 #include <math.h>
 #include <string.h>
 
-#include "ggml.h"
 #include "quants.h"
+#include "types.h"
 
 /* x * id + 8.5 rounds twice in the reference scheme: never fuse into an FMA. */
 TL_NO_FP_CONTRACT
 
-static void quant_f16(const float *src, tl_half *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = tl_float_to_half(src[i]);
+void tl_quant_f32(const float *src, void *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+void tl_quant_f16(const float *src, void *dst, int64_t n) {
+    tl_half *h = dst;
+    for (int64_t i = 0; i < n; i++) h[i] = tl_float_to_half(src[i]);
 }
 
 /* Round to nearest even on the top 16 bits; a NaN stays a NaN (quiet bit set). */
@@ -22,8 +27,9 @@ static tl_bf16 float_to_bf16(float f) {
     return (tl_bf16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-static void quant_bf16(const float *src, tl_bf16 *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = float_to_bf16(src[i]);
+void tl_quant_bf16(const float *src, void *dst, int64_t n) {
+    tl_bf16 *b = dst;
+    for (int64_t i = 0; i < n; i++) b[i] = float_to_bf16(src[i]);
 }
 
 /* Q8_0: d = max|x| / 127, q = x / d rounded half away from zero. */
@@ -68,25 +74,11 @@ void tl_quant_q4_0(const float *src, void *dst, int64_t nb) {
 }
 
 int tl_quantize(int type, const float *src, void *dst, int64_t n) {
-    switch (type) {
-    case TL_F32: case TL_F16: case TL_BF16: case TL_Q8_0: case TL_Q4_0: case TL_Q4_K:
-        break;
-    default:
-        return TL_ERR_TYPE;
-    }
-    int elems = tl_type_block_elems(type);
-    if (n < 0 || n % elems != 0) return TL_ERR_SIZE;
+    const tl_type_traits *ty = tl_traits(type);
+    if (!ty || !ty->quant) return TL_ERR_TYPE;
+    if (n < 0 || n % ty->block_elems != 0) return TL_ERR_SIZE;
     if (n == 0) return TL_OK;
     if (src == NULL || dst == NULL) return TL_ERR_ARG;
-    int64_t nb = n / elems;
-    switch (type) {
-    case TL_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    case TL_F16: quant_f16(src, dst, n); break;
-    case TL_BF16: quant_bf16(src, dst, n); break;
-    case TL_Q8_0: tl_quant_q8_0(src, dst, nb); break;
-    case TL_Q4_0: tl_quant_q4_0(src, dst, nb); break;
-    case TL_Q4_K: tl_quant_q4_K(src, dst, nb); break;
-    default: return TL_ERR_TYPE;
-    }
+    ty->quant(src, dst, n / ty->block_elems);
     return TL_OK;
 }

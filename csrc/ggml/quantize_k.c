@@ -11,7 +11,6 @@
       whose decoded values, computed exactly as the decoder does, have the least squared error. */
 #include <math.h>
 
-#include "ggml.h"
 #include "quants.h"
 
 /* Errors are measured on the decoder's own f32 arithmetic. */

@@ -4,7 +4,8 @@
 
 #include <stdint.h>
 
-#include "ggml.h"
+#include "../tl_common.h"
+#include "blocks.h"
 
 /* Bit-exact codecs need every multiply and add rounded on its own: no FMA contraction. clang
    honours the standard pragma; GCC ignores it, but never contracts in ISO C mode (-std=c11).
@@ -20,6 +21,10 @@
    every operation, so results are bit-exact (the files compile with FP_CONTRACT off). */
 typedef void (*tl_dequant_fn)(const void *src, float *dst, int64_t nb);
 
+void tl_dequant_f32(const void *src, float *dst, int64_t nb);
+void tl_dequant_f16(const void *src, float *dst, int64_t nb);
+void tl_dequant_bf16(const void *src, float *dst, int64_t nb);
+
 void tl_dequant_q4_0(const void *src, float *dst, int64_t nb);
 void tl_dequant_q4_1(const void *src, float *dst, int64_t nb);
 void tl_dequant_q5_0(const void *src, float *dst, int64_t nb);
@@ -34,6 +39,11 @@ void tl_dequant_q6_K(const void *src, float *dst, int64_t nb);
 void tl_dequant_q8_K(const void *src, float *dst, int64_t nb);
 
 /* Encode nb blocks of floats (nb * block_elems values) into one format. */
+typedef void (*tl_quant_fn)(const float *src, void *dst, int64_t nb);
+
+void tl_quant_f32(const float *src, void *dst, int64_t nb);
+void tl_quant_f16(const float *src, void *dst, int64_t nb);
+void tl_quant_bf16(const float *src, void *dst, int64_t nb);
 void tl_quant_q8_0(const float *src, void *dst, int64_t nb);
 void tl_quant_q4_0(const float *src, void *dst, int64_t nb);
 void tl_quant_q4_K(const float *src, void *dst, int64_t nb);

@@ -123,20 +123,45 @@ async def test_unknown_path_and_wrong_method_answer_json_with_ollamas_words(
 
 async def test_full_queue_answers_503(client: httpx.AsyncClient, fake: FakeBackend) -> None:
     fake.slots = trio.Semaphore(1)
-    fake.max_queue = 0
+    fake.max_queue = 1
     fake.pause_at = 1
     async with trio.open_nursery() as nursery:
         nursery.start_soon(partial(client.post, "/api/generate",
                                    json={"model": "fake", "prompt": "a b c", "stream": False}))
         await fake.paused.wait()
+        nursery.start_soon(partial(client.post, "/api/generate",
+                                   json={"model": "fake", "prompt": "y", "stream": False}))
+        while fake.waiting < 1:
+            await trio.sleep(0.01)
         busy = await client.post("/api/generate", json={"model": "fake", "prompt": "x"})
-        assert busy.status_code == 503
+        assert busy.status_code == 503 and busy.headers["Retry-After"]
         assert busy.json() == {"error": "server busy, please try again.  maximum pending "
                                         "requests exceeded"}
         fake.resume.set()
     ok = await client.post("/api/generate", json={"model": "fake", "prompt": "x",
                                                   "stream": False})
     assert ok.status_code == 200
+
+
+async def test_embeddings_and_loads_wait_in_the_same_bounded_queue(
+        client: httpx.AsyncClient, fake: FakeBackend) -> None:
+    fake.slots = trio.Semaphore(1)
+    fake.max_queue = 1
+    fake.pause_at = 1
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(client.post, "/api/generate",
+                                   json={"model": "fake", "prompt": "a b c", "stream": False}))
+        await fake.paused.wait()
+        nursery.start_soon(partial(client.post, "/api/embed",
+                                   json={"model": "embedder", "input": "queued"}))
+        while fake.waiting < 1:
+            await trio.sleep(0.01)
+        embed = await client.post("/api/embed", json={"model": "embedder", "input": "x"})
+        load = await client.post("/api/generate", json={"model": "plain"})
+        assert (embed.status_code, load.status_code) == (503, 503)
+        assert embed.headers["Retry-After"] and load.headers["Retry-After"]
+        fake.resume.set()
+    assert fake.waiting == 0 and fake.slots.value == 1
 
 
 async def test_failure_after_streaming_started_ends_with_an_error_line(

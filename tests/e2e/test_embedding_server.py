@@ -129,3 +129,68 @@ async def test_a_long_input_is_cut_to_the_context_keeping_its_sep_or_refused(
     assert refused.status_code == 400
     assert refused.json()["error"].startswith("the input length exceeds the context length: "
                                               "input 0 is ")
+
+
+async def test_api_embed_of_32_inputs_in_one_forward_equals_each_input_alone_bit_for_bit(
+        live: tuple[Host, EngineBackend]) -> None:
+    """32 inputs of different lengths (a long one cut to the context among them) go through
+    the encoder together, each in its own KV slot; every vector is exactly its solo one, and
+    the cut input is reported."""
+    inputs = [f"{INPUTS[i % len(INPUTS)]} number {i} " + "word " * (i * 3) for i in range(31)]
+    inputs.append(" ".join(["river"] * 600))
+    async with httpx.AsyncClient(base_url=live[0].url, timeout=300) as http:
+        together = (await http.post("/api/embed", json={"model": MODEL, "input": inputs})).json()
+        alone = [(await http.post("/api/embed", json={"model": MODEL, "input": text})).json()
+                 for text in inputs]
+    assert len(together["embeddings"]) == 32
+    assert together["embeddings"] == [one["embeddings"][0] for one in alone]
+    assert together["truncated_inputs"] == [31]
+    assert together["prompt_eval_count"] == sum(one["prompt_eval_count"] for one in alone)
+
+
+async def test_rerank_of_five_documents_puts_the_obviously_relevant_one_first(
+        live: tuple[Host, EngineBackend]) -> None:
+    documents = ["The stock market fell sharply on Tuesday.",
+                 "Paris is the capital and largest city of France.",
+                 "Bananas are rich in potassium.",
+                 "The recipe needs two cups of flour.",
+                 "Jupiter is the largest planet in the solar system."]
+    body = {"model": MODEL, "query": "What is the capital of France?", "documents": documents}
+    async with httpx.AsyncClient(base_url=live[0].url, timeout=60) as http:
+        ranked = (await http.post("/api/rerank", json=body)).json()
+        top2 = (await http.post("/v1/rerank", json={**body, "top_n": 2,
+                                                    "return_documents": False})).json()
+        unknown = await http.post("/api/rerank", json={**body, "rank_fields": ["text"]})
+    assert ranked["method"] == "embedding-similarity" and ranked["model"] == MODEL
+    results = ranked["results"]
+    assert [r["index"] for r in results][0] == 1 and len(results) == 5
+    assert results[0]["document"] == {"text": documents[1]}
+    scores = [r["relevance_score"] for r in results]
+    assert scores == sorted(scores, reverse=True) and scores[0] - scores[1] > 0.1
+    assert sorted(r["index"] for r in results) == list(range(5))
+    assert ranked["usage"]["prompt_tokens"] > 0
+    assert [r["index"] for r in top2["results"]] == [r["index"] for r in results[:2]]
+    assert "document" not in top2["results"][0]
+    assert unknown.status_code == 400 and "rank_fields" in unknown.text
+
+
+async def test_concurrent_batched_embed_requests_share_the_encoders_slots_and_stay_exact(
+        nursery: trio.Nursery, store_dir: Path) -> None:
+    """Four requests at once (OLLAMA_NUM_PARALLEL=4), each of 12 inputs: they take the
+    encoder's slots in turn and every vector is still its solo one."""
+    host, _ = await start(nursery, store_dir, num_parallel=4)
+    batches = [[f"{text} (request {r})" for text in INPUTS + INPUTS[:4]] for r in range(4)]
+    got: dict[int, list] = {}
+    async with httpx.AsyncClient(base_url=host.url, timeout=300) as http:
+        async def one(r: int) -> None:
+            reply = await http.post("/api/embed", json={"model": MODEL, "input": batches[r]})
+            assert reply.status_code == 200, reply.text
+            got[r] = reply.json()["embeddings"]
+
+        async with trio.open_nursery() as group:
+            for r in range(4):
+                group.start_soon(one, r)
+        alone = (await http.post("/api/embed", json={"model": MODEL,
+                                                     "input": batches[2][5]})).json()
+    assert [len(got[r]) for r in range(4)] == [12] * 4
+    assert got[2][5] == alone["embeddings"][0]

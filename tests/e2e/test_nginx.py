@@ -15,6 +15,8 @@ import trio
 
 from tests.e2e.conftest import MODEL, start
 
+pytestmark = pytest.mark.full  # runs Nginx in front of the server
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

@@ -32,6 +32,8 @@ from trio_llm.store.manifests import MODEL as MODEL_LAYER
 from trio_llm.store.names import parse_name
 from trio_llm.store.store import Store
 
+pytestmark = pytest.mark.full  # runs a real Docker registry
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
 GREEDY = {"temperature": 0, "num_predict": 12, "seed": 1}
 

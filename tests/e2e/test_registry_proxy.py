@@ -21,6 +21,8 @@ from tests.e2e.test_registry import events, free_port, running_registry
 from trio_llm.config import Host
 from trio_llm.server import EngineBackend
 
+pytestmark = pytest.mark.full  # runs tinyproxy and real registries
+
 TINYPROXY = "/usr/bin/tinyproxy"
 
 

@@ -33,8 +33,9 @@ IMAGE = "trio-llm-test"
 LOCK = Path(tempfile.gettempdir()) / "trio-llm-docker-test.lock"
 DOCKERD_LOG = Path(tempfile.gettempdir()) / "trio-llm-dockerd.log"
 
-pytestmark = pytest.mark.skipif(os.environ.get("TRIO_LLM_SKIP_DOCKER") == "1",
-                                reason="TRIO_LLM_SKIP_DOCKER=1")
+pytestmark = [pytest.mark.full,  # builds and runs the Docker image
+              pytest.mark.skipif(os.environ.get("TRIO_LLM_SKIP_DOCKER") == "1",
+                                 reason="TRIO_LLM_SKIP_DOCKER=1")]
 
 
 def free_port() -> int:

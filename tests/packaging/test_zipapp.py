@@ -11,8 +11,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from trio_llm.store.progress import drain
 from trio_llm.store.store import Store
+
+pytestmark = pytest.mark.full  # builds the zipapp with shiv
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -148,3 +148,16 @@ def test_keys_from_a_file(tmp_path: Any) -> None:
     path.write_text("# keys for the team\nalpha:inference\nbeta:admin\n")
     assert parse_api_keys(f"@{path}") == parse_api_keys(str(path)) == {
         "alpha": "inference", "beta": "admin"}
+
+
+async def test_the_anthropic_client_is_let_in_by_its_x_api_key_header(guarded: Host) -> None:
+    import anthropic
+    ask = {"model": "fake", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    allowed = anthropic.AsyncAnthropic(base_url=guarded.url, api_key=INFERENCE_KEY)
+    reply = await allowed.messages.create(**ask)
+    assert reply.type == "message" and reply.content[-1].type == "text"
+    refused = anthropic.AsyncAnthropic(base_url=guarded.url, api_key="adm-8b2d4e6e")
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        await refused.messages.create(**ask)
+    assert caught.value.body["type"] == "error"
+    assert caught.value.body["error"]["type"] == "authentication_error"

@@ -21,6 +21,8 @@ import trio
 from tests.security.conftest import MODEL, Secured, start_secured
 from tests.security.hostile_registry import HostileRegistry
 
+pytestmark = pytest.mark.full  # waits out registry deadlines
+
 SLOW_PULLS = 42
 
 

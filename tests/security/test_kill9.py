@@ -25,6 +25,8 @@ from tests.security.models import tiny_llama_f32
 from trio_llm import registry
 from trio_llm.store import Store, drain
 
+pytestmark = pytest.mark.full  # kill -9 at random points, 30 processes
+
 RUNS = 10
 
 PULL = """

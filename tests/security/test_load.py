@@ -21,6 +21,8 @@ import trio
 from tests.e2e.test_registry import free_port
 from tests.security.conftest import MODEL, REPO
 
+pytestmark = pytest.mark.full  # 1,000 requests against a server process
+
 CLIENTS = 50
 PER_CLIENT = 20
 WARM_UP_PER_CLIENT = 6

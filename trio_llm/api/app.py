@@ -16,7 +16,18 @@ from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
 from trio_llm import config
-from trio_llm.api import auth, cors, errors, hosts, ollama, openai
+from trio_llm.api import (
+    anthropic,
+    auth,
+    cors,
+    errors,
+    hosts,
+    ollama,
+    openai,
+    rerank,
+    responses,
+    tokenize,
+)
 from trio_llm.api.backend import Backend
 from trio_llm.api.metrics import CONTENT_TYPE, Metrics
 from trio_llm.api.streaming import json_response
@@ -81,6 +92,10 @@ def create_app(backend: Backend, *, origins: Sequence[str] | None = None,
     errors.register(app)
     app.register_blueprint(ollama.blueprint(backend, metrics))
     app.register_blueprint(openai.blueprint(backend, metrics))
+    app.register_blueprint(responses.blueprint(backend, metrics))
+    app.register_blueprint(anthropic.blueprint(backend, metrics))
+    app.register_blueprint(tokenize.blueprint(backend))
+    app.register_blueprint(rerank.blueprint(backend))
 
     @app.get("/metrics")
     async def prometheus() -> Response:

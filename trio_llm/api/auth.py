@@ -7,10 +7,11 @@ do everything, including pull, push, create, copy, delete, blobs and /metrics. `
 preflights, which browsers send without credentials. With no keys configured every route is
 open, as in Ollama.
 
-A key is presented as `Authorization: Bearer <key>`. It is compared with every configured key
-through their SHA-256 digests with `hmac.compare_digest`, so the time taken says nothing about
-how much of a key was right, or which one matched. No key or an unknown key is 401; a known
-key whose scope does not cover the route is 403.
+A key is presented as `Authorization: Bearer <key>` (or Anthropic's `x-api-key: <key>`).
+It is compared with every configured key through their SHA-256 digests with
+`hmac.compare_digest`, so the time taken says nothing about how much of a key was right, or
+which one matched. No key or an unknown key is 401; a known key whose scope does not cover the
+route is 403.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from trio_llm.errors import Forbidden, Unauthorized
 OPEN_PATHS = frozenset({"/", "/api/version", "/health"})
 INFERENCE_ROUTES = frozenset({
     "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
-    "/api/ps",
+    "/api/ps", "/api/tokenize", "/api/detokenize", "/api/rerank",
 })
 INFERENCE_PREFIXES = ("/v1/",)
 
@@ -80,9 +81,17 @@ class KeyRing:
             raise Forbidden("forbidden: this route needs an admin key")
 
 
+def presented(headers: Mapping[str, str]) -> str:
+    """The Authorization header, or Anthropic's `x-api-key: <key>` as a Bearer key (what the
+    anthropic client sends)."""
+    authorization = headers.get("Authorization", "")
+    key = headers.get("x-api-key", "")
+    return authorization if authorization.strip() or not key.strip() else f"Bearer {key}"
+
+
 def install(app: Quart, keys: KeyRing) -> None:
     """Check the key of every request (after the Host and CORS checks)."""
 
     @app.before_request
     async def check_key() -> None:
-        keys.check(request.path, request.method, request.headers.get("Authorization", ""))
+        keys.check(request.path, request.method, presented(request.headers))

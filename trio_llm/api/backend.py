@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from trio_llm.engine.constraint import Constraint
 from trio_llm.engine.logprobs import TokenLogprob
+from trio_llm.engine.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ class GenerationChunk:
     tool_calls: Sequence[Mapping[str, Any]] = ()  # parsed calls: {function: {name, arguments}}
     done: bool = False
     done_reason: str | None = None  # "stop" (EOS or a stop string) or "length"
-    prompt_eval_count: int = 0
+    prompt_eval_count: int = 0  # prompt tokens evaluated (those the prompt cache held are not)
+    prompt_cache_count: int = 0  # prompt tokens whose KV the prompt cache gave
     prompt_eval_duration: int = 0  # ns
     eval_count: int = 0
     eval_duration: int = 0  # ns
@@ -108,6 +110,7 @@ class GenerationChunk:
     context: Sequence[int] | None = None  # final chunk: prompt + output token ids
     truncated_messages: int = 0  # older messages dropped to fit num_ctx (on every chunk)
     logprobs: Sequence[TokenLogprob] = ()  # this chunk's tokens, when the request asked
+    stop_sequence: str = ""  # final chunk: the stop string that ended the answer, if one did
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,12 @@ class ModelStore(Protocol):
 
     async def resolve(self, name: str) -> ModelRef:
         """The model for a client-given name; raises InvalidName or ModelNotFound."""
+        ...
+
+    async def tokenizer(self, model: ModelRef) -> Tokenizer:
+        """The model's tokenizer (read from its file, without loading the model): what
+        /api/tokenize, /api/detokenize and count_tokens use, the same the engine encodes
+        prompts with."""
         ...
 
     async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:

@@ -11,6 +11,7 @@ ENAMETOOLONG is a 400, EMFILE/ENFILE a 503 to retry). A 503 carries Retry-After.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -36,6 +37,10 @@ STATUS: tuple[tuple[type[errors.TrioLLMError], int], ...] = (
 
 OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "not_found_error"}
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                   403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                   429: "rate_limit_error", 503: "overloaded_error"}
+ANTHROPIC_PREFIX = "/v1/messages"
 OS_ERROR_STATUS = {errno.ENAMETOOLONG: 400, errno.EMFILE: 503, errno.ENFILE: 503,
                    errno.ENOSPC: 507}
 RETRY_AFTER_S = 1
@@ -91,6 +96,24 @@ def openai_body(status: int, message: str) -> dict[str, object]:
                       "param": None, "code": None}}
 
 
+def anthropic_body(status: int, message: str) -> dict[str, object]:
+    """Anthropic's error object: {"type": "error", "error": {"type", "message"}}."""
+    return {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"),
+                                       "message": message}}
+
+
+def anthropic_stream_error(exc: BaseException) -> bytes:
+    """The `error` event of an Anthropic stream that failed after it started."""
+    status, message = status_and_message(exc)
+    data = json.dumps(anthropic_body(status, message), separators=(",", ":"),
+                      ensure_ascii=False)
+    return f"event: error\ndata: {data}\n\n".encode()
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")
+
+
 def ndjson_error(exc: BaseException) -> bytes:
     """The last line of an NDJSON stream that failed after it started."""
     return ndjson_line(ollama_body(status_and_message(exc)[1]))
@@ -115,7 +138,9 @@ def error_response(exc: BaseException) -> Response:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
     status, message = status_and_message(exc)
-    if is_openai_path(request.path):
+    if is_anthropic_path(request.path):
+        response = json_response(anthropic_body(status, message), status)
+    elif is_openai_path(request.path):
         response = json_response(openai_body(status, message), status)
     else:
         response = json_response(ollama_body(message), status)

@@ -185,14 +185,15 @@ async def _counted(chunks: AsyncIterator[GenerationChunk], metrics: Metrics,
         yield GenerationChunk(done=True, done_reason="stop")
 
 
-async def _parsed(chunks: AsyncIterator[GenerationChunk], output: prompt.OutputParser
-                  ) -> AsyncIterator[GenerationChunk]:
+async def _parsed(chunks: AsyncIterator[GenerationChunk], output: prompt.OutputParser,
+                  flush: bool = True) -> AsyncIterator[GenerationChunk]:
     """The chunks with thinking and tool calls read out of their text; a chunk whose text is
-    all held back (a tag or a call being written) is not sent on its own."""
+    all held back (a tag or a call being written) is not sent on its own. flush=False leaves
+    what is held back in the parser at the end (the reply goes on in another generation)."""
     async with aclosing(chunks):
         async for chunk in chunks:
             piece = output.feed(chunk.text)
-            if chunk.done:
+            if chunk.done and flush:
                 rest = output.flush()
                 piece.text += rest.text
                 piece.thinking += rest.thinking
@@ -203,15 +204,20 @@ async def _parsed(chunks: AsyncIterator[GenerationChunk], output: prompt.OutputP
                           tool_calls=[*chunk.tool_calls, *piece.tool_calls])
 
 
+def parsed(backend: Backend, metrics: Metrics, request: GenerationRequest,
+           output: prompt.OutputParser | None, flush: bool = True
+           ) -> AsyncIterator[GenerationChunk]:
+    """One generation's chunks, counted, read by `output` (the request already constrained)."""
+    chunks = _counted(backend.generate(request), metrics, request.model.name)
+    return chunks if output is None else _parsed(chunks, output, flush)
+
+
 async def start(backend: Backend, metrics: Metrics, prepared: Prepared
                 ) -> Primed[GenerationChunk]:
     """Check the request's constraint, start the generation and wait for its first chunk
     (errors before it raise here)."""
     request = await constrained(prepared.request)
-    chunks = _counted(backend.generate(request), metrics, request.model.name)
-    if prepared.output is not None:
-        chunks = _parsed(chunks, prepared.output)
-    return await prime(chunks)
+    return await prime(parsed(backend, metrics, request, prepared.output))
 
 
 async def collect(chunks: Primed[GenerationChunk]) -> GenerationChunk:

@@ -167,7 +167,7 @@ def _messages(raw_messages: list[Any]) -> list[Message]:
     return messages
 
 
-def _reasoning(f: Fields) -> bool | str | None:
+def reasoning_think(f: Fields) -> bool | str | None:
     effort = f.get("reasoning_effort")
     if effort is None:
         effort = f.obj("reasoning").get("effort")
@@ -191,7 +191,8 @@ def chat_from_openai(body: Any) -> tuple[ChatRequest, bool]:
                           tools=tuple(f.array("tools", "[]openai.Tool")),
                           format=response_format(f.get("response_format")),
                           options=sampling_options(f), stream=f.boolean("stream", False),
-                          think=_reasoning(f), tool_choice=ToolChoice.parse(f.get("tool_choice")),
+                          think=reasoning_think(f),
+                          tool_choice=ToolChoice.parse(f.get("tool_choice")),
                           logprobs=logprobs, top_logprobs=top_logprobs)
     return request, bool(f.obj("stream_options").get("include_usage"))
 
@@ -272,9 +273,13 @@ class CompletionLogprobs:
                 "text_offset": offsets}
 
 
-def usage(chunk: GenerationChunk) -> dict[str, int]:
-    return {"prompt_tokens": chunk.prompt_eval_count, "completion_tokens": chunk.eval_count,
-            "total_tokens": chunk.prompt_eval_count + chunk.eval_count}
+def usage(chunk: GenerationChunk) -> dict[str, Any]:
+    """OpenAI's usage: prompt_tokens counts the whole prompt, of which cached_tokens came from
+    the prompt cache (OpenAI's meaning; Ollama's prompt_eval_count is the evaluated rest)."""
+    prompt = chunk.prompt_eval_count + chunk.prompt_cache_count
+    return {"prompt_tokens": prompt, "completion_tokens": chunk.eval_count,
+            "total_tokens": prompt + chunk.eval_count,
+            "prompt_tokens_details": {"cached_tokens": chunk.prompt_cache_count}}
 
 
 def owned_by(name: str) -> str:

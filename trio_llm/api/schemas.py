@@ -447,11 +447,13 @@ def now_rfc3339() -> str:
 
 def final_stats(chunk: GenerationChunk, total_duration: int,
                 load_duration: int | None = None) -> dict[str, int]:
-    """The statistics of a final chunk; zero values left out (Go's omitempty)."""
+    """The statistics of a final chunk; zero values left out (Go's omitempty).
+    prompt_cache_count (ours): prompt tokens the prompt cache gave, so not in prompt_eval_count."""
     stats = {
         "total_duration": total_duration,
         "load_duration": chunk.load_duration if load_duration is None else load_duration,
         "prompt_eval_count": chunk.prompt_eval_count,
+        "prompt_cache_count": chunk.prompt_cache_count,
         "prompt_eval_duration": chunk.prompt_eval_duration,
         "eval_count": chunk.eval_count,
         "eval_duration": chunk.eval_duration,

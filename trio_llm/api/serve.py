@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
@@ -115,12 +114,3 @@ async def serve(backend: Backend, host: Host | str | None = None, *,
             task_status.started(bound)
     log.info("server stopped")
 
-
-def run(backend: Backend, host: Host | str | None = None) -> int:
-    """Blocking entry for `trio-llm serve`: log to stderr (debug with OLLAMA_DEBUG), serve."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(stream=sys.stderr,
-                            level=logging.DEBUG if config.get("OLLAMA_DEBUG") else logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    trio.run(partial(serve, backend, host))
-    return 0

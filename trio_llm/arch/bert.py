@@ -24,6 +24,7 @@ CAPABILITIES = frozenset({"embedding"})
 # `<arch>.pooling_type`, the GGUF enum (gguf's PoolingType): 0 none and 4 rank make no single
 # embedding per input, so a file with them is refused.
 POOLING_TYPES = {1: Pooling.MEAN, 2: Pooling.CLS, 3: Pooling.LAST}
+RANK_POOLING = 4
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ def read_encoder(gguf: GGUFFile, arch: str, default_context: int = 512) -> Encod
     if gguf.metadata.get(f"{arch}.attention.causal", False) is not False:
         raise ModelFileError(f"{arch}.attention.causal must be false: {arch} is an encoder")
     pooling_type = meta.count("pooling_type", 1, low=0, high=1 << 16)
+    if pooling_type == RANK_POOLING:
+        raise ModelFileError(f"{arch}.pooling_type = 4 (rank) is a cross-encoder reranker, "
+                             "which is not supported: rerank with an embedding model (cosine "
+                             "similarity)")
     if pooling_type not in POOLING_TYPES:
         raise ModelFileError(f"{arch}.pooling_type = {pooling_type} is not supported (an "
                              "embedding needs 1 mean, 2 cls or 3 last)")

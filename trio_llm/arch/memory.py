@@ -6,6 +6,8 @@
   `tl_repack_bytes` long (what `Weight.repacked` allocates);
 - the KV cache, per cache type and sliding window (`kv_cache_bytes`, what `KVCache` allocates),
   for the type `cache_type_for` grants;
+- the prompt cache's budget (`trio_llm.engine.prefix_cache`): earlier prompts' KV kept for
+  reuse, counted whole since it fills up as requests come (none for an encoder);
 - the scratch buffers of the Shape at the batch `runtime_batch` cuts, the logits of one step
   and the kernels' pool scratch (its largest use, the activations of a matmul).
 `Network` allocates by its plan and keeps it; the scheduler's estimate (admission, LRU eviction,
@@ -19,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trio_llm._kernels import lib
 from trio_llm.arch.weights import Weight, decode_matrices
+from trio_llm.engine import kernels
 from trio_llm.engine.kv_cache import cache_type_for, kv_cache_bytes
 from trio_llm.formats.gguf_file import GGUFFile
 from trio_llm.gpu.memory import MemoryEstimate
@@ -32,6 +34,23 @@ FLOAT = 4
 # The kernels' pool scratch per activation element of the widest matmul input: the ~15-bit
 # prompt activations are two int8 blocks of 32 with their scales (2 x 40 bytes per 32).
 POOL_BYTES_PER_ACTIVATION = 2.5
+
+
+# An encoder's KV cache is scratch for one forward pass, and /api/embed runs a request's inputs
+# together, each in its own slot: an encoder gets up to ENCODER_SLOTS slots, as many as fit in
+# ENCODER_KV_BYTES (never fewer than it was asked for).
+ENCODER_SLOTS = 32
+ENCODER_KV_BYTES = 256 * 1024 * 1024
+
+
+def kv_slots(shape: Shape, n_ctx: int, n_slots: int) -> int:
+    """The KV slots a network of this shape holds: `n_slots`, or more for an encoder (batched
+    embeddings; it never decodes, so the extra slots serve no generation)."""
+    if shape.causal:
+        return n_slots
+    per_slot = sum(2 * 2 * layout.kv_dim * n_ctx for layout in shape.kv_layers)  # f16 K and V
+    fitting = ENCODER_KV_BYTES // max(per_slot, 1)
+    return max(n_slots, min(ENCODER_SLOTS, fitting))
 
 
 def runtime_batch(shape: Shape, n_ctx: int, max_batch: int) -> int:
@@ -48,7 +67,7 @@ def keeps_decode_copies(shape: Shape) -> bool:
 
 def repack_bytes(w: Weight) -> int:
     """Bytes of w's repacked decode copy (0: its format has no repacked layout)."""
-    return max(0, int(lib.tl_repack_bytes(w.kind, w.n_out, w.n_in)))
+    return kernels.repack_bytes(w.kind, w.n_out, w.n_in)
 
 
 def _is_block(w: Weight) -> bool:
@@ -69,6 +88,7 @@ class MemoryPlan:
     kv: int                 # the KV cache, every layer and slot
     buffers: int            # the runtime's scratch activations, token arrays and logits
     pool: int               # the kernels' pool scratch
+    prompt_cache: int = 0   # the budget of earlier prompts' KV blocks kept for reuse
 
     @property
     def weights(self) -> int:
@@ -84,7 +104,7 @@ class MemoryPlan:
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.scratch
+        return self.weights + self.kv + self.scratch + self.prompt_cache
 
     def estimate(self, cpu_only: bool) -> MemoryEstimate:
         """The same bytes in the pieces placement deals out (its total is this plan's total):
@@ -96,14 +116,17 @@ class MemoryPlan:
         return MemoryEstimate(
             n_layer=n, layer_weights=layer_weights, layer_kv=layer_kv,
             other_weights=self.weights - n * layer_weights,
-            compute=self.scratch + self.kv - n * layer_kv, cpu_only=cpu_only)
+            compute=self.scratch + self.prompt_cache + self.kv - n * layer_kv,
+            cpu_only=cpu_only)
 
 
 def plan_memory(shape: Shape, weights: Any, gguf: GGUFFile, n_ctx: int, n_slots: int,
-                max_batch: int, kv_type: str) -> MemoryPlan:
+                max_batch: int, kv_type: str, prompt_cache: int = 0) -> MemoryPlan:
     """The plan of a network of this Shape and these weights (the architecture's weights
-    dataclass of views into the mmap, before repacking), loaded from `gguf`."""
+    dataclass of views into the mmap, before repacking), loaded from `gguf`; prompt_cache is
+    the requested budget in bytes (an encoder, whose cache lives for one call, keeps none)."""
     kv_in_force, note = cache_type_for(shape.kv_layers, kv_type, shape.causal)
+    n_slots = kv_slots(shape, n_ctx, n_slots)
     batch = runtime_batch(shape, n_ctx, max_batch)
     file_bytes = len(gguf.data)
     block_tensor_bytes = sum(t.nbytes for name, t in gguf.tensors.items()
@@ -122,4 +145,5 @@ def plan_memory(shape: Shape, weights: Any, gguf: GGUFFile, n_ctx: int, n_slots:
         mapped_blocks=block_tensor_bytes, mapped_other=file_bytes - block_tensor_bytes,
         packed_blocks=packed_blocks, packed_other=packed_other,
         kv=kv_cache_bytes(shape.kv_layers, n_slots, n_ctx, batch, kv_in_force),
-        buffers=buffers, pool=int(POOL_BYTES_PER_ACTIVATION * batch * widest))
+        buffers=buffers, pool=int(POOL_BYTES_PER_ACTIVATION * batch * widest),
+        prompt_cache=max(0, prompt_cache) if shape.causal else 0)

@@ -21,7 +21,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trio_llm.arch.memory import MemoryPlan, keeps_decode_copies, plan_memory, runtime_batch
+from trio_llm.arch.memory import (
+    MemoryPlan,
+    keeps_decode_copies,
+    kv_slots,
+    plan_memory,
+    runtime_batch,
+)
 from trio_llm.arch.weights import EMBEDDING_FIELD, Weight, WeightLoader, matrices
 from trio_llm.engine.batch import Batch
 from trio_llm.engine.kernels import ptr
@@ -149,18 +155,19 @@ class Network:
 
     def __init__(self, arch: Architecture, gguf: GGUFFile, ops: Ops, n_ctx: int,
                  n_slots: int = 1, max_batch: int = default("num_batch"),
-                 kv_type: str = "f16") -> None:
+                 kv_type: str = "f16", prompt_cache: int = 0) -> None:
         self.arch, self.ops = arch, ops
         self.params = arch.read_params(gguf)
         shape: Shape = self.params.shape
         self.shape = shape
         max_batch = runtime_batch(shape, n_ctx, max_batch)
+        n_slots = kv_slots(shape, n_ctx, n_slots)
         self.n_ctx, self.n_slots, self.max_batch = n_ctx, n_slots, max_batch
         views = arch.load_weights(WeightLoader(gguf), self.params)
         # What all of this holds, by the rules the allocations below follow (the scheduler
         # reads the same plan before loading): the cache type in force is the plan's.
         self.memory: MemoryPlan = plan_memory(shape, views, gguf, n_ctx, n_slots, max_batch,
-                                              kv_type)
+                                              kv_type, prompt_cache)
         self.weights = _repacked(views) if keeps_decode_copies(shape) else views
         self.token_embd: Weight = self.weights.token_embd
         self.output: Weight | None = self.weights.output  # tied or not, its own decode copy
@@ -232,6 +239,24 @@ class Network:
         for start, end in self._chunks(batch):
             self._run(batch, start, end, None)
             out[start:end] = self.x.array[: end - start]
+        return out
+
+    def hidden_states_of(self, token_lists: list[list[int]], slots: list[int]
+                         ) -> list[np.ndarray]:
+        """Final hidden states of several sequences in one forward pass, sequence i in
+        slots[i] from position 0 (batched embeddings). Every token takes the prompt path and
+        attends only within its slot, so each result has the bits it has alone. The tokens
+        must fit one chunk (max_batch)."""
+        batch = Batch.join([Batch.sequence(ids, 0, slot)
+                            for ids, slot in zip(token_lists, slots, strict=True)])
+        if len(batch) > self.max_batch:
+            raise ValueError(f"{len(batch)} tokens exceed the batch of {self.max_batch}")
+        self.check(batch)
+        self._run(batch, 0, len(batch), None)
+        out, start = [], 0
+        for ids in token_lists:
+            out.append(self.x.array[start: start + len(ids)].copy())
+            start += len(ids)
         return out
 
     def _chunks(self, batch: Batch) -> Iterator[tuple[int, int]]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from trio_llm._kernels import ffi, lib
+from trio_llm.engine import kernels
 from trio_llm.errors import ModelFileError
 from trio_llm.formats.gguf_file import GGUFFile
 
@@ -31,13 +32,16 @@ class Weight:
 
     def repacked(self) -> Weight:
         """This weight with a repacked copy for decode, or itself if its format has none."""
-        size = lib.tl_repack_bytes(self.kind, self.n_out, self.n_in)
-        if size <= 0:
+        size = kernels.repack_bytes(self.kind, self.n_out, self.n_in)
+        if size == 0:
             return self
-        raw = lib.tl_repack_new(self.kind, self.data, self.n_out, self.n_in)
-        if raw == ffi.NULL:
-            raise MemoryError(f"cannot repack tensor {self.name!r} ({size} bytes)")
-        return replace(self, packed=ffi.gc(raw, lib.tl_repack_free, size=size), packed_bytes=size)
+        try:
+            packed = kernels.repack(self.kind, self.data, self.n_out, self.n_in)
+        except kernels.KernelError as e:
+            if e.status == kernels.KernelStatus.MEMORY:
+                raise MemoryError(f"cannot repack tensor {self.name!r} ({size} bytes)") from e
+            raise
+        return replace(self, packed=packed, packed_bytes=size)
 
 
 EMBEDDING_FIELD = "token_embd"  # the weights field that is only looked up, never multiplied
@@ -86,9 +90,11 @@ class WeightLoader:
             raise MissingTensor(f"model file lacks tensor {name!r}")
         if shape and tuple(info.shape) != shape:
             raise MissingTensor(f"tensor {name!r} has shape {tuple(info.shape)}, expected {shape}")
-        if lib.tl_row_bytes(int(info.type), info.row_length) <= 0:
+        try:
+            kernels.row_bytes(int(info.type), info.row_length)
+        except kernels.KernelError as e:
             raise MissingTensor(f"tensor {name!r} has type {info.type.name}, which trio-llm "
-                                "cannot compute with")
+                                "cannot compute with") from e
         return Weight(name, int(info.type), info.n_rows, info.row_length, self._base + info.offset)
 
     def floats(self, name: str, n: int) -> Any:

@@ -106,6 +106,8 @@ def read_piece(api: str, line: str, seen: Stream) -> str:
     event = json.loads(line)
     if event.get("done"):
         seen.prompt_eval_s = event.get("prompt_eval_duration", 0) / 1e9
+        if "prompt_cache_count" in event:
+            seen.prompt_cached = event["prompt_cache_count"]
         return ""
     return (event.get("message") or {}).get("content") or ""
 

@@ -86,13 +86,11 @@ def push(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Answer a prompt (argument or piped stdin) with streaming output; "" only loads; no
     prompt at a terminal: the interactive session. A missing model is pulled first."""
-    # --- REPL and pull-if-missing (trio_llm.cli.repl, issue #6) ---
     from trio_llm.cli import repl
 
     info = repl.ensure_model(args.model)
     if args.prompt is None and sys.stdin.isatty():
         return repl.interactive(args.model, info)
-    # --- end REPL ---
     prompt = args.prompt if args.prompt is not None else (
         "" if sys.stdin.isatty() else sys.stdin.read())
     body = {"model": args.model, "messages": [{"role": "user", "content": prompt}]}

@@ -21,11 +21,10 @@ import numpy as np
 
 from trio_llm._kernels import lib
 from trio_llm.config import KV_CACHE_TYPES
-from trio_llm.engine.kernels import KernelError, ptr
+from trio_llm.engine.kernels import kv_bytes, ptr, type_info
 from trio_llm.engine.ops import KVLayer
 
 KV_TYPES = dict(zip(KV_CACHE_TYPES, (lib.TL_F16, lib.TL_Q8_0, lib.TL_Q4_0), strict=True))
-BLOCK = 32  # elements per Q8_0 / Q4_0 block: a quantized cache needs heads of whole blocks
 
 
 @dataclass(frozen=True)
@@ -44,15 +43,15 @@ def cache_type_for(layouts: Sequence[KVLayout], requested: str,
     """(cache type in force, why it is not the requested one or ""). Like Ollama, an embedding
     model (bidirectional, its cache lives for one call) keeps f16; a quantized cache also needs
     every head to be whole blocks."""
-    _kind(requested)
+    block = type_info(_kind(requested)).block_elems  # a head must be whole blocks
     if requested == "f16":
         return requested, ""
     if not causal:
         return "f16", "embedding models keep an f16 cache"
     for lay in layouts:
-        if lay.head_dim <= 0 or lay.head_dim % BLOCK or lay.kv_dim % lay.head_dim:
+        if lay.head_dim <= 0 or lay.head_dim % block or lay.kv_dim % lay.head_dim:
             size = f"head size {lay.head_dim}" if lay.head_dim > 0 else "an unknown head size"
-            return "f16", f"{requested} needs heads of whole {BLOCK}-element blocks ({size})"
+            return "f16", f"{requested} needs heads of whole {block}-element blocks ({size})"
     return requested, ""
 
 
@@ -66,10 +65,7 @@ def cache_rows(layout: KVLayout, n_ctx: int, max_batch: int) -> tuple[int, int]:
 
 
 def _row_bytes(kind: int, n_slots: int, rows: int, kv_dim: int) -> int:
-    nbytes = lib.tl_kv_bytes(kind, n_slots, rows, kv_dim)
-    if nbytes < 0:
-        raise KernelError(f"KV cache of {n_slots} x {rows} x {kv_dim}: invalid size")
-    return int(nbytes)
+    return kv_bytes(kind, n_slots, rows, kv_dim)
 
 
 def kv_cache_bytes(layouts: Sequence[KVLayout], n_slots: int, n_ctx: int, max_batch: int,
@@ -106,3 +102,15 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self._arrays)
+
+    def is_ring(self, layer: int) -> bool:
+        """Whether the layer keeps fewer rows than the context (old positions get overwritten)."""
+        return self.layers[layer].n_cache < self.n_ctx
+
+    def slot_rows(self, layer: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """Views [n_cache][row bytes] of one slot's keys and values in `layer`: the bytes as the
+        cache type stores them, so copying rows moves a position's KV exactly."""
+        lay = self.layers[layer]
+        keys, values = self._arrays[2 * layer], self._arrays[2 * layer + 1]
+        shape = (self.n_slots, lay.n_cache, keys.nbytes // (self.n_slots * lay.n_cache))
+        return keys.reshape(shape)[slot], values.reshape(shape)[slot]

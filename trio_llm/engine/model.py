@@ -31,14 +31,16 @@ def check_model_file(gguf: GGUFFile) -> frozenset[str]:
 
 
 def plan_model(path: str | os.PathLike[str], n_ctx: int, n_slots: int = 1,
-               max_batch: int = default("num_batch"), kv_type: str = "f16") -> MemoryPlan:
+               max_batch: int = default("num_batch"), kv_type: str = "f16",
+               prompt_cache: int = 0) -> MemoryPlan:
     """The memory the model in `path` will hold once loaded with these options (Network's own
     plan), read from its header and tensor table without loading anything."""
     def plan(gguf: GGUFFile) -> MemoryPlan:  # the views into the mmap die with this frame
         arch = architecture_for(str(gguf.metadata.get("general.architecture", "")))
         params = arch.read_params(gguf)
         views = arch.load_weights(WeightLoader(gguf), params)
-        return plan_memory(params.shape, views, gguf, n_ctx, n_slots, max_batch, kv_type)
+        return plan_memory(params.shape, views, gguf, n_ctx, n_slots, max_batch, kv_type,
+                           prompt_cache)
 
     with read_gguf(path) as gguf:
         return plan(gguf)
@@ -60,7 +62,8 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike[str], n_ctx: int = default("num_ctx"), n_slots: int = 1,
              n_threads: int = 0, max_batch: int = default("num_batch"), scalar: bool = False,
-             kv_type: str = "f16", ops: CpuOps | None = None) -> Model:
+             kv_type: str = "f16", ops: CpuOps | None = None,
+             prompt_cache: int = 0) -> Model:
         """Load the model in `path`. With `ops`, it computes on that backend (owned by the
         caller, who serialises its use; n_threads and scalar are then the backend's own);
         without, it opens its own backend of n_threads and closes it with itself."""
@@ -73,7 +76,8 @@ class Model:
                 ops = open_ops(n_threads, scalar=scalar)
             try:
                 net = Network(arch, gguf, ops, n_ctx=n_ctx, n_slots=n_slots,
-                              max_batch=max_batch, kv_type=kv_type)
+                              max_batch=max_batch, kv_type=kv_type,
+                              prompt_cache=prompt_cache)
             except KernelError as exc:  # the kernels refuse this file's tensors: a 400
                 if "out of memory" in str(exc):
                     raise

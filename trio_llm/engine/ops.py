@@ -16,46 +16,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from trio_llm._kernels import ffi, lib
-from trio_llm.engine.kernels import KernelError, Pool, ptr
+from trio_llm.engine.kernels import KernelStatus, Pool, ptr
+from trio_llm.engine.kernels import check as _checked
 
 NULL = ffi.NULL
-
-
-class KernelStatus(IntEnum):
-    """tl_status (csrc/tl_common.h): what a kernel returns."""
-
-    OK = lib.TL_OK
-    TYPE = lib.TL_ERR_TYPE
-    SIZE = lib.TL_ERR_SIZE
-    MEMORY = lib.TL_ERR_MEMORY
-    ARG = lib.TL_ERR_ARG
-
-
-_REASONS = {
-    KernelStatus.TYPE: "unsupported tensor type",
-    KernelStatus.SIZE: "length is not a whole number of blocks, or out of range",
-    KernelStatus.MEMORY: "out of memory",
-    KernelStatus.ARG: "invalid argument",
-}
+__all__ = ["NULL", "Buffer", "CpuOps", "KVLayer", "KernelStatus", "MatmulPath", "Ops"]
 
 
 class MatmulPath(IntEnum):
-    """tl_matmul_path's kernels (csrc/ggml/ggml.h); PRECISE is a flag on ROW_DOTS and TILED."""
+    """tl_matmul_path's kernels (csrc/tl_api.h); PRECISE is a flag on ROW_DOTS and TILED."""
 
     ROW_DOTS = lib.TL_PATH_ROW_DOTS
     TILED = lib.TL_PATH_TILED
     PACKED = lib.TL_PATH_PACKED
     PRECISE_ROW_DOTS = lib.TL_PATH_ROW_DOTS | lib.TL_PATH_PRECISE
     PRECISE_TILED = lib.TL_PATH_TILED | lib.TL_PATH_PRECISE
-
-
-def _checked(status: int, what: str) -> None:
-    if status != KernelStatus.OK:
-        try:
-            reason = _REASONS[KernelStatus(status)]
-        except ValueError:
-            reason = f"status {status}"
-        raise KernelError(f"{what}: {reason}")
 
 
 @dataclass(frozen=True)

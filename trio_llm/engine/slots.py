@@ -8,7 +8,9 @@ getting a token per step while it is evaluated, a chunk at a time. `SlotTable.ap
 each sequence's next token from its logits row and reports what happened. No event loop and no
 model here: the runner calls forward() between the two. A sequence with a grammar samples only
 what its grammar allows and ends when the grammar is complete; one without pays nothing for the
-others' grammars.
+others' grammars. A background sequence (a finished answer evaluated again as prompt rows, for
+the prompt cache) samples nothing, runs only in steps nothing else needs (unless a request waits
+for it: `urgent`, then after every other prompt), and gives up its slot to whoever needs one.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Sequence:
     slot: int = -1
     position: int = 0                    # tokens already in the KV cache
     fed_prompt: int = 0                  # prompt tokens already evaluated
+    cached: int = 0                      # leading prompt tokens whose KV was copied in (reused)
+    background: bool = False             # re-evaluating its answer as prompt rows; preemptible
+    urgent: bool = False                 # ... and a request waits for it to finish
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None        # sampled, not yet fed
     done: DoneReason | None = None
@@ -76,6 +81,13 @@ class Sequence:
     def pending(self) -> list[int]:
         """Tokens to evaluate before the next sample: the prompt's rest, or a shift's replay."""
         return self.replay if self.replay else self.prompt[self.fed_prompt:]
+
+    def evaluate_answer(self) -> None:
+        """Finished: evaluate what it generated again, as prompt rows after the prompt (their
+        bits then match evaluating them as a later prompt's prefix), in the background."""
+        self.background, self.done, self.next_token = True, None, None
+        self.position, self.in_cache = len(self.prompt), list(self.prompt)
+        self.replay = list(self.generated)
 
     def shift_context(self, token: int) -> bool:
         """The cache is full and `token` was just sampled: keep the first `keep` tokens and the
@@ -122,11 +134,21 @@ class SlotTable:
 
     @property
     def free_slots(self) -> int:
-        return sum(s is None for s in self.slots) - len(self.reserved)
+        """Slots a request may take now (a background sequence's included)."""
+        return sum(s is None or s.background for s in self.slots) - len(self.reserved)
+
+    @property
+    def background(self) -> list[Sequence]:
+        return [s for s in self.slots if s is not None and s.background]
 
     def _free_slot(self) -> int:
+        """A free slot, else the slot of a background sequence (which leaves the table)."""
         for i, s in enumerate(self.slots):
             if s is None and i not in self.reserved:
+                return i
+        for i, s in enumerate(self.slots):
+            if s is not None and s.background:
+                self.slots[i] = None
                 return i
         raise NoFreeSlot("no free KV slot")
 
@@ -143,16 +165,28 @@ class SlotTable:
     def active(self) -> list[Sequence]:
         return [s for s in self.slots if s is not None]
 
-    def add(self, seq: Sequence) -> None:
-        """Give the sequence a free slot (its KV rows are simply overwritten from position 0)."""
+    def add(self, seq: Sequence, slot: int | None = None) -> None:
+        """Give the sequence a free slot (its KV rows are simply overwritten from position 0),
+        or the slot the caller reserved for it, whose rows already hold the KV of the first
+        `seq.cached` prompt tokens (the prompt cache's): evaluation starts after them."""
         if not seq.prompt:
             raise ValueError("a sequence needs at least one prompt token")
         if len(seq.prompt) >= self.n_ctx:
             raise ValueError(f"prompt of {len(seq.prompt)} tokens does not fit the context "
                              f"of {self.n_ctx}")
-        seq.slot = self._free_slot()
+        if not 0 <= seq.cached < len(seq.prompt) or (seq.cached and slot is None):
+            raise ValueError("cached tokens need a reserved slot and one prompt token left")
+        if slot is None:
+            slot = self._free_slot()
+        elif (held := self.slots[slot]) is not None and not held.background:
+            raise NoFreeSlot(f"KV slot {slot} is taken")
+        self.reserved.discard(slot)
+        seq.slot = slot
+        if seq.cached:
+            seq.position = seq.fed_prompt = seq.cached
+            seq.in_cache = list(seq.prompt[: seq.cached])
         seq.admitted, self._admitted = self._admitted, self._admitted + 1
-        self.slots[seq.slot] = seq
+        self.slots[slot] = seq
 
     def remove(self, seq: Sequence) -> None:
         """Free the sequence's slot (finished or cancelled); safe to call twice."""
@@ -186,7 +220,9 @@ class SlotTable:
         budget = self.max_batch - n_decode
         if n_decode:
             budget = min(budget, self.prefill_chunk)
-        for seq in sorted(waiting, key=lambda s: s.admitted):
+        idle = all(s.background for s in self.active)
+        waiting = [s for s in waiting if not s.background or idle or s.urgent]
+        for seq in sorted(waiting, key=lambda s: (s.background, s.admitted)):   # answers last
             if not budget:
                 break
             pending = seq.pending
@@ -194,7 +230,7 @@ class SlotTable:
             tokens += chunk
             positions += range(seq.position, seq.position + len(chunk))
             slots += [seq.slot] * len(chunk)
-            if len(chunk) == len(pending):
+            if len(chunk) == len(pending) and not seq.background:
                 wanted.append(len(tokens) - 1)
                 readers.append(seq)
             fed.append((seq, len(chunk)))

@@ -5,6 +5,10 @@ sampling in one worker-thread hop in its turn on the server's compute executor (
 every other loaded model, trio_llm.nursery.compute), and hands each request its new token.
 Requests (`serve`) live in their callers' tasks; leaving — finished, stopped or cancelled —
 frees the slot at once.
+A request's prompt starts from the longest prefix the prompt cache holds (copied into its slot),
+and once evaluated its prompt's KV goes into that cache for the requests after it. A finished
+answer is evaluated again as prompt rows in its slot, in the background (any request needing the
+slot takes it), and stored too: a chat's next turn then evaluates only what follows the answer.
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ from trio_llm.engine.constraint import Constraint, LazyGrammarVocabulary, MaskPr
 from trio_llm.engine.context import Fit, fit_messages, fit_prompt
 from trio_llm.engine.logprobs import TokenLogprob, describe
 from trio_llm.engine.model import ON_GPU, Model, plan_model
+from trio_llm.engine.prefix_cache import (
+    BlockSpec,
+    PrefixCache,
+    PrefixMatch,
+    Rows,
+    read_blocks,
+    ring_rows_held,
+    windows_of,
+    write_prefix,
+)
 from trio_llm.engine.sampler import Sampler, SamplerOptions
 from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
 from trio_llm.engine.slots import Sequence as SlotSequence
@@ -73,13 +87,15 @@ class GenerateOutput:
 
     text: str
     done_reason: str | None = None
-    prompt_eval_count: int = 0
+    prompt_eval_count: int = 0           # prompt tokens evaluated (Ollama's meaning)
+    prompt_cache_count: int = 0          # prompt tokens whose KV came from the prompt cache
     prompt_eval_duration: int = 0        # nanoseconds
     eval_count: int = 0
     eval_duration: int = 0
     context: list[int] | None = None
     truncated_messages: int = 0          # older messages dropped to fit (on every output)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # this piece's tokens
+    stop_sequence: str = ""              # last output: the stop string that ended it, if any
 
 
 @dataclass
@@ -118,15 +134,17 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = list(stops)
         self.pending = ""
+        self.matched = ""                    # the stop string that ended the text, if one did
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to emit now, whether a stop string was hit)."""
         if not self.stops:               # the usual case, once per token: nothing to hold
             return text, False
         self.pending += text
-        hits = [self.pending.find(s) for s in self.stops if s in self.pending]
+        hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
         if hits:
-            out, self.pending = self.pending[: min(hits)], ""
+            at, self.matched = min(hits)
+            out, self.pending = self.pending[:at], ""
             return out, True
         keep = 0
         for s in self.stops:
@@ -151,12 +169,20 @@ class EngineRunner:
         self.model = model
         self.spec = spec
         self.compute = compute
-        self.table = SlotTable(spec.n_slots, model.net.n_ctx, model.net.max_batch,
+        # an encoder's table has more slots than requests (spec.n_slots): batched embeddings
+        self.table = SlotTable(model.net.n_slots, model.net.n_ctx, model.net.max_batch,
                                spec.prefill_chunk)
+        self._embedding = trio.Lock()    # one embedding request at a time takes the slots
         self._inboxes: dict[int, trio.MemorySendChannel[StepEvent | TrioLLMError]] = {}
         self._grammars = LazyGrammarVocabulary(model.tokenizer)
         self._masks = MaskPrefetch()
         self._work = trio.Event()
+        self._changed = trio.Event()     # set after every step and table change (waiters recheck)
+        net = model.net
+        identity = repr((str(spec.model.path), spec.model.digest, net.n_ctx,
+                         net.memory.kv_type, net.shape.kv_layers))
+        self.prompt_cache = PrefixCache(identity, net.memory.prompt_cache,
+                                        windows_of(net.cache))
 
     @property
     def n_slots(self) -> int:
@@ -180,6 +206,15 @@ class EngineRunner:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
                     inbox.send_nowait(event)
+            for seq in self.table.background:
+                if not seq.replay:       # its answer is prompt rows now: store it, free the slot
+                    await self._publish(seq, seq.in_cache)
+                    self.table.remove(seq)
+            self._table_changed()
+
+    def _table_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def _step_or_fail(self, plan: StepPlan) -> list[StepEvent]:
         """One step in a worker thread. If it raises, every request of the step gets the
@@ -207,8 +242,25 @@ class EngineRunner:
         return self._generate(request)
 
     async def _embed(self, job: EmbedJob) -> AsyncIterator[EmbedOutput]:
+        token_lists, cut = await trio.to_thread.run_sync(self._embed_tokens, job)
+        vectors: list[list[float]] = []
+        for group in self._groups(token_lists):
+            async with self._embedding:   # slots taken under the lock: none is another's
+                slots = [self.table.reserve() for _ in group[: self._embed_slots()]]
+                self._table_changed()     # a slot may have been a background answer's
+                try:
+                    vectors += await self.compute.run(self, self._pooled, group, slots)
+                finally:
+                    for slot in slots:
+                        self.table.release(slot)
+        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
+
+    def _embed_tokens(self, job: EmbedJob) -> tuple[list[list[int]], list[int]]:
+        """Each input's tokens, cut to the context when truncate allows (blocking: a worker
+        thread runs it), and the indices of the inputs that were cut."""
         n_ctx, tokenizer = self.model.net.n_ctx, self.model.tokenizer
-        token_lists, cut = [], []
+        token_lists: list[list[int]] = []
+        cut: list[int] = []
         for index, text in enumerate(job.inputs):
             ids = tokenizer.encode(text) or [tokenizer.bos_id or 0]
             if len(ids) > n_ctx:
@@ -221,17 +273,35 @@ class EngineRunner:
                 ids = ids[: n_ctx - 1] + ids[-1:] if tokenizer.add_eos else ids[:n_ctx]
                 cut.append(index)
             token_lists.append(ids)
-        slot = self.table.reserve()
-        try:
-            vectors = await self.compute.run(self, self._pooled, token_lists, slot)
-        finally:
-            self.table.release(slot)
-        yield EmbedOutput(vectors, sum(len(t) for t in token_lists), cut)
+        return token_lists, cut
 
-    def _pooled(self, token_lists: list[list[int]], slot: int) -> list[list[float]]:
+    def _embed_slots(self) -> int:
+        """Slots one embedding forward may use: every free one of an encoder (it never
+        decodes), one of a decoder (its others belong to generations that may start now)."""
+        return max(1, self.table.free_slots) if not self.model.net.shape.causal else 1
+
+    def _groups(self, token_lists: list[list[int]]) -> list[list[list[int]]]:
+        """The inputs in runs of one forward each: at most as many as there are KV slots and
+        max_batch tokens (a longer input runs alone, chunked as a decoder's prompt is)."""
         net = self.model.net
-        return [net.shape.pooling.pool(net.hidden_states(ids, slot)).tolist()
-                for ids in token_lists]
+        limit = net.n_slots if not net.shape.causal else 1
+        groups: list[list[list[int]]] = []
+        tokens = 0
+        for ids in token_lists:
+            if not groups or len(groups[-1]) >= limit or tokens + len(ids) > net.max_batch:
+                groups.append([])
+                tokens = 0
+            groups[-1].append(ids)
+            tokens += len(ids)
+        return groups
+
+    def _pooled(self, group: list[list[int]], slots: list[int]) -> list[list[float]]:
+        """Pooled vectors of a group: together when each has a slot, else one at a time."""
+        net = self.model.net
+        pool = net.shape.pooling.pool
+        if len(slots) >= len(group) and sum(map(len, group)) <= net.max_batch:
+            return [pool(states).tolist() for states in net.hidden_states_of(group, slots)]
+        return [pool(net.hidden_states(ids, slots[0])).tolist() for ids in group]
 
     def _fit(self, job: GenerateJob, num_predict: int) -> Fit:
         """The prompt's tokens, older messages dropped if it does not fit (PromptTooLong when
@@ -241,13 +311,85 @@ class EngineRunner:
             fit = fit_messages(job.messages, job.render, tokenizer.encode, n_ctx, num_predict,
                                job.truncate)
         else:
-            fit = fit_prompt(job.context, tokenizer.encode(job.prompt), n_ctx, num_predict,
-                             job.truncate)
+            # an empty prompt after a context continues it: no BOS/EOS of its own
+            prompt = tokenizer.encode(job.prompt) if job.prompt or not job.context else []
+            fit = fit_prompt(job.context, prompt, n_ctx, num_predict, job.truncate)
         if fit.dropped:
             log.info("%s: a prompt of %d tokens does not fit num_ctx %d: dropped the %d oldest "
                      "messages, %d tokens left", self.spec.name, fit.original, n_ctx,
                      fit.dropped, len(fit.tokens))
         return fit
+
+    async def _start(self, seq: SlotSequence, found: PrefixMatch) -> None:
+        """Put the sequence in the table, its slot first given the matched prefix's KV."""
+        if not found.tokens:
+            self.table.add(seq)
+            self._table_changed()
+            return
+        slot = self.table.reserve()
+        self._table_changed()
+        try:   # while no step runs: the slot may be a background answer's, in a step now
+            await self._exclusive(write_prefix, self.model.net.cache, slot, found)
+            seq.cached = found.tokens
+            self.table.add(seq, slot)
+        finally:
+            self.table.release(slot)     # a no-op once the sequence holds it
+
+    async def _await_answers(self, prompt: list[int]) -> None:
+        """Wait while an earlier answer this prompt continues is being evaluated for the cache
+        (at most that answer's tokens, which this prompt would evaluate anyway)."""
+        def continued() -> bool:
+            found = False
+            for bg in self.table.background:
+                n = len(bg.prompt)
+                if (bg.generated and len(prompt) > n + 1 and prompt[n] == bg.generated[0]
+                        and prompt[:n] == bg.prompt):
+                    bg.urgent = found = True     # evaluated even while others decode
+            return found
+
+        while continued():
+            self._work.set()
+            await self._changed.wait()
+
+    def _answer_to_cache(self, seq: SlotSequence) -> bool:
+        """Whether the finished sequence's answer is worth evaluating again for the cache."""
+        return (self.prompt_cache.enabled and seq.done is not None and not seq.shifts
+                and seq.failure is None
+                and bool(seq.generated) and seq.fed_prompt == len(seq.prompt)
+                and len(seq.prompt) + len(seq.generated) <= self.table.n_ctx
+                and 0 <= seq.slot < len(self.table.slots) and self.table.slots[seq.slot] is seq)
+
+    async def _publish(self, seq: SlotSequence, tokens: list[int]) -> None:
+        """Store the KV of `tokens`, the first of the sequence's slot, all evaluated as prompt
+        rows, in the prompt cache: the blocks it does not hold yet (or holds without ring rows
+        the slot still has)."""
+        cache, kv = self.prompt_cache, self.model.net.cache
+        if not cache.enabled:
+            return
+        specs = cache.chain(tokens)
+        held = [ring_rows_held(kv, seq.position, spec.start) for spec in specs]
+        todo = [spec for spec, want in zip(specs, cache.wanted(specs, held), strict=True)
+                if want]
+        rows = await self._exclusive(self._copy_out, seq, len(tokens), todo) if todo else []
+        if rows is not None:
+            copied = dict(zip((spec.key for spec in todo), rows, strict=True))
+            cache.insert(specs, [copied.get(spec.key) for spec in specs])
+
+    async def _exclusive(self, work: Callable[..., Any], *args: Any) -> Any:
+        """work(*args) in this model's turn on the compute executor: no forward pass runs."""
+        return await self.compute.run(self, work, *args)
+
+    def _copy_out(self, seq: SlotSequence, n: int, specs: Sequence[BlockSpec]
+                  ) -> list[Rows] | None:
+        """The blocks' rows from the sequence's slot, or None unless its first n positions are
+        there as prompt rows (it may have left, or a context shift re-evaluated it); on the
+        compute thread in this model's turn, so no step runs (a ring's rows move with each)."""
+        rows_of_prompts = (not seq.replay and len(seq.in_cache) >= n) if seq.background \
+            else seq.fed_prompt >= n
+        if seq.shifts or not rows_of_prompts or not (
+                0 <= seq.slot < len(self.table.slots) and self.table.slots[seq.slot] is seq):
+            return None
+        return read_blocks(self.model.net.cache, seq.slot, seq.position, specs)
 
     async def _generate(self, job: GenerateJob) -> AsyncIterator[GenerateOutput]:
         start = time.perf_counter_ns()
@@ -272,13 +414,22 @@ class EngineRunner:
         first_token_at, count = 0, 0
         logprobs: list[TokenLogprob] = []              # of the tokens not yet handed out
         reason: str | None = DoneReason.LENGTH.value if num_predict == 0 else None
+        found = PrefixMatch()
+        publish = False          # the prompt is evaluated: store its KV after handing out a token
         try:
             if reason is None:
-                self.table.add(seq)
+                await self._await_answers(prompt)
+                found = self.prompt_cache.match(prompt)
+                await self._start(seq, found)
+                self.prompt_cache.release(found)
                 self._inboxes[id(seq)] = send
                 self._work.set()
             while reason is None:
+                if publish:
+                    publish = False
+                    await self._publish(seq, prompt)
                 event = raise_failure(await receive.receive())
+                publish = count == 0
                 token = event.token
                 if seq.failure is not None:
                     raise ConstraintFailed(f"constrained decoding failed: {seq.failure}")
@@ -298,20 +449,29 @@ class EngineRunner:
                 if piece:
                     yield GenerateOutput(piece, truncated_messages=dropped, logprobs=logprobs)
                     logprobs = []
+            if publish:          # the first token ended it: the slot still holds the prompt
+                await self._publish(seq, prompt)
+            if self._answer_to_cache(seq):
+                seq.evaluate_answer()       # the step loop takes it from here
         finally:
+            self.prompt_cache.release(found)
             self._inboxes.pop(id(seq), None)
-            self.table.remove(seq)
+            if not seq.background:
+                self.table.remove(seq)
             self._work.set()
         end = time.perf_counter_ns()
         first = first_token_at or end
         yield GenerateOutput(
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
-            prompt_eval_count=len(prompt), prompt_eval_duration=first - start, eval_count=count,
+            prompt_eval_count=len(prompt) - seq.cached, prompt_cache_count=seq.cached,
+            prompt_eval_duration=first - start, eval_count=count,
             eval_duration=end - first, context=prompt + seq.generated,
-            truncated_messages=dropped, logprobs=logprobs)
+            truncated_messages=dropped, logprobs=logprobs, stop_sequence=stops.matched)
 
     async def aclose(self) -> None:
         self._fail(self.table.active, RunnerStopped())   # should the step loop have died
+
+        self.prompt_cache.clear()
 
         def close() -> None:
             self._masks.close()
@@ -342,7 +502,7 @@ class EngineFactory:
         """The loaded network's own memory plan, read from the file's header (nothing loaded)."""
         def estimate() -> MemoryEstimate:
             plan = plan_model(spec.model.path, spec.num_ctx, spec.n_slots, spec.num_batch,
-                              spec.kv_cache_type)
+                              spec.kv_cache_type, spec.prompt_cache)
             return plan.estimate(cpu_only=not ON_GPU)
 
         return await trio.to_thread.run_sync(estimate)
@@ -356,14 +516,15 @@ class EngineFactory:
 
         def load() -> Model:
             return Model.load(spec.model.path, n_ctx=spec.num_ctx, n_slots=spec.n_slots,
-                              max_batch=spec.num_batch, kv_type=spec.kv_cache_type, ops=ops)
+                              max_batch=spec.num_batch, kv_type=spec.kv_cache_type, ops=ops,
+                              prompt_cache=spec.prompt_cache)
 
         model = await trio.to_thread.run_sync(load)
         plan = model.net.memory
         if plan.kv_note:
             log.warning("%s: KV cache %s, not %s: %s", spec.name, plan.kv_type,
                         spec.kv_cache_type, plan.kv_note)
-        log.info("%s: %d bytes (weights %d mapped + %d repacked, KV cache %s %d, scratch %d)",
-                 spec.name, plan.total, plan.total - plan.packed - plan.kv - plan.scratch,
-                 plan.packed, plan.kv_type, plan.kv, plan.scratch)
+        log.info("%s: %d bytes (weights %d mapped + %d repacked, KV cache %s %d, scratch %d, "
+                 "prompt cache %d)", spec.name, plan.total, plan.mapped_blocks + plan.mapped_other,
+                 plan.packed, plan.kv_type, plan.kv, plan.scratch, plan.prompt_cache)
         return EngineRunner(model, spec, compute)

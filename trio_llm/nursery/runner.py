@@ -57,7 +57,8 @@ LOAD_OPTIONS = names(Part.LOAD)
 class LoadSpec:
     """Everything that fixes how a model is loaded; equal `load_key`s share one runner.
 
-    num_ctx is per slot (the KV cache holds num_ctx x n_slots positions). num_gpu -1 = auto."""
+    num_ctx is per slot (the KV cache holds num_ctx x n_slots positions). num_gpu -1 = auto.
+    prompt_cache: bytes of earlier prompts' KV the model keeps for reuse (0: none)."""
 
     model: ResolvedModel
     num_ctx: int
@@ -70,6 +71,7 @@ class LoadSpec:
     kv_cache_type: str = "f16"
     flash_attention: bool = False
     prefill_chunk: int = 0   # prompt tokens in a step that also decodes (0: num_batch)
+    prompt_cache: int = 0
 
     @property
     def name(self) -> str:
@@ -79,7 +81,7 @@ class LoadSpec:
     def load_key(self) -> tuple[Any, ...]:
         return (self.model.path, self.model.digest, self.num_ctx, self.n_slots, self.num_batch,
                 self.num_gpu, self.main_gpu, self.use_mmap, self.kv_cache_type,
-                self.flash_attention)
+                self.flash_attention, self.prompt_cache)
 
 
 class Runner(Protocol):

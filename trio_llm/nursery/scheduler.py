@@ -180,7 +180,8 @@ class Scheduler:
                         use_mmap=None if use_mmap is None else bool(use_mmap),
                         kv_cache_type=self.settings.kv_cache_type,
                         flash_attention=self.settings.flash_attention,
-                        prefill_chunk=self.settings.prefill_chunk)
+                        prefill_chunk=self.settings.prefill_chunk,
+                        prompt_cache=self.settings.prompt_cache)
 
     @asynccontextmanager
     async def acquire(self, name: str, options: Mapping[str, Any] | None = None,

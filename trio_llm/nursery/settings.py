@@ -31,6 +31,7 @@ class SchedulerSettings:
     kv_cache_type: str = field(default_factory=lambda: _default("OLLAMA_KV_CACHE_TYPE"))
     flash_attention: bool = field(default_factory=lambda: _default("OLLAMA_FLASH_ATTENTION"))
     prefill_chunk: int = field(default_factory=lambda: _default("TRIO_LLM_PREFILL_CHUNK"))
+    prompt_cache: int = field(default_factory=lambda: _default("TRIO_LLM_PROMPT_CACHE"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
@@ -47,7 +48,8 @@ class SchedulerSettings:
                    load_timeout=get("OLLAMA_LOAD_TIMEOUT"),
                    kv_cache_type=get("OLLAMA_KV_CACHE_TYPE"),
                    flash_attention=get("OLLAMA_FLASH_ATTENTION"),
-                   prefill_chunk=get("TRIO_LLM_PREFILL_CHUNK"))
+                   prefill_chunk=get("TRIO_LLM_PREFILL_CHUNK"),
+                   prompt_cache=get("TRIO_LLM_PROMPT_CACHE"))
 
     @property
     def slots(self) -> int:

@@ -41,6 +41,14 @@ class OutputParser:
             if tools else None
         return cls(thinking, calls) if thinking or calls else None
 
+    @property
+    def closing_thinking(self) -> str:
+        """The text that would close the thinking now: its closing tag while the reply is
+        inside its thinking, else "" (a thinking budget writes it for the model)."""
+        if self.thinking is None or not self.thinking.in_thinking:
+            return ""
+        return self.thinking.closing
+
     def _answer(self, text: str, piece: Piece) -> None:
         if self.tools is None:
             piece.text += text

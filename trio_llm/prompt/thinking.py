@@ -36,6 +36,11 @@ class ThinkingParser:
         self.state = _State.THINKING if started else _State.LOOKING
         self.at_thinking_start = started
 
+    @property
+    def in_thinking(self) -> bool:
+        """Whether the reply so far is inside its thinking (opened and not yet closed)."""
+        return self.state is _State.THINKING
+
     def feed(self, text: str) -> tuple[str, str]:
         """(thinking, answer) that can be passed on now."""
         self.buffer += text

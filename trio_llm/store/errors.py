@@ -42,7 +42,7 @@ class NotGGUF(StoreError, InvalidRequest):
 
 
 class QuantizationNotSupported(StoreError, InvalidRequest):
-    """`quantize` was requested; the hook for our quantizer (another piece of work) is not wired."""
+    """A `quantize` target we cannot produce, or a source we cannot quantize from (400)."""
 
     def __init__(self, target: str) -> None:
         super().__init__(f"quantization to {target} is not supported yet")

@@ -213,10 +213,10 @@ def _writer(gguf: GGUFFile, dest: Path, target: Target,
 
 
 def _row_bytes(kind: GGMLQuantizationType, n: int) -> int:
-    nbytes = int(kernels.lib.tl_row_bytes(int(kind), n))
-    if nbytes < 0:
-        raise kernels.KernelError(f"a row of {n} is not whole {kind.name} blocks")
-    return nbytes
+    try:
+        return kernels.row_bytes(int(kind), n)
+    except kernels.KernelError as e:
+        raise kernels.KernelError(f"a row of {n} is not whole {kind.name} blocks", e.status) from e
 
 
 def _convert(gguf: GGUFFile, info: TensorInfo, kind: GGMLQuantizationType,

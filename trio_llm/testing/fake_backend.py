@@ -3,9 +3,11 @@
 The "model" streams the rendered prompt's words back, one word per token, honouring
 num_predict (done_reason "length") and stop strings, with real measured durations. Asked to
 think, it first writes a line of thinking in `<think>` tags; offered tools, it ends by writing
-a call of the first one in `<tool_call>` tags (the API reads both out of the text). Requests
-wait for one of `num_parallel` slots; more than `max_queue` waiting raises QueueFull, as the
-real scheduler does. Everything a test may want to observe is a plain attribute.
+a call of the first one in `<tool_call>` tags (the API reads both out of the text). Generations,
+embeddings and loads wait for one of `num_parallel` slots, with the real scheduler's queue rule:
+a request that cannot start at once (no free slot, or its model not loaded) is QueueFull (503
+with Retry-After) when `max_queue` requests are waiting already, every waiting request counted.
+Everything a test may want to observe is a plain attribute.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +34,7 @@ from trio_llm.api.backend import (
     ModelRef,
     RunningModel,
 )
+from trio_llm.engine.tokenizer import Tokenizer
 from trio_llm.errors import (
     BadRequest,
     ContextOverflow,
@@ -39,6 +43,7 @@ from trio_llm.errors import (
     ModelNotFound,
     QueueFull,
     TrioLLMError,
+    Unsupported,
 )
 
 # A readable transcript template, so echoed output is easy to assert on.
@@ -151,6 +156,10 @@ class FakeBackend:
 
     async def resolve(self, name: str) -> ModelRef:
         return self._get(name).ref
+
+    async def tokenizer(self, model: ModelRef) -> Tokenizer:
+        """The fake models have no vocabulary: tokenize and count_tokens say so (400)."""
+        raise Unsupported(f'"{model.name}" has no tokenizer (a fake model)')
 
     async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:
         model = self._get(name)
@@ -267,7 +276,8 @@ class FakeBackend:
 
     async def load(self, model: ModelRef, options: Mapping[str, Any],
                    keep_alive: float | None) -> None:
-        await self._ensure_loaded(model, options, keep_alive)
+        async with self._slot(model, options, keep_alive):
+            pass
 
     async def unload(self, model: ModelRef) -> None:
         self.loaded.pop(model.name, None)
@@ -284,77 +294,102 @@ class FakeBackend:
     def busy_slots(self) -> int:
         return self.active
 
-    async def _acquire_slot(self) -> None:
-        if self.slots.value == 0 and self.waiting >= self.max_queue:
+    @asynccontextmanager
+    async def _slot(self, ref: ModelRef, options: Mapping[str, Any],
+                    keep_alive: float | None) -> AsyncIterator[int]:
+        """Hold a slot with `ref` loaded for the body; yields the load's nanoseconds. Waiting
+        (for a slot or for the load) counts against max_queue, as in the real scheduler."""
+        if (self.slots.value == 0 or ref.name not in self.loaded) and \
+                self.waiting >= self.max_queue:
             raise QueueFull()
         self.waiting += 1
         try:
             await self.slots.acquire()
+            try:
+                load_ns = await self._ensure_loaded(ref, options, keep_alive)
+            except BaseException:
+                self.slots.release()
+                raise
         finally:
             self.waiting -= 1
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        self.requests.append(request)
-        await self._acquire_slot()
         self.active += 1
-        outcome = "closed"
         try:
-            options = request.options
-            load_ns = await self._ensure_loaded(request.model, options, request.keep_alive)
-            began = time.monotonic_ns()
-            words = request.prompt.split()
-            prompt_ids = [*request.context, *(token_id(w) for w in words)]
-            num_ctx = int(options.get("num_ctx", self.num_ctx))
-            if len(prompt_ids) > num_ctx:
-                raise ContextOverflow("the prompt is longer than the context length")
-            await trio.sleep(0)
-            prompt_ns = max(1, time.monotonic_ns() - began)
-            limit = int(options.get("num_predict", -1))
-            stops = list(options.get("stop", []))
-            began = time.monotonic_ns()
-            output_ids: list[int] = []
-            text = ""
-            reason = "stop"
-            if request.think not in (None, False):
-                yield GenerationChunk(text=f"<think>{THINKING}</think>")
-            for index, word in enumerate(words):
-                if 0 <= limit <= index or len(prompt_ids) + index >= num_ctx:
-                    reason = "length"
-                    break
-                if self.fail_after is not None and index >= self.fail_after:
-                    raise RuntimeError("the fake model failed mid-stream")
-                if index == self.pause_at:
-                    self.paused.set()
-                    await self.resume.wait()
-                await trio.sleep(self.token_delay)
-                piece = word if index == 0 else " " + word
-                if any(s in text + piece for s in stops):
-                    break
-                text += piece
-                output_ids.append(token_id(word))
-                yield GenerationChunk(text=piece)
-            if request.tools:
-                name = request.tools[0].get("function", {}).get("name", "")
-                call = json.dumps({"name": name, "arguments": {"words": len(output_ids)}})
-                yield GenerationChunk(text=f"<tool_call>{call}</tool_call>")
-            yield GenerationChunk(
-                done=True, done_reason=reason, prompt_eval_count=len(prompt_ids),
-                prompt_eval_duration=prompt_ns, eval_count=len(output_ids),
-                eval_duration=max(1, time.monotonic_ns() - began), load_duration=max(1, load_ns),
-                context=prompt_ids + output_ids)
-            outcome = "finished"
+            yield load_ns
         finally:
             self.active -= 1
             self.slots.release()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self.requests.append(request)
+        outcome = "closed"
+        try:
+            async with self._slot(request.model, request.options, request.keep_alive) as load_ns:
+                async with aclosing(self._generate(request, load_ns)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+            outcome = "finished"
+        finally:
             self.outcomes.append(outcome)
             if request.keep_alive == 0:
                 self.loaded.pop(request.model.name, None)
+
+    async def _generate(self, request: GenerationRequest,
+                        load_ns: int) -> AsyncIterator[GenerationChunk]:
+        """The fake model's output for one request that holds its slot."""
+        options = request.options
+        began = time.monotonic_ns()
+        words = request.prompt.split()
+        prompt_ids = [*request.context, *(token_id(w) for w in words)]
+        num_ctx = int(options.get("num_ctx", self.num_ctx))
+        if len(prompt_ids) > num_ctx:
+            raise ContextOverflow("the prompt is longer than the context length")
+        await trio.sleep(0)
+        prompt_ns = max(1, time.monotonic_ns() - began)
+        limit = int(options.get("num_predict", -1))
+        stops = list(options.get("stop", []))
+        began = time.monotonic_ns()
+        output_ids: list[int] = []
+        text = ""
+        reason = "stop"
+        if request.think not in (None, False):
+            yield GenerationChunk(text=f"<think>{THINKING}</think>")
+        for index, word in enumerate(words):
+            if 0 <= limit <= index or len(prompt_ids) + index >= num_ctx:
+                reason = "length"
+                break
+            if self.fail_after is not None and index >= self.fail_after:
+                raise RuntimeError("the fake model failed mid-stream")
+            if index == self.pause_at:
+                self.paused.set()
+                await self.resume.wait()
+            await trio.sleep(self.token_delay)
+            piece = word if index == 0 else " " + word
+            if any(s in text + piece for s in stops):
+                break
+            text += piece
+            output_ids.append(token_id(word))
+            yield GenerationChunk(text=piece)
+        if request.tools:
+            name = request.tools[0].get("function", {}).get("name", "")
+            call = json.dumps({"name": name, "arguments": {"words": len(output_ids)}})
+            yield GenerationChunk(text=f"<tool_call>{call}</tool_call>")
+        yield GenerationChunk(
+            done=True, done_reason=reason, prompt_eval_count=len(prompt_ids),
+            prompt_eval_duration=prompt_ns, eval_count=len(output_ids),
+            eval_duration=max(1, time.monotonic_ns() - began), load_duration=max(1, load_ns),
+            context=prompt_ids + output_ids)
 
     async def embed(self, model: ModelRef, inputs: Sequence[str], *, truncate: bool,
                     options: Mapping[str, Any], keep_alive: float | None) -> EmbedResult:
         if "embedding" not in model.capabilities:
             raise BadRequest(f'"{model.name}" does not support embeddings')
-        load_ns = await self._ensure_loaded(model, options, keep_alive)
+        async with self._slot(model, options, keep_alive) as load_ns:
+            return self._embed(model, inputs, truncate=truncate, options=options,
+                               keep_alive=keep_alive, load_ns=load_ns)
+
+    def _embed(self, model: ModelRef, inputs: Sequence[str], *, truncate: bool,
+               options: Mapping[str, Any], keep_alive: float | None,
+               load_ns: int) -> EmbedResult:
         num_ctx = int(options.get("num_ctx", self.num_ctx))
         vectors = []
         count = 0
