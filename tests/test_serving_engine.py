@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from trio_llm.nursery import SchedulerSettings, open_scheduler
-from trio_llm.nursery.engine_runner import EngineFactory, EngineRunner, GenerateJob
+from trio_llm.nursery.engine_runner import EmbedJob, EngineFactory, EngineRunner, GenerateJob
 from trio_llm.nursery.runner import ResolvedModel
 from trio_llm.nursery.scheduler import Scheduler
 from trio_llm.testing.fakes import FakeDevices
@@ -105,6 +105,35 @@ async def test_smollm2_and_gemma3_generating_at_once_give_each_the_text_it_gives
             alone, together = await alone_then_together(sched, jobs, 16)
             assert runner(sched, "smollm2").model.ops is runner(sched, "gemma3").model.ops
     assert together == alone and all(t.strip() for t in alone)
+
+
+async def embed(sched: Scheduler, name: str, texts: list[str]) -> list[list[float]]:
+    async with sched.acquire(name) as lease:
+        async with aclosing(lease.serve(EmbedJob(texts))) as outputs:
+            return (await outputs.__anext__()).embeddings
+
+
+async def test_embeddings_computed_while_a_chat_model_generates_equal_those_computed_alone(
+        smollm2_path: Path, bert_path: Path) -> None:
+    files = Files({"smollm2": smollm2_path, "minilm": bert_path})
+    texts = [f"Document {i} is about {topic}." for i, topic in
+             enumerate(["cats", "the sea", "trains", "bread"] * 4)]
+    with trio.fail_after(300):
+        async with open_scheduler(EngineFactory(), FakeDevices(), files, settings()) as sched:
+            alone_text = await generate(sched, "smollm2", COUNTING, 24)
+            alone_vectors = [await embed(sched, "minilm", [t]) for t in texts]
+            together_vectors: list[list[list[float]]] = []
+
+            async def embed_all() -> None:
+                for t in texts:          # one request per text: many turns beside the decode
+                    together_vectors.append(await embed(sched, "minilm", [t]))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(embed_all)
+                together_text = await generate(sched, "smollm2", COUNTING, 24)
+            assert runner(sched, "smollm2").model.ops is runner(sched, "minilm").model.ops
+    assert together_text == alone_text
+    assert together_vectors == alone_vectors
 
 
 LONG_PROMPT = " ".join(f"Item {i} is a {['red', 'green', 'blue'][i % 3]} box." for i in range(60))
