@@ -250,7 +250,9 @@ class Answer:
                 "model": self.spec.chat.model, "content": self.blocks if chunk else [],
                 "stop_reason": stop_reason(chunk, self.calls > 0) if chunk else None,
                 "stop_sequence": (chunk.stop_sequence or None) if chunk else None,
+                # Anthropic's meaning: input_tokens were evaluated, the rest read from cache
                 "usage": {"input_tokens": chunk.prompt_eval_count if chunk else 0,
+                          "cache_read_input_tokens": chunk.prompt_cache_count if chunk else 0,
                           "output_tokens": chunk.eval_count if chunk else 0}}
 
     @staticmethod

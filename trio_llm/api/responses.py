@@ -253,9 +253,12 @@ def parse(body: Any) -> Spec:
 # ----------------------------------------------------------------------------- responses
 
 def usage(chunk: GenerationChunk) -> dict[str, Any]:
-    return {"input_tokens": chunk.prompt_eval_count, "input_tokens_details": {"cached_tokens": 0},
+    """input_tokens is the whole prompt, of which cached_tokens came from the prompt cache."""
+    prompt = chunk.prompt_eval_count + chunk.prompt_cache_count
+    return {"input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": chunk.prompt_cache_count},
             "output_tokens": chunk.eval_count, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": chunk.prompt_eval_count + chunk.eval_count}
+            "total_tokens": prompt + chunk.eval_count}
 
 
 def _logprobs(chunk: GenerationChunk) -> list[dict[str, Any]]:

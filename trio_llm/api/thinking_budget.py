@@ -70,6 +70,7 @@ async def _budgeted(backend: Backend, metrics: Metrics, prepared: generation.Pre
             if chunk.done:
                 chunk = replace(
                     chunk, prompt_eval_count=last.prompt_eval_count,
+                    prompt_cache_count=last.prompt_cache_count,
                     prompt_eval_duration=last.prompt_eval_duration,
                     eval_count=last.eval_count + len(written) + chunk.eval_count,
                     eval_duration=last.eval_duration + chunk.eval_duration,
