@@ -7,7 +7,7 @@ from collections.abc import Sequence as Seq
 import numpy as np
 import pytest
 
-from trio_llm.engine.slots import DoneReason, NoFreeSlot, Sequence, SlotTable
+from trio_llm.engine.slots import BACKGROUND_CHUNK, DoneReason, NoFreeSlot, Sequence, SlotTable
 
 VOCAB = 10
 
@@ -171,6 +171,25 @@ def test_background_answers_wait_while_others_run_unless_a_request_waits_for_the
     plan = table.plan()                                      # after every other sequence
     assert plan is not None and plan.batch.tokens.tolist() == [4, 9, 9]
     assert plan.readers == [fresh] and plan.batch.positions.tolist() == [5, 3, 4]
+
+
+def test_an_answer_nobody_waits_for_is_evaluated_in_small_steps_an_arrival_can_cut_in() -> None:
+    """A step cannot be interrupted: idle background work must not hold a whole batch."""
+    answer_length = 2 * BACKGROUND_CHUNK + 5
+    table = SlotTable(n_slots=2, n_ctx=512, max_batch=256)
+    old = seq([1, 2, 3], max_tokens=answer_length)
+    table.add(old)
+    while old.done is None:
+        plan = table.plan()
+        assert plan is not None
+        table.apply(plan, logits_choosing(*[9] * len(plan.readers)))
+    old.evaluate_answer()
+    plan = table.plan()
+    assert plan is not None and len(plan.batch.tokens) == BACKGROUND_CHUNK
+    table.apply(plan, logits_choosing())
+    old.urgent = True                                        # a request waits for it now
+    plan = table.plan()
+    assert plan is not None and len(plan.batch.tokens) == answer_length - BACKGROUND_CHUNK
 
 
 def test_a_step_that_decodes_takes_at_most_the_prefill_chunk_of_prompt_tokens() -> None:

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from trio_llm.engine.constraint import GrammarState
     from trio_llm.engine.sampler import Sampler
 
+# Answer tokens re-evaluated per step when no request waits for them: a step cannot be
+# interrupted, so a request that arrives meanwhile waits for at most this many prompt rows
+# (~0.1 s here) before its own prompt starts.
+BACKGROUND_CHUNK = 32
 
 class DoneReason(StrEnum):
     """Why a sequence stopped, with Ollama's `done_reason` spelling."""
@@ -222,11 +226,18 @@ class SlotTable:
             budget = min(budget, self.prefill_chunk)
         idle = all(s.background for s in self.active)
         waiting = [s for s in waiting if not s.background or idle or s.urgent]
+        spare = BACKGROUND_CHUNK      # rows of answers nobody waits for, this step
         for seq in sorted(waiting, key=lambda s: (s.background, s.admitted)):   # answers last
             if not budget:
                 break
             pending = seq.pending
-            chunk = pending[:budget]
+            if seq.background and not seq.urgent:
+                if not spare:
+                    continue
+                chunk = pending[:min(budget, spare)]
+                spare -= len(chunk)
+            else:
+                chunk = pending[:budget]
             tokens += chunk
             positions += range(seq.position, seq.position + len(chunk))
             slots += [seq.slot] * len(chunk)
