@@ -13,7 +13,8 @@ first over the time after the first) and the aggregate (all tokens over the wall
 Workloads:
 - plain: N clients at once, distinct prompts.
 - prefix: a ~1,000-token system prompt; the first turn is answered, then the next turn (the
-  history plus a new question) is timed: what a prompt cache saves.
+  history plus a new question) is timed: what a prompt cache saves. --think-time S waits S
+  seconds before the next turn, as a person reading the answer would.
 - two-model: N clients on --model alone, then on --second-model alone, then N on each at once;
   reports each model's share of its alone speed and their sum (1.0 = no loss from sharing).
 - embed: 32 inputs in one /api/embed request against 32 sequential requests.
@@ -161,6 +162,7 @@ async def prefix(client: httpx.AsyncClient, args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         first = [system, {"role": "user", "content": f"Round {r}: when do you open?"}]
         answer = await stream_chat(client, args.api, args.model, first, 32)
+        await trio.sleep(args.think_time)      # the user reads the answer before replying
         follow = first + [{"role": "assistant", "content": "".join(answer.text)},
                           {"role": "user", "content": "And can I renew a book online?"}]
         turn = await stream_chat(client, args.api, args.model, follow, args.tokens)
@@ -236,4 +238,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="plain")
+    parser.add_argument("--think-time", type=float, default=0.0,
+                        help="prefix workload: seconds between an answer and the next turn")
     trio.run(run, parser.parse_args(argv))
