@@ -42,7 +42,10 @@ def server_process(tmp_path: Path, pulled_store: Path) -> Iterator[tuple[str, in
     port = free_port()
     env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(store),
            "OLLAMA_NUM_PARALLEL": "2", "OLLAMA_MAX_QUEUE": "8", "OLLAMA_KEEP_ALIVE": "-1",
-           "OLLAMA_CONTEXT_LENGTH": "512", "PYTHONPATH": str(REPO)}
+           "OLLAMA_CONTEXT_LENGTH": "512", "PYTHONPATH": str(REPO),
+           # the prompt cache grows to its budget by design: one the warm-up fills, so that
+           # RSS growth after it is a leak, not the cache filling up
+           "TRIO_LLM_PROMPT_CACHE": "8MiB"}
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "trio_llm.cli", "serve"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)

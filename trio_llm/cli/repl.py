@@ -10,6 +10,7 @@ while an answer streams closes the HTTP response, which makes the server cancel 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -396,8 +397,17 @@ def read_message(session: Session) -> str | None:
         return None
 
 
+def take_back_ctrl_c() -> None:
+    """Ctrl-C raises KeyboardInterrupt even where the parent started us with SIGINT ignored
+    (a background job of a non-interactive shell, a CI runner): Python installs no handler
+    then, and Ctrl-C could not stop an answer. Only on a terminal, where a person types it."""
+    if sys.stdin.isatty() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def interactive(model: str, info: dict[str, Any] | None = None) -> int:
     """The REPL: read, answer, repeat until /bye or Ctrl-D. The model must exist."""
+    take_back_ctrl_c()
     rl = _readline()
     session = Session(model=model, readline=rl)
     keep_history = rl is not None and not config.get("OLLAMA_NOHISTORY")
