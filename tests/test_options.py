@@ -52,3 +52,10 @@ def test_a_request_option_out_of_its_range_is_a_400_naming_it(name: str):
     value = option.low - 1 if option.low is not None else option.high + 1
     with pytest.raises(BadRequest, match=f'option "{name}" must be'):
         check_options({name: value})
+
+
+def test_draft_tokens_without_draft_models_are_a_400_naming_the_option():
+    """We run no draft models, so asking for drafted tokens is refused, not ignored."""
+    assert check_options({"draft_num_predict": 0}) == {"draft_num_predict": 0}
+    with pytest.raises(BadRequest, match='option "draft_num_predict" must be between 0 and 0'):
+        check_options({"draft_num_predict": 4})

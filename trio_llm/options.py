@@ -91,7 +91,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("num_predict", INT, -1, Part.RUNNER),              # -1: until a stop or the end
     Option("num_keep", INT, 4, Part.RUNNER),                  # tokens a context shift keeps
     Option("stop", STRINGS, (), Part.RUNNER),
-    Option("draft_num_predict", INT, 0, Part.RUNNER, 0),      # no draft models: nothing to draft
+    Option("draft_num_predict", INT, 0, Part.RUNNER, 0, 0),   # no draft models: only 0 (off)
     # beyond Ollama
     Option("grammar", Kind.STRING, None, Part.CONSTRAINT),
     Option("regex", Kind.STRING, None, Part.CONSTRAINT),
