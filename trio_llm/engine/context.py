@@ -122,9 +122,14 @@ def _system_prefix(messages: Sequence[Message], render: Render, encode: Encode,
         alone = encode(render(system))
     except Exception:  # a template may refuse a conversation of system messages only
         return 0
+    return common_prefix(alone, tokens)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two token lists share."""
     n = 0
-    for a, b in zip(alone, tokens, strict=False):
-        if a != b:
+    for x, y in zip(a, b, strict=False):
+        if x != y:
             break
         n += 1
     return n

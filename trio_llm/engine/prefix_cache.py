@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trio_llm.engine.context import common_prefix
 from trio_llm.engine.kv_cache import KVCache
 
 BLOCK_TOKENS = 64
@@ -81,15 +82,6 @@ class PrefixMatch:
 def _digest(parent: bytes, tokens: Sequence[int]) -> bytes:
     data = np.asarray(tokens, dtype=np.int32).tobytes()
     return hashlib.blake2b(parent + data, digest_size=16).digest()
-
-
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _covers(new: Rows, old: Rows) -> bool:
@@ -148,7 +140,7 @@ class PrefixCache:
             else:
                 for key in self.children.get(parent, ()):
                     block = self.blocks[key]
-                    n = _common(block.spec.tokens, want)
+                    n = common_prefix(block.spec.tokens, want)
                     if n > best_n:
                         best, best_n = block, n
             if best is None:
