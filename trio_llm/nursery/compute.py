@@ -61,7 +61,8 @@ class FairTurns:
 
     @asynccontextmanager
     async def turn(self, client: Hashable) -> AsyncIterator[None]:
-        """Hold the turn for the body of the `async with`."""
+        """Hold the turn for the body of the `async with` (the body must checkpoint: taking a
+        free turn does not)."""
         await self._acquire(client)
         try:
             yield
@@ -71,8 +72,10 @@ class FairTurns:
     async def _acquire(self, client: Hashable) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._busy and not self._ring:
+            # A free turn is taken without yielding: a step loop hands its next step to the
+            # compute thread before the requests its last step woke run (their work then
+            # overlaps the step instead of delaying it). The call in the turn checkpoints.
             self._busy = True
-            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         granted = trio.Event()
         line = self._lines.get(client)
