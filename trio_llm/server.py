@@ -42,6 +42,8 @@ from trio_llm.nursery.engine_runner import (
 from trio_llm.nursery.runner import ResolvedModel
 from trio_llm.nursery.scheduler import Scheduler, open_scheduler
 from trio_llm.nursery.settings import SchedulerSettings
+from trio_llm.store.gguf_info import GGUFSummary
+from trio_llm.store.records import ModelRecord
 from trio_llm.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,11 @@ class EngineBackend:
 
     # -- the resolver the scheduler asks ----------------------------------------------------
     async def resolve_loaded(self, name: str) -> ResolvedModel:
-        record = await in_thread(self.store.get, name)
-        summary = await in_thread(self.store.summary, record.model_digest)
+        def read() -> tuple[ModelRecord, GGUFSummary]:   # one hop: each costs a GIL handover
+            record = self.store.get(name)
+            return record, self.store.summary(record.model_digest)
+
+        record, summary = await in_thread(read)
         context_length = int(summary.model_info.get(f"{summary.architecture}.context_length", 0))
         return ResolvedModel(name=record.name.display, path=record.model_path,
                              digest=record.digest, options=dict(record.params),
@@ -110,9 +115,12 @@ class EngineBackend:
                            e.capabilities) for e in entries]
 
     async def resolve(self, name: str) -> ModelRef:
-        record = await in_thread(self.store.get, name)
-        summary = await in_thread(self.store.summary, record.model_digest)
-        capabilities = await in_thread(self.store.capabilities, name)
+        def read() -> tuple[ModelRecord, GGUFSummary, list[str]]:
+            record = self.store.get(name)
+            summary = self.store.summary(record.model_digest)
+            return record, summary, self.store.capabilities(name)
+
+        record, summary, capabilities = await in_thread(read)
         return ModelRef(
             name=record.name.display, digest=record.digest, gguf_path=str(record.model_path),
             template=prompt.template_source(record.template, summary.chat_template),
