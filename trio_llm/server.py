@@ -103,10 +103,10 @@ class EngineBackend:
             return record, self.store.summary(record.model_digest)
 
         record, summary = await in_thread(read)
-        context_length = int(summary.model_info.get(f"{summary.architecture}.context_length", 0))
         return ResolvedModel(name=record.name.display, path=record.model_path,
                              digest=record.digest, options=dict(record.params),
-                             context_length=context_length, details=record.details.to_json())
+                             context_length=training_context(summary),
+                             details=record.details.to_json())
 
     # -- store side -------------------------------------------------------------------------
     async def list_models(self) -> Sequence[ModelEntry]:
@@ -127,7 +127,7 @@ class EngineBackend:
             system=record.system, parameters=dict(record.params), messages=list(record.messages),
             details=record.details.to_json(), capabilities=tuple(capabilities),
             bos_token=summary.bos_token, eos_token=summary.eos_token,
-            modified_at=record.modified_at)
+            modified_at=record.modified_at, context_length=training_context(summary))
 
     async def show(self, name: str, verbose: bool) -> Mapping[str, Any]:
         info = await in_thread(self.store.show, name, verbose)
@@ -172,7 +172,7 @@ class EngineBackend:
                           truncate=request.truncate, shift=request.shift,
                           constraint=request.constraint,
                           top_logprobs=request.top_logprobs if request.logprobs else None)
-        async with self.scheduler.acquire(request.model.name, request.options,
+        async with self.scheduler.acquire(loadable(request.model), request.options,
                                           request.keep_alive) as lease:
             load_ns = int(lease.load_duration * 1e9)
             try:
@@ -197,7 +197,7 @@ class EngineBackend:
 
     async def embed(self, model: ModelRef, inputs: Sequence[str], *, truncate: bool,
                     options: Mapping[str, Any], keep_alive: float | None) -> EmbedResult:
-        async with self.scheduler.acquire(model.name, options, keep_alive) as lease:
+        async with self.scheduler.acquire(loadable(model), options, keep_alive) as lease:
             try:
                 async with contextlib.aclosing(lease.serve(EmbedJob(inputs, truncate))) as out:
                     result: EmbedOutput = await out.__anext__()
@@ -212,6 +212,19 @@ class EngineBackend:
 
     def busy_slots(self) -> int:
         return self.scheduler.busy_slots
+
+
+def training_context(summary: GGUFSummary) -> int:
+    """The GGUF's training context length (0: the file does not say)."""
+    return int(summary.model_info.get(f"{summary.architecture}.context_length", 0))
+
+
+def loadable(model: ModelRef) -> ResolvedModel:
+    """What the scheduler loads, from the model the API resolved for this very request (so it
+    does not read the store a second time)."""
+    return ResolvedModel(name=model.name, path=Path(model.gguf_path), digest=model.digest,
+                         options=dict(model.parameters), context_length=model.context_length,
+                         details=model.details)
 
 
 def to_chunk(out: GenerateOutput, load_ns: int) -> GenerationChunk:

@@ -38,6 +38,7 @@ class ModelRef:
     bos_token: str = ""  # text of the BOS token, for templates that write {{ bos_token }}
     eos_token: str = ""
     modified_at: datetime | None = None
+    context_length: int = 0  # the GGUF's training context (0: unknown)
 
 
 @dataclass(frozen=True)

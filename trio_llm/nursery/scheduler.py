@@ -184,9 +184,10 @@ class Scheduler:
                         prompt_cache=self.settings.prompt_cache)
 
     @asynccontextmanager
-    async def acquire(self, name: str, options: Mapping[str, Any] | None = None,
+    async def acquire(self, name: str | ResolvedModel, options: Mapping[str, Any] | None = None,
                       keep_alive: str | float | None = None) -> AsyncIterator[Lease]:
         """Hold a decode slot of `name`, loaded with `options`, for the body of the `async with`.
+        `name` may be the model already resolved (the API looked it up for this request).
 
         keep_alive (None: keep the model's current value) is a duration string or seconds;
         negative = forever, 0 = unload once idle. Raises ModelNotFound, ValueError (bad
@@ -194,7 +195,7 @@ class Scheduler:
         the caller while it waits or is served frees its place and its slot."""
         requested = trio.current_time()
         duration = None if keep_alive is None else parse_duration(keep_alive)
-        resolved = await self._resolver.resolve(name)
+        resolved = name if isinstance(name, ResolvedModel) else await self._resolver.resolve(name)
         spec = self.load_spec(resolved, options)
         model = self._models.get(spec.name)
         if (model is not None and model.accepting and not self._pending[spec.name]
