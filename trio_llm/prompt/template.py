@@ -146,9 +146,21 @@ def load(source: str) -> PromptTemplate:
     raise errors[Dialect.GO] if go_like and Dialect.GO in errors else errors[order[0]]
 
 
+_LOADED: dict[str, PromptTemplate] = {}   # what load_in_worker has parsed, by source
+_LOADED_KEPT = 64
+
+
 async def load_in_worker(source: str) -> PromptTemplate:
-    """`load` off the event loop (a template new to the cache is parsed in a worker thread)."""
-    return await trio.to_thread.run_sync(load, source)
+    """`load` off the event loop: a template new to this cache is parsed in a worker thread, a
+    known one comes back at once (a request's hop fewer, each of which waits for the GIL)."""
+    known = _LOADED.get(source)
+    if known is not None:
+        return known
+    template = await trio.to_thread.run_sync(load, source)
+    while len(_LOADED) >= _LOADED_KEPT:
+        _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[source] = template
+    return template
 
 
 def validate(source: str) -> None:
