@@ -35,6 +35,9 @@ from trio_llm.engine.context import common_prefix
 from trio_llm.engine.kv_cache import KVCache
 
 BLOCK_TOKENS = 64
+# A shorter match is not reused: evaluating that many prompt rows costs less than waiting for
+# the compute turn that copies them into the slot (a whole step when others are running).
+MIN_REUSE_TOKENS = 32
 Rows = tuple[np.ndarray | None, ...]   # per layer: uint8 [2][n][row bytes] (keys, values)
 
 
@@ -96,8 +99,9 @@ class PrefixCache:
     (its rows are optional in a block)."""
 
     def __init__(self, identity: str, budget: int, windows: Sequence[int],
-                 block_tokens: int = BLOCK_TOKENS) -> None:
+                 block_tokens: int = BLOCK_TOKENS, min_reuse: int = MIN_REUSE_TOKENS) -> None:
         self.root = hashlib.blake2b(identity.encode(), digest_size=16).digest()
+        self.min_reuse = min_reuse
         self.budget, self.windows, self.block_tokens = budget, tuple(windows), block_tokens
         self.blocks: OrderedDict[bytes, CachedBlock] = OrderedDict()   # least recent first
         self.children: dict[bytes, set[bytes]] = {}
@@ -126,7 +130,8 @@ class PrefixCache:
     # -- reuse ----------------------------------------------------------------------------------
     def match(self, prompt: Sequence[int]) -> PrefixMatch:
         """The longest stored prefix of `prompt` short of its last token that every ring layer
-        can use, pinned; an empty match when nothing fits (or the cache is off)."""
+        can use, pinned; an empty match when nothing fits, when it is shorter than
+        `min_reuse` tokens, or when the cache is off."""
         found = PrefixMatch()
         limit, parent, pos = len(prompt) - 1, self.root, 0
         while self.enabled and pos < limit:
@@ -151,6 +156,8 @@ class PrefixCache:
                 break
             parent = best.spec.key
         found.parts = self._usable(found.parts)
+        if found.tokens < self.min_reuse:
+            found.parts = []
         for block, _ in found.parts:
             block.refs += 1
             self.blocks.move_to_end(block.spec.key)
