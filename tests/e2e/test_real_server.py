@@ -229,6 +229,9 @@ FAQ_CURLS = [  # Ollama's FAQ examples, with our model's name
 ]
 
 
+# Verbatim means open-ended answers (up to 10 contexts each): seconds to minutes, so the full
+# tier; test_faq_curl_calls_preload_keep_alive_and_num_ctx keeps the FAQ's calls in the fast one
+@pytest.mark.full
 async def test_the_faq_curl_examples_work_verbatim(live: tuple[Host, EngineBackend]) -> None:
     host = live[0]
     for line in FAQ_CURLS:
