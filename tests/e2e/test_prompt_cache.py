@@ -118,6 +118,9 @@ def post(host: Host, path: str, body: dict[str, Any]) -> bytes:
             f"Content-Length: {len(data)}\r\n\r\n").encode() + data
 
 
+# A long prefill to cancel, ~6 s: the full tier; the engine's own cancel-mid-prefill test
+# (tests/test_serving_engine.py) and the second-turn test above stay in the fast one
+@pytest.mark.full
 async def test_cancelling_mid_prefill_frees_the_slot_and_stores_nothing_of_that_prompt(
         nursery: trio.Nursery, models_dir: Any) -> None:
     host, backend = await start(nursery, models_dir)

@@ -151,6 +151,10 @@ PROMPTS = ["The capital of France is", "Water boils at", "def fibonacci(n):",
            "The first president of the United States was", "Once upon a time"]
 
 
+# Five streams alone, then together on 4 slots: the full tier (it wants both cores to itself);
+# the engine's batching tests (tests/test_serving_engine.py, tests/test_decode_batching.py) and
+# the full-queue test below keep concurrent requests in the fast one
+@pytest.mark.full
 async def test_four_parallel_streams_match_their_single_runs(
         nursery: trio.Nursery, models_dir: Path) -> None:
     host, backend = await start(nursery, models_dir, num_parallel=4)
