@@ -44,10 +44,10 @@ def digest_of(path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def f16_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+def f16_path(tmp_path_factory: pytest.TempPathFactory, smollm2_reader: GGUFReader) -> Path:
     """SmolLM2 rewritten as an F16 model: 2-D weights F16, norms F32, all metadata copied."""
     path = tmp_path_factory.mktemp("f16") / "SmolLM2-135M-Instruct.F16.gguf"
-    reader = GGUFReader(smollm2_path)
+    reader = smollm2_reader
     writer = GGUFWriter(path, reader.fields["general.architecture"].contents())
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name == "general.architecture":
