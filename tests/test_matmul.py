@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from tests.kernel_calls import pool_new
@@ -232,12 +231,10 @@ def test_many_rows_span_several_packed_tile_groups(pools: dict[str, object], qty
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_path: Path) -> dict[str, tuple[Q, np.ndarray]]:
+def smollm2(smollm2_reader: GGUFReader) -> dict[str, tuple[Q, np.ndarray]]:
     """A few real tensors of SmolLM2-135M as (type, raw bytes [n_out][row_bytes])."""
-    from gguf import GGUFReader
-
     wanted = {"blk.0.ffn_down.weight", "blk.0.attn_k.weight", "token_embd.weight"}
-    reader = GGUFReader(smollm2_path)
+    reader = smollm2_reader
     return {t.name: (Q(t.tensor_type), np.ascontiguousarray(t.data[:4096]))
             for t in reader.tensors if t.name in wanted}
 

@@ -149,7 +149,8 @@ def real_tensors(path: Path, names: list[str], rows: int) -> list[tuple[str, Q, 
 
 
 @needs_vnni
-@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
+@pytest.mark.parametrize("model", ["smollm2",  # Gemma 3's 600-row matrices: 15 s, full tier
+                                   pytest.param("gemma3", marks=pytest.mark.full)])
 def test_real_model_weights_give_the_same_bits(
     pools: dict[tuple[str, int], object], model: str, request: pytest.FixtureRequest
 ) -> None:

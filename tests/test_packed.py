@@ -184,6 +184,9 @@ def gemma_tensors(gemma3_path: Path) -> dict[Q, tuple[str, np.ndarray]]:
     return found
 
 
+# Reading Gemma 3's matrices and their float64 products, ~20 s: the full tier; the synthetic
+# matrices above keep the packed path in the fast one
+@pytest.mark.full
 @pytest.mark.parametrize("qtype", list(GEMMA_MATRICES), ids=lambda q: q.name)
 def test_real_gemma_weights_match_the_float64_product_in_any_batch(
         pools: dict[str, Any], gemma_tensors: dict[Q, tuple[str, np.ndarray]], qtype: Q) -> None:

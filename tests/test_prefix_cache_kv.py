@@ -80,6 +80,9 @@ def test_smollm2_reused_prefix_gives_the_bits_of_evaluating_it(smollm2_path: Pat
         model.close()
 
 
+# Gemma 3 over 720-token prompts, ~6 s: the full tier; the rings' rules stay in the fast one
+# (tests/test_prefix_cache.py, ring layers) with SmolLM2's reuse above
+@pytest.mark.full
 def test_gemma3_rings_reuse_only_what_their_window_still_holds(gemma3_path: Path) -> None:
     # local layers: window 512 in a ring of 512 + 64 - 1 rows; every 6th layer keeps all 1024
     model = Model.load(gemma3_path, n_ctx=1024, n_slots=2, n_threads=2, max_batch=64)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf import quants as gq
 
 from tests.kernel_calls import size_of
@@ -136,11 +134,9 @@ def test_q8_1_and_q8_k_decode_as_scale_times_quant(name: str) -> None:
     np.testing.assert_array_equal(bits(ours), bits((d * q).ravel()))
 
 
-def test_smollm2_tensors_decode_like_gguf(smollm2_path: Path) -> None:
+def test_smollm2_tensors_decode_like_gguf(smollm2_reader: GGUFReader) -> None:
     """Real Q8_0 embeddings and Q4_1 weights decode exactly as the gguf package decodes them."""
-    from gguf import GGUFReader
-
-    tensors = {t.name: t for t in GGUFReader(smollm2_path).tensors}
+    tensors = {t.name: t for t in smollm2_reader.tensors}
     for name, rows in [("token_embd.weight", slice(0, 2048)),
                        ("token_embd.weight", slice(47104, 49152)),
                        ("blk.0.attn_q.weight", slice(None)),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,15 +40,10 @@ TRICKY = [
 ]
 
 
-def _field_values(path: Path) -> dict[str, Any]:
-    gguf = pytest.importorskip("gguf")
-    reader = gguf.GGUFReader(path)
-    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-
-
 @pytest.fixture(scope="module")
-def smol_meta(smollm2_path: Path) -> dict[str, Any]:
-    return _field_values(smollm2_path)
+def smol_meta(smollm2_reader: Any) -> dict[str, Any]:
+    return {k: f.contents() for k, f in smollm2_reader.fields.items()
+            if k.startswith("tokenizer.")}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ async def test_create_from_a_model_keeps_the_modelfile_settings(
     host = live[0]
     (tmp_path / "Modelfile").write_text(
         f'FROM {MODEL}\nSYSTEM """Answer in French."""\nPARAMETER temperature 0.3\n'
-        "PARAMETER num_ctx 1024\n")
+        "PARAMETER num_ctx 1024\nPARAMETER num_predict 48\n")  # an unseeded answer can run long
     code, out = await cli(host, "create", "french:1", cwd=tmp_path)
     assert code == 0, out
     assert out.splitlines()[0] == "gathering model components"

@@ -131,6 +131,8 @@ async def test_a_long_input_is_cut_to_the_context_keeping_its_sep_or_refused(
                                               "input 0 is ")
 
 
+# 32 encodings and each alone again: the full tier; the batch of 8 above stays in the fast one
+@pytest.mark.full
 async def test_api_embed_of_32_inputs_in_one_forward_equals_each_input_alone_bit_for_bit(
         live: tuple[Host, EngineBackend]) -> None:
     """32 inputs of different lengths (a long one cut to the context among them) go through

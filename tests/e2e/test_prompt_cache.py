@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 import trio
 
 from tests.e2e.conftest import MODEL, start
@@ -117,6 +118,9 @@ def post(host: Host, path: str, body: dict[str, Any]) -> bytes:
             f"Content-Length: {len(data)}\r\n\r\n").encode() + data
 
 
+# A long prefill to cancel, ~6 s: the full tier; the engine's own cancel-mid-prefill test
+# (tests/test_serving_engine.py) and the second-turn test above stay in the fast one
+@pytest.mark.full
 async def test_cancelling_mid_prefill_frees_the_slot_and_stores_nothing_of_that_prompt(
         nursery: trio.Nursery, models_dir: Any) -> None:
     host, backend = await start(nursery, models_dir)
@@ -148,6 +152,7 @@ async def test_cancelling_mid_prefill_frees_the_slot_and_stores_nothing_of_that_
         assert after["prompt_cache_count"] > 0 and after["done_reason"] in ("stop", "length")
 
 
+@pytest.mark.full  # two servers and long prompts: ~12 s; the other cache tests stay fast
 async def test_a_small_budget_evicts_and_keeps_answering_as_without_the_cache(
         nursery: trio.Nursery, models_dir: Any) -> None:
     block = 64 * 30 * 2 * 192 * 2             # SmolLM2 f16: 64 positions x 30 layers x K, V

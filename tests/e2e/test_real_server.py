@@ -151,6 +151,10 @@ PROMPTS = ["The capital of France is", "Water boils at", "def fibonacci(n):",
            "The first president of the United States was", "Once upon a time"]
 
 
+# Five streams alone, then together on 4 slots: the full tier (it wants both cores to itself);
+# the engine's batching tests (tests/test_serving_engine.py, tests/test_decode_batching.py) and
+# the full-queue test below keep concurrent requests in the fast one
+@pytest.mark.full
 async def test_four_parallel_streams_match_their_single_runs(
         nursery: trio.Nursery, models_dir: Path) -> None:
     host, backend = await start(nursery, models_dir, num_parallel=4)
@@ -229,6 +233,9 @@ FAQ_CURLS = [  # Ollama's FAQ examples, with our model's name
 ]
 
 
+# Verbatim means open-ended answers (up to 10 contexts each): seconds to minutes, so the full
+# tier; test_faq_curl_calls_preload_keep_alive_and_num_ctx keeps the FAQ's calls in the fast one
+@pytest.mark.full
 async def test_the_faq_curl_examples_work_verbatim(live: tuple[Host, EngineBackend]) -> None:
     host = live[0]
     for line in FAQ_CURLS:
@@ -251,11 +258,20 @@ async def test_cli_list_cp_show_run_rm(live: tuple[Host, EngineBackend]) -> None
     header, *rows = out.splitlines()
     assert code == 0 and header.split() == ["NAME", "ID", "SIZE", "MODIFIED"]
     assert any(r.startswith(MODEL) and "98 MB" in r and " ago" in r for r in rows)
-    assert (await cli(host, "cp", MODEL, "copy:1"))[0] == 0
+    # `run` cannot pass options, and an unseeded answer of this small model now and then runs
+    # on to Ollama's cap of 10 contexts (20480 tokens, minutes): the copy's source says when
+    # to stop
+    async with httpx.AsyncClient(base_url=host.url, timeout=60) as http:
+        reply = await http.post("/api/create", json={"model": "bounded:1", "from": MODEL,
+                                                     "parameters": {"num_predict": 48},
+                                                     "stream": False})
+    assert reply.status_code == 200, reply.text
+    assert (await cli(host, "cp", "bounded:1", "copy:1"))[0] == 0
+    assert (await cli(host, "rm", "bounded:1"))[0] == 0
     code, out = await cli(host, "show", "copy:1")
     assert code == 0 and "llama" in out and "Q4_1" in out and "completion" in out
     code, out = await cli(host, "show", "copy:1", "--parameters")
-    assert code == 0 and "<|im_end|>" in out
+    assert code == 0 and "<|im_end|>" in out and "num_predict" in out
     code, out = await cli(host, "run", "copy:1", "Say yes.")
     assert code == 0 and out.strip()
     code, out = await cli(host, "run", "copy:1", stdin=b"Say no.")

@@ -118,6 +118,7 @@ async def chat(http: httpx.AsyncClient, content: str, **body: Any) -> dict[str, 
     return reply.json()
 
 
+@pytest.mark.full  # every sample of the corpus: ~12 s; the schema tests below stay fast
 async def test_every_hot_sample_validates_against_its_schema_on_api_chat(
         http: httpx.AsyncClient) -> None:
     jobs = [lambda kind=kind, seed=seed, subject=subject: chat(

@@ -44,10 +44,10 @@ def digest_of(path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def f16_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+def f16_path(tmp_path_factory: pytest.TempPathFactory, smollm2_reader: GGUFReader) -> Path:
     """SmolLM2 rewritten as an F16 model: 2-D weights F16, norms F32, all metadata copied."""
     path = tmp_path_factory.mktemp("f16") / "SmolLM2-135M-Instruct.F16.gguf"
-    reader = GGUFReader(smollm2_path)
+    reader = smollm2_reader
     writer = GGUFWriter(path, reader.fields["general.architecture"].contents())
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name == "general.architecture":
@@ -68,6 +68,11 @@ def f16_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Pa
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# Quantizing all of SmolLM2 to Q4_K_M takes ~10 s: the tests of that model are the full tier;
+# the Q8_0 and Q4_0 creates below keep the quantizing create in the fast one
+Q4_K_M_FULL = pytest.mark.full
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +101,7 @@ def expected_q4_k_m_type(name: str, shape: tuple[int, ...]) -> GGMLQuantizationT
     return Q.Q8_0 if extra else Q.Q4_K
 
 
+@Q4_K_M_FULL
 def test_create_quantize_reports_ollama_statuses_and_stores_a_new_layer(
         q4km: dict[str, Any], f16_path: Path) -> None:
     reports, record = q4km["reports"], q4km["record"]
@@ -114,6 +120,7 @@ def test_create_quantize_reports_ollama_statuses_and_stores_a_new_layer(
     assert leftovers == []
 
 
+@Q4_K_M_FULL
 def test_quantized_gguf_opens_with_our_reader_and_the_gguf_package(
         q4km: dict[str, Any], f16_path: Path) -> None:
     path = q4km["record"].model_path
@@ -131,6 +138,7 @@ def test_quantized_gguf_opens_with_our_reader_and_the_gguf_package(
             assert t.tensor_type == info.type
 
 
+@Q4_K_M_FULL
 def test_q4_k_m_gives_each_tensor_the_documented_type(q4km: dict[str, Any]) -> None:
     with read_gguf(q4km["record"].model_path) as out:
         got = {name: info.type for name, info in out.tensors.items()}
@@ -140,6 +148,7 @@ def test_q4_k_m_gives_each_tensor_the_documented_type(q4km: dict[str, Any]) -> N
     assert sum(t == Q.Q4_K for t in got.values()) == 16
 
 
+@Q4_K_M_FULL
 def test_each_q4_k_m_tensor_dequantizes_close_to_the_f16_source(
         q4km: dict[str, Any], f16_path: Path) -> None:
     with read_gguf(q4km["record"].model_path) as out, read_gguf(f16_path) as src:
@@ -230,6 +239,7 @@ def last_logits(path: Path) -> np.ndarray:
 
 
 @pytest.mark.skipif(not _matmul_works(), reason="tl_matmul is still the weak placeholder")
+@Q4_K_M_FULL
 def test_the_engine_runs_the_q4_k_m_model_close_to_its_f16_source(
         q4km: dict[str, Any], f16_path: Path) -> None:
     want = last_logits(f16_path)
