@@ -176,6 +176,25 @@ def test_odd_thread_counts_give_the_same_result(
         np.testing.assert_allclose(y, y2, rtol=1e-5, atol=1e-5 * float(np.abs(y2).max()))
 
 
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q4_K, Q.F16], ids=lambda q: q.name)
+def test_threads_that_come_late_or_never_change_no_bit(qtype: Q) -> None:
+    """Eight threads on this machine's few cores: in most runs some workers are not scheduled
+    in time and the others take their parts. Every product still has one thread's bits."""
+    rng = np.random.default_rng(11)
+    n_in = n_in_for(qtype)
+    crowded, alone = pool_new(8, 0), pool_new(1, 0)
+    try:
+        for n_out, n_tok in ((576, 1), (1536, 1), (576, 3), (200, 40), (40, 64)):
+            w = make_weights(qtype, n_out, n_in, rng)
+            x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
+            want = matmul(alone, qtype, w, n_out, n_in, x)
+            for _ in range(20):
+                np.testing.assert_array_equal(matmul(crowded, qtype, w, n_out, n_in, x), want)
+    finally:
+        lib.tl_pool_free(crowded)
+        lib.tl_pool_free(alone)
+
+
 @pytest.mark.parametrize("qtype", [Q.F32, Q.F16, Q.BF16], ids=lambda q: q.name)
 def test_float_weights_take_any_row_length(pools: dict[str, object], qtype: Q) -> None:
     rng = np.random.default_rng(3)

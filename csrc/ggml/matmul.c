@@ -1,11 +1,13 @@
 /* tl_matmul: picks the kernels for a weight type, quantizes the activations and spreads the work
    over the pool.
 
+   Work is cut into parts that the threads take as they come (tl_pool_for), so a thread the OS
+   has descheduled leaves its share to the others instead of holding them up.
    Decode (one token, or up to a per-format few): one pool_run; every thread quantizes the short
-   activations itself, so no second synchronisation is needed, then runs row dots over its own
-   contiguous rows (one sequential stream per thread).
+   activations itself before its first part, so no second synchronisation is needed, then runs
+   row dots over the contiguous rows of each part it takes.
    Prompt (more tokens): a first pool_run quantizes the tokens in parallel into the pool's
-   scratch; a second multiplies. With AVX2, each thread packs a group of 8-row tiles of its rows
+   scratch; a second multiplies. With AVX2, each part packs a group of 8-row tiles of its rows
    (row-interleaved: gemm_avx2.c for the 32-element formats, gemm_k_avx2.c for the K formats) and
    runs the group against its tokens; float weights use register-tiled FMA kernels. Scalar pools
    run the row dots for every token, a chunk of rows at a time.
@@ -46,14 +48,15 @@ typedef struct {
     uint8_t *act;          /* prompt: all tokens' activations */
     uint8_t *per_thread;   /* thread i's area: per_thread + i * per_thread_bytes */
     size_t per_thread_bytes;
+    int rows;              /* tiled prompt paths: the product is cut by rows (else by tokens) */
 } mm_job;
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* Rows [*s, *e) of thread ith: contiguous runs of whole units (the last may be short). */
-static void split_rows(int64_t n, int64_t unit, int ith, int nth, int64_t *s, int64_t *e) {
-    long a, b;
-    tl_split((long)((n + unit - 1) / unit), ith, nth, &a, &b);
+/* Units of `unit` rows in n rows (the last may be short), and rows [*s, *e) of units [a, b). */
+static long row_units(int64_t n, int64_t unit) { return (long)((n + unit - 1) / unit); }
+
+static void unit_rows(int64_t n, int64_t unit, long a, long b, int64_t *s, int64_t *e) {
     *s = a * unit < n ? a * unit : n;
     *e = b * unit < n ? b * unit : n;
 }
@@ -122,24 +125,23 @@ static void dot_rows(const mm_job *j, int64_t r0, int64_t r1, const uint8_t *act
     }
 }
 
-static void decode_task(void *arg, int ith, int nth) {
+/* Row units [a, b) (8 rows each); a thread quantizes the few tokens itself before its first. */
+static void decode_part(void *arg, long a, long b, int ith, int first) {
     const mm_job *j = arg;
     int64_t r0, r1;
-    split_rows(j->n_out, 8, ith, nth, &r0, &r1);
-    if (r0 >= r1) return;
+    unit_rows(j->n_out, 8, a, b, &r0, &r1);
     if (j->ty->act == TL_ACT_F32) {
         dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float), NULL);
         return;
     }
     uint8_t *mine = j->per_thread + (size_t)ith * j->per_thread_bytes;
-    quantize_tokens(j, 0, j->n_tok, mine);
+    if (first) quantize_tokens(j, 0, j->n_tok, mine);
     dot_rows(j, r0, r1, mine, j->tok_bytes, (float *)(mine + j->lo_offset));
 }
 
-static void quantize_task(void *arg, int ith, int nth) {
+static void quantize_part(void *arg, long t0, long t1, int ith, int first) {
+    (void)ith, (void)first;
     const mm_job *j = arg;
-    long t0, t1;
-    tl_split((long)j->n_tok, ith, nth, &t0, &t1);
     quantize_tokens(j, t0, t1, j->act + (size_t)t0 * j->tok_bytes);
 #if TL_HAVE_X86
     if (j->vnni && j->ty->pack == TL_PACK_Q8)  /* both parts, side by side, in one run */
@@ -148,22 +150,33 @@ static void quantize_task(void *arg, int ith, int nth) {
 #endif
 }
 
-/* Split the (rows x tokens) product: by rows when there are enough row units for every thread,
-   else by tokens. */
-static void split_work(const mm_job *j, int64_t unit, int ith, int nth, int64_t *r0, int64_t *r1,
-                       int64_t *t0, int64_t *t1) {
-    if ((j->n_out + unit - 1) / unit >= 2 * nth || j->n_tok < nth) {
-        split_rows(j->n_out, unit, ith, nth, r0, r1);
+/* The (rows x tokens) product is cut by rows when there are enough row units for every thread
+   (units of `unit` rows), else by tokens (units of one token, a part per thread). */
+static int by_rows(const mm_job *j, int64_t unit, int nth) {
+    return row_units(j->n_out, unit) >= 2 * nth || j->n_tok < nth;
+}
+
+/* Rows [r0, r1) and tokens [t0, t1) of units [a, b) of the product, cut as by_rows says. */
+static void work_of(const mm_job *j, int64_t unit, long a, long b, int64_t *r0, int64_t *r1,
+                    int64_t *t0, int64_t *t1) {
+    if (j->rows) {
+        unit_rows(j->n_out, unit, a, b, r0, r1);
         *t0 = 0;
         *t1 = j->n_tok;
     } else {
-        long a, b;
-        tl_split((long)j->n_tok, ith, nth, &a, &b);
         *r0 = 0;
         *r1 = j->n_out;
         *t0 = a;
         *t1 = b;
     }
+}
+
+/* tl_pool_for over the product cut as by_rows says (sets j->rows). */
+static void for_work(tl_pool *pool, mm_job *j, int64_t unit, tl_part_fn fn) {
+    int nth = tl_pool_threads(pool);
+    j->rows = by_rows(j, unit, nth);
+    if (j->rows) tl_pool_for(pool, fn, j, row_units(j->n_out, unit), 2 * nth);
+    else tl_pool_for(pool, fn, j, (long)j->n_tok, nth);
 }
 
 #if TL_HAVE_X86
@@ -215,11 +228,12 @@ static void gemm_tiles(const mm_job *j, const uint8_t *pk, int64_t ntiles, int64
                             nt, y, ldy, nr);
 }
 
-/* Each thread packs a group of tiles of its rows, then runs the group against its tokens. */
-static void packed_task(void *arg, int ith, int nth) {
+/* A part: pack a group of tiles of its rows at a time, then run the group against its tokens. */
+static void packed_part(void *arg, long a, long b, int ith, int first) {
+    (void)first;
     const mm_job *j = arg;
     int64_t r0, r1, t0, t1, unit = tile_rows(j);
-    split_work(j, unit, ith, nth, &r0, &r1, &t0, &t1);
+    work_of(j, unit, a, b, &r0, &r1, &t0, &t1);
     if (r0 >= r1 || t0 >= t1) return;
     int64_t nb = j->n_in / j->ty->block_elems;
     int64_t group = pack_group_tiles(j) * unit;
@@ -253,10 +267,11 @@ static void packed_task(void *arg, int ith, int nth) {
     }
 }
 
-static void float_task(void *arg, int ith, int nth) {
+static void float_part(void *arg, long a, long b, int ith, int first) {
+    (void)ith, (void)first;
     const mm_job *j = arg;
     int64_t r0, r1, t0, t1;
-    split_work(j, 4, ith, nth, &r0, &r1, &t0, &t1);
+    work_of(j, 4, a, b, &r0, &r1, &t0, &t1);
     const int64_t token_block = 32;
     for (int64_t t = t0; t < t1; t += token_block) {
         int64_t nt = t1 - t < token_block ? t1 - t : token_block;
@@ -267,12 +282,12 @@ static void float_task(void *arg, int ith, int nth) {
 }
 #endif
 
-/* Prompt path without a packed kernel (scalar pools, K formats): row dots, rows split. */
-static void generic_task(void *arg, int ith, int nth) {
+/* Prompt path without a packed kernel (scalar pools, K formats): row dots, units of 8 rows. */
+static void generic_part(void *arg, long a, long b, int ith, int first) {
+    (void)first;
     const mm_job *j = arg;
     int64_t r0, r1;
-    split_rows(j->n_out, 8, ith, nth, &r0, &r1);
-    if (r0 >= r1) return;
+    unit_rows(j->n_out, 8, a, b, &r0, &r1);
     if (j->ty->act == TL_ACT_F32)
         dot_rows(j, r0, r1, (const uint8_t *)j->x, (size_t)j->n_in * sizeof(float), NULL);
     else
@@ -324,7 +339,6 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
     /* parts == 2: each thread's area ends with room for its lo products (dot_rows' chunk) */
     size_t lo_bytes = j.parts == 2 ? round64((size_t)dot_chunk_rows(&j) * sizeof(float)) : 0;
     int nth = tl_pool_threads(pool);
-
     int64_t row_dot_max = j.simd ? ty->decode_max : SCALAR_DECODE_MAX_TOK;
     if (path == TL_PATH_ROW_DOTS || (path == TL_PATH_AUTO && n_tok <= row_dot_max)) {
         j.lo_offset = round64((size_t)n_tok * j.tok_bytes);
@@ -333,14 +347,14 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
             j.per_thread = tl_pool_scratch(pool, j.per_thread_bytes * (size_t)nth);
             if (!j.per_thread) return TL_ERR_MEMORY;
         }
-        tl_pool_run(pool, decode_task, &j);
+        tl_pool_for(pool, decode_part, &j, row_units(n_out, 8), 0);
         return TL_OK;
     }
 
-    tl_task_fn compute = generic_task;
+    tl_part_fn compute = generic_part;
 #if TL_HAVE_X86
     if (j.simd && ty->pack != TL_PACK_NONE) {
-        compute = packed_task;
+        compute = packed_part;
         j.vnni = (tl_pool_features(pool) & TL_CPU_AVX512VNNI) != 0;
         j.lo_offset = round64((size_t)pack_group_tiles(&j) * packed_tile_bytes(&j));
         if (j.parts == 2)
@@ -348,10 +362,10 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
                                sizeof(float));
         j.per_thread_bytes = j.lo_offset + lo_bytes;
     } else if (j.simd && ty->act == TL_ACT_F32) {
-        compute = float_task;
+        compute = float_part;
     }
 #endif
-    if (compute == generic_task) j.per_thread_bytes = lo_bytes;  /* lo_offset 0 */
+    if (compute == generic_part) j.per_thread_bytes = lo_bytes;  /* lo_offset 0 */
     size_t act_total = round64((size_t)n_tok * j.tok_bytes);
     size_t total = act_total + j.per_thread_bytes * (size_t)nth;
     if (total) {
@@ -360,7 +374,11 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
         j.act = scratch;
         j.per_thread = scratch + act_total;
     }
-    if (ty->act != TL_ACT_F32) tl_pool_run(pool, quantize_task, &j);
-    tl_pool_run(pool, compute, &j);
+    if (ty->act != TL_ACT_F32) tl_pool_for(pool, quantize_part, &j, (long)n_tok, 0);
+#if TL_HAVE_X86
+    if (compute == packed_part) { for_work(pool, &j, tile_rows(&j), compute); return TL_OK; }
+    if (compute == float_part) { for_work(pool, &j, 4, compute); return TL_OK; }
+#endif
+    tl_pool_for(pool, compute, &j, row_units(n_out, 8), 0);
     return TL_OK;
 }

@@ -80,10 +80,9 @@ typedef struct {
     int avx2;
 } rmsnorm_job;
 
-static void rmsnorm_rows(void *arg, int ith, int nth) {
+static void rmsnorm_rows(void *arg, long r0, long r1, int ith, int first) {
+    (void)ith, (void)first;
     const rmsnorm_job *J = arg;
-    long r0, r1;
-    tl_split((long)J->n_rows, ith, nth, &r0, &r1);
     for (long r = r0; r < r1; r++) {
         const float *x = J->x + r * J->n;
         float *y = J->y + r * J->n;
@@ -100,8 +99,8 @@ int tl_rmsnorm(tl_pool *pool, const float *x, const float *w, float *y, int64_t 
     if (n_rows == 0) return TL_OK;
     if (!x || !y) return TL_ERR_ARG;
     rmsnorm_job J = {x, w, y, n_rows, n, eps, pool_avx2(pool)};
-    if (n_rows >= 2 && n_rows * n >= PAR_MIN_ELEMS) tl_pool_run(pool, rmsnorm_rows, &J);
-    else rmsnorm_rows(&J, 0, 1);
+    if (n_rows >= 2 && n_rows * n >= PAR_MIN_ELEMS) tl_pool_for(pool, rmsnorm_rows, &J, (long)n_rows, 0);
+    else rmsnorm_rows(&J, 0, (long)n_rows, 0, 1);
     return TL_OK;
 }
 
@@ -131,10 +130,9 @@ typedef struct {
     float eps;
 } layernorm_job;
 
-static void layernorm_rows(void *arg, int ith, int nth) {
+static void layernorm_rows(void *arg, long r0, long r1, int ith, int first) {
+    (void)ith, (void)first;
     const layernorm_job *J = arg;
-    long r0, r1;
-    tl_split((long)J->n_rows, ith, nth, &r0, &r1);
     for (long r = r0; r < r1; r++) layernorm_row(J->x + r * J->n, J->w, J->b, J->y + r * J->n, J->n, J->eps);
 }
 
@@ -144,8 +142,8 @@ int tl_layernorm(tl_pool *pool, const float *x, const float *w, const float *b, 
     if (n_rows == 0) return TL_OK;
     if (!x || !y) return TL_ERR_ARG;
     layernorm_job J = {x, w, b, y, n_rows, n, eps};
-    if (n_rows >= 2 && n_rows * n >= PAR_MIN_ELEMS) tl_pool_run(pool, layernorm_rows, &J);
-    else layernorm_rows(&J, 0, 1);
+    if (n_rows >= 2 && n_rows * n >= PAR_MIN_ELEMS) tl_pool_for(pool, layernorm_rows, &J, (long)n_rows, 0);
+    else layernorm_rows(&J, 0, (long)n_rows, 0, 1);
     return TL_OK;
 }
 
@@ -236,10 +234,9 @@ static void sincos_rope(double x, float *s, float *c) {
     }
 }
 
-static void rope_tokens(void *arg, int ith, int nth) {
+static void rope_tokens(void *arg, long t0, long t1, int ith, int first) {
+    (void)ith, (void)first;
     const rope_job *J = arg;
-    long t0, t1;
-    tl_split((long)J->n_tok, ith, nth, &t0, &t1);
     int half = J->n_rot / 2;
     float c[ROPE_BLOCK], s[ROPE_BLOCK];
     for (long t = t0; t < t1; t++) {
@@ -291,8 +288,8 @@ int tl_rope(tl_pool *pool, float *x, int64_t n_tok, int n_heads, int head_dim, i
        call instead of one per pair keeps a decode-step rope near a microsecond. */
     double ratio = pow((double)base, -2.0 / n_rot), f = 1.0;
     for (int i = 0; i < n_rot / 2; i++, f *= ratio) J.inv_freq[i] = factors ? f / factors[i] : f;
-    if (n_tok >= 2 && n_tok * n_heads * n_rot >= PAR_MIN_ELEMS / 4) tl_pool_run(pool, rope_tokens, &J);
-    else rope_tokens(&J, 0, 1);
+    if (n_tok >= 2 && n_tok * n_heads * n_rot >= PAR_MIN_ELEMS / 4) tl_pool_for(pool, rope_tokens, &J, (long)n_tok, 0);
+    else rope_tokens(&J, 0, (long)n_tok, 0, 1);
     return TL_OK;
 }
 
@@ -370,10 +367,10 @@ typedef struct {
     gated_fn fn;
 } gated_job;
 
-static void gated_part(void *arg, int ith, int nth) {
+/* Blocks [b0, b1) of 64 floats, so every part but the last has whole vectors. */
+static void gated_part(void *arg, long b0, long b1, int ith, int first) {
+    (void)ith, (void)first;
     const gated_job *J = arg;
-    long b0, b1; /* in blocks of 64 floats, so every thread but the last gets whole vectors */
-    tl_split((long)((J->n + 63) / 64), ith, nth, &b0, &b1);
     int64_t s = (int64_t)b0 * 64, e = (int64_t)b1 * 64;
     if (e > J->n) e = J->n;
     if (s < e) J->fn(J->g + s, J->u + s, J->o + s, e - s);
@@ -385,8 +382,8 @@ static int gated_run(tl_pool *pool, const float *g, const float *u, float *o, in
     if (n == 0) return TL_OK;
     if (!g || !u || !o) return TL_ERR_ARG;
     gated_job J = {g, u, o, n, pool_avx2(pool) && avx2 ? avx2 : ref};
-    if (n >= PAR_MIN_ELEMS / 2) tl_pool_run(pool, gated_part, &J);
-    else gated_part(&J, 0, 1);
+    if (n >= PAR_MIN_ELEMS / 2) tl_pool_for(pool, gated_part, &J, (long)((n + 63) / 64), 0);
+    else gated_part(&J, 0, (long)((n + 63) / 64), 0, 1);
     return TL_OK;
 }
 
@@ -408,10 +405,9 @@ int tl_geglu(tl_pool *pool, const float *gate, const float *up, float *out, int6
 
 /* Exact GELU, x Phi(x) = 0.5 x erfc(-x / sqrt 2) (erfc keeps the digits for negative x), one
    element at a time; for encoder feed-forwards, which run once per input, not per decode step. */
-static void gelu_part(void *arg, int ith, int nth) {
+static void gelu_part(void *arg, long s, long e, int ith, int first) {
+    (void)ith, (void)first;
     const gated_job *J = arg;
-    long s, e;
-    tl_split((long)J->n, ith, nth, &s, &e);
     for (long i = s; i < e; i++) J->o[i] = 0.5f * J->g[i] * erfcf(-J->g[i] * 0.70710678118654752f);
 }
 
@@ -420,8 +416,8 @@ int tl_gelu(tl_pool *pool, const float *x, float *out, int64_t n) {
     if (n == 0) return TL_OK;
     if (!x || !out) return TL_ERR_ARG;
     gated_job J = {x, NULL, out, n, NULL};
-    if (n >= PAR_MIN_ELEMS) tl_pool_run(pool, gelu_part, &J);
-    else gelu_part(&J, 0, 1);
+    if (n >= PAR_MIN_ELEMS) tl_pool_for(pool, gelu_part, &J, (long)n, 0);
+    else gelu_part(&J, 0, (long)n, 0, 1);
     return TL_OK;
 }
 

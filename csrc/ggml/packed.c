@@ -230,14 +230,13 @@ static void quantize_token(const rp_job *j, const float *x, void *out) {
         tl_act_quant_q8_ref(x, out, j->n_in);
 }
 
-static void packed_task(void *arg, int ith, int nth) {
+/* Tiles [t0, t1); a thread quantizes the tokens into its own area before its first part. */
+static void packed_part(void *arg, long t0, long t1, int ith, int first) {
     const rp_job *j = arg;
-    long t0, t1;
-    tl_split((long)n_tiles(j->n_out), ith, nth, &t0, &t1);
-    if (t0 >= t1) return;
     uint8_t *act = j->scratch + (size_t)ith * j->per_thread_bytes;
-    for (int64_t t = 0; t < j->n_tok; t++)
-        quantize_token(j, j->x + t * j->n_in, act + (size_t)t * j->act_bytes);
+    if (first)
+        for (int64_t t = 0; t < j->n_tok; t++)
+            quantize_token(j, j->x + t * j->n_in, act + (size_t)t * j->act_bytes);
     tl_rp_tile_fn tile_fn = j->simd ? j->f->rp_avx2 : j->f->rp_ref;
     for (long i = t0; i < t1; i++) {
         const uint8_t *tile = j->w + (size_t)i * j->tile_bytes;
@@ -285,6 +284,6 @@ int tl_matmul_packed(tl_pool *pool, int wtype, const void *w, int64_t n_out, int
     j.y = y;
     j.scratch = tl_pool_scratch(pool, j.per_thread_bytes * nth);
     if (!j.scratch) return TL_ERR_MEMORY;
-    tl_pool_run(pool, packed_task, &j);
+    tl_pool_for(pool, packed_part, &j, (long)n_tiles(n_out), 0);
     return TL_OK;
 }

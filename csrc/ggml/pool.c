@@ -1,10 +1,18 @@
-/* Persistent thread pool: workers spin briefly for new work, then sleep on a condition variable. */
+/* Persistent thread pool: workers spin briefly for new work, then sleep on a condition variable.
+
+   A run is open to every worker that comes for it in time, not waited for by all of them: the
+   caller posts the task, works on it itself, then closes the run and waits only for the workers
+   that entered it. The tasks hand out their work in parts (tl_pool_for, or an atomic counter of
+   their own), so a worker that the OS has descheduled -- another process, the server's event
+   loop, a second model's pool on the same cores -- takes no part, and the others do its share
+   instead of spinning until it runs again. */
 #define _GNU_SOURCE
 #include "pool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +38,8 @@ struct tl_pool {
     pthread_t threads[TL_MAX_THREADS];
     tl_task_fn fn;
     void *arg;
-    atomic_uint generation;   /* bumped once per pool_run */
-    atomic_int pending;       /* workers that have not finished the current generation */
+    unsigned run;             /* the caller's count of runs (the current one's number) */
+    _Atomic uint64_t gate;    /* run number << 32 | CLOSED | workers inside the run */
     atomic_int sleepers;
     atomic_int stop;
     pthread_mutex_t mutex;
@@ -39,6 +47,9 @@ struct tl_pool {
     void *scratch;
     size_t scratch_size;
 };
+
+#define GATE_CLOSED ((uint64_t)1 << 31)
+#define GATE_INSIDE (GATE_CLOSED - 1)
 
 typedef struct { tl_pool *pool; int ith; } worker_arg;
 
@@ -101,31 +112,45 @@ static long now_ns(void) {
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+static unsigned gate_run(uint64_t gate) { return (unsigned)(gate >> 32); }
+
+/* Enter run `run` if it is still open (1), or not (0: closed, or already followed by another). */
+static int enter_run(tl_pool *pool, unsigned run) {
+    uint64_t g = atomic_load_explicit(&pool->gate, memory_order_acquire);
+    while (gate_run(g) == run && !(g & GATE_CLOSED)) {
+        if (atomic_compare_exchange_weak_explicit(&pool->gate, &g, g + 1, memory_order_acquire,
+                                                  memory_order_acquire))
+            return 1;
+    }
+    return 0;
+}
+
 static void *worker_main(void *p) {
     worker_arg *wa = p;
     tl_pool *pool = wa->pool;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = 0; /* a new pool is at generation 0: work posted before we ran is still ours */
+    unsigned seen = 0; /* runs are numbered from 1: a run posted before we started is still ours */
     for (;;) {
-        unsigned gen;
+        unsigned run;
         unsigned spins = 0;
         long spin_until = now_ns() + TL_SPIN_NS;
-        while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen) {
+        while ((run = gate_run(atomic_load_explicit(&pool->gate, memory_order_acquire))) == seen) {
             if (atomic_load(&pool->stop)) return NULL;
             if (++spins % 16 || now_ns() < spin_until) { TL_SPIN_PAUSE(); continue; }
             pthread_mutex_lock(&pool->mutex);
             atomic_fetch_add(&pool->sleepers, 1);
-            while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+            while (gate_run(atomic_load(&pool->gate)) == seen && !atomic_load(&pool->stop))
                 pthread_cond_wait(&pool->wake, &pool->mutex);
             atomic_fetch_sub(&pool->sleepers, 1);
             pthread_mutex_unlock(&pool->mutex);
             spin_until = now_ns() + TL_SPIN_NS;
         }
         if (atomic_load(&pool->stop)) return NULL;
-        seen = gen;
+        seen = run;
+        if (!enter_run(pool, run)) continue;   /* too late: the others did the work */
         pool->fn(pool->arg, ith, pool->n_threads);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+        atomic_fetch_sub_explicit(&pool->gate, 1, memory_order_release);
     }
 }
 
@@ -176,21 +201,74 @@ int tl_pool_features(const tl_pool *pool) { return pool->features; }
 
 void tl_pool_run(tl_pool *pool, tl_task_fn fn, void *arg) {
     if (pool->n_threads == 1) { fn(arg, 0, 1); return; }
+    /* No worker is inside (the last run was closed and emptied): fn and arg are ours to set. */
     pool->fn = fn;
     pool->arg = arg;
-    atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    if (++pool->run == 0) pool->run = 1;   /* 0 is the workers' "seen nothing yet" */
+    atomic_store(&pool->gate, (uint64_t)pool->run << 32);
     if (atomic_load(&pool->sleepers) > 0) {
         pthread_mutex_lock(&pool->mutex);
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->mutex);
     }
     fn(arg, 0, pool->n_threads);
-    /* On an oversubscribed machine a worker may be descheduled: yield now and then. */
-    for (unsigned spins = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+    /* Close the run, then wait for the workers inside it (each finishing the part it took). */
+    atomic_fetch_or_explicit(&pool->gate, GATE_CLOSED, memory_order_acq_rel);
+    for (unsigned spins = 1;
+         atomic_load_explicit(&pool->gate, memory_order_acquire) & GATE_INSIDE; spins++) {
         if (spins % 1024 == 0) sched_yield();
         else TL_SPIN_PAUSE();
     }
+}
+
+/* tl_pool_for's units: one contiguous range per thread, taken part by part from the front. A
+   thread works through its own range first (one sequential stream, as a fixed split would
+   give), then takes what is left of the others': a thread that never came has its range done
+   by those that did. */
+typedef struct {
+    atomic_long next;   /* the range's next unit */
+    long end;
+    char pad[64 - sizeof(atomic_long) - sizeof(long)];  /* a cache line each: no false sharing */
+} for_range;
+
+typedef struct {
+    tl_part_fn fn;
+    void *arg;
+    long per_part;
+    int n_ranges;
+    for_range *ranges;
+} for_job;
+
+static void for_task(void *p, int ith, int nth) {
+    (void)nth;
+    const for_job *J = p;
+    int first = 1;
+    for (int k = 0; k < J->n_ranges; k++) {
+        for_range *r = &J->ranges[(ith + k) % J->n_ranges];
+        for (;;) {
+            long s = atomic_fetch_add_explicit(&r->next, J->per_part, memory_order_relaxed);
+            if (s >= r->end) break;
+            J->fn(J->arg, s, s + J->per_part < r->end ? s + J->per_part : r->end, ith, first);
+            first = 0;
+        }
+    }
+}
+
+void tl_pool_for(tl_pool *pool, tl_part_fn fn, void *arg, long n_units, long n_parts) {
+    if (n_units <= 0) return;
+    int nth = pool->n_threads;
+    if (nth == 1) { fn(arg, 0, n_units, 0, 1); return; }
+    if (n_parts <= 0) n_parts = (long)nth * TL_PARTS_PER_THREAD;
+    if (n_parts > n_units) n_parts = n_units;
+    for_range ranges[TL_MAX_THREADS];
+    long per_range = (n_units + nth - 1) / nth;
+    for (int i = 0; i < nth; i++) {
+        long s = per_range * i, e = s + per_range;
+        atomic_init(&ranges[i].next, s < n_units ? s : n_units);
+        ranges[i].end = e < n_units ? e : n_units;
+    }
+    for_job J = {fn, arg, (n_units + n_parts - 1) / n_parts, nth, ranges};
+    tl_pool_run(pool, for_task, &J);
 }
 
 void *tl_pool_scratch(tl_pool *pool, size_t bytes) {
