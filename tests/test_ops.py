@@ -7,6 +7,7 @@ bigger batch and whatever the pool's thread count (1, 2, 3).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -235,6 +236,46 @@ def test_geglu_matches_float64_tanh_gelu(pool: Any, n: int) -> None:
     out = np.empty_like(g)
     assert lib.tl_geglu(pool, fptr(g), fptr(u), fptr(out), n) == TL_OK
     assert elem_rel(out, gelu_tanh_ref(g) * u) < REL_TOL
+
+
+def gelu_exact_ref(g: np.ndarray) -> np.ndarray:
+    """x Phi(x) in float64, Phi from math.erfc (BERT's exact "gelu")."""
+    gd = g.astype(np.float64)
+    return 0.5 * gd * np.array([math.erfc(-v / math.sqrt(2.0)) for v in gd])
+
+
+@pytest.mark.parametrize("n", [7, 1536, 20003])
+def test_gelu_matches_float64_exact_gelu(pool: Any, n: int) -> None:
+    g = gate_values(n, n)
+    out = np.empty_like(g)
+    assert lib.tl_gelu(pool, fptr(g), fptr(out), n) == TL_OK
+    ref = gelu_exact_ref(g)
+    big = np.abs(ref) > 1e-30          # far in the negative tail only the magnitude matters
+    assert elem_rel(out[big], ref[big]) < REL_TOL
+    assert not (~big).any() or np.max(np.abs(out[~big])) < 1e-29
+
+
+def test_gelu_simd_twin_matches_the_reference_and_ignores_position() -> None:
+    """The AVX2 twin is within 1e-6 of libm's erfc form where |x| < 4 (1e-5 in the negative
+    tail, where both lose digits to the rounding of x / sqrt 2), and an element's bits do not
+    depend on where it sits (a tail through the padded copy, any thread split)."""
+    g = gate_values(4099, 3)
+    simd, scalar = new_pool(0), new_pool(1)
+    try:
+        a, b = np.empty_like(g), np.empty_like(g)
+        assert lib.tl_gelu(simd, fptr(g), fptr(a), g.size) == TL_OK
+        assert lib.tl_gelu(scalar, fptr(g), fptr(b), g.size) == TL_OK
+        near, tail = np.abs(g) < 4, (np.abs(g) >= 4) & (np.abs(b) > 1e-30)
+        assert elem_rel(a[near], b[near].astype(np.float64)) < 1e-6
+        assert elem_rel(a[tail], b[tail].astype(np.float64)) < REL_TOL
+        for start, stop in ((1, 12), (5, 4099), (1000, 1003)):
+            part = np.ascontiguousarray(g[start:stop])
+            out = np.empty_like(part)
+            assert lib.tl_gelu(simd, fptr(part), fptr(out), part.size) == TL_OK
+            np.testing.assert_array_equal(out, a[start:stop])
+    finally:
+        lib.tl_pool_free(simd)
+        lib.tl_pool_free(scalar)
 
 
 def test_activations_write_in_place_over_the_gate(pool: Any) -> None:

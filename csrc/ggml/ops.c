@@ -355,6 +355,41 @@ static void geglu_avx2(const float *g, const float *u, float *o, int64_t n) {
         memcpy(o + i, gb, sizeof(float) * (size_t)(n - i));
     }
 }
+/* erfc(z) for z >= 0 as t exp(-z^2 + P(t)), t = 1 / (1 + z/2), P of degree 9 (the Chebyshev
+   fit of Numerical Recipes' erfcc): relative error below 1.2e-7 for every z >= 0. */
+static inline __m256 erfc_pos8(__m256 z) {
+    static const float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f,
+                                -0.18628806f, 0.27886807f, -1.13520398f, 1.48851587f,
+                                -0.82215223f, 0.17087277f};
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.5f), z, one));
+    __m256 p = _mm256_set1_ps(c[9]);
+    for (int k = 8; k >= 0; k--) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c[k]));
+    return _mm256_mul_ps(t, tl_exp8(_mm256_fnmadd_ps(z, z, p)));
+}
+
+/* x Phi(x) = x erfc(-x / sqrt 2) / 2, with erfc(-z) = 2 - erfc(z) for the positive side. */
+static inline __m256 gelu8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(-0.70710678118654752f));     /* -x / sqrt 2 */
+    __m256 e = erfc_pos8(_mm256_andnot_ps(sign, z));
+    __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
+    e = _mm256_blendv_ps(e, _mm256_sub_ps(_mm256_set1_ps(2.0f), e), neg);
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), e);
+}
+
+static void gelu_avx2(const float *g, const float *u, float *o, int64_t n) {
+    (void)u;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, gelu8(_mm256_loadu_ps(g + i)));
+    if (i < n) {
+        _Alignas(32) float gb[8] = {0};
+        memcpy(gb, g + i, sizeof(float) * (size_t)(n - i));
+        _mm256_store_ps(gb, gelu8(_mm256_load_ps(gb)));
+        memcpy(o + i, gb, sizeof(float) * (size_t)(n - i));
+    }
+}
+
 TL_AVX2_END
 #endif
 
@@ -390,9 +425,11 @@ static int gated_run(tl_pool *pool, const float *g, const float *u, float *o, in
 #if TL_HAVE_X86
 #define SWIGLU_AVX2 swiglu_avx2
 #define GEGLU_AVX2 geglu_avx2
+#define GELU_AVX2 gelu_avx2
 #else
 #define SWIGLU_AVX2 NULL
 #define GEGLU_AVX2 NULL
+#define GELU_AVX2 NULL
 #endif
 
 int tl_swiglu(tl_pool *pool, const float *gate, const float *up, float *out, int64_t n) {
@@ -403,21 +440,22 @@ int tl_geglu(tl_pool *pool, const float *gate, const float *up, float *out, int6
     return gated_run(pool, gate, up, out, n, geglu_ref, GEGLU_AVX2);
 }
 
-/* Exact GELU, x Phi(x) = 0.5 x erfc(-x / sqrt 2) (erfc keeps the digits for negative x), one
-   element at a time; for encoder feed-forwards, which run once per input, not per decode step. */
-static void gelu_part(void *arg, long s, long e, int ith, int first) {
-    (void)ith, (void)first;
-    const gated_job *J = arg;
-    for (long i = s; i < e; i++) J->o[i] = 0.5f * J->g[i] * erfcf(-J->g[i] * 0.70710678118654752f);
+/* Exact GELU, x Phi(x) = 0.5 x erfc(-x / sqrt 2) (erfc keeps the digits for negative x), for
+   encoder feed-forwards: the reference with libm's erfcf, its AVX2 twin (gelu8) within about
+   3e-7 of it. Blocks of 64 elements, as the gated activations. */
+static void gelu_ref(const float *g, const float *u, float *o, int64_t n) {
+    (void)u;
+    for (int64_t i = 0; i < n; i++) o[i] = 0.5f * g[i] * erfcf(-g[i] * 0.70710678118654752f);
 }
 
 int tl_gelu(tl_pool *pool, const float *x, float *out, int64_t n) {
     if (!pool || n < 0) return TL_ERR_ARG;
     if (n == 0) return TL_OK;
     if (!x || !out) return TL_ERR_ARG;
-    gated_job J = {x, NULL, out, n, NULL};
-    if (n >= PAR_MIN_ELEMS) tl_pool_for(pool, gelu_part, &J, (long)n, 0);
-    else gelu_part(&J, 0, (long)n, 0, 1);
+    gated_job J = {x, x, out, n, pool_avx2(pool) ? GELU_AVX2 : gelu_ref};
+    if (!J.fn) J.fn = gelu_ref;
+    if (n >= PAR_MIN_ELEMS) tl_pool_for(pool, gated_part, &J, (long)((n + 63) / 64), 0);
+    else gated_part(&J, 0, (long)((n + 63) / 64), 0, 1);
     return TL_OK;
 }
 
