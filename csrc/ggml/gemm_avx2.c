@@ -189,16 +189,20 @@ void tl_gemm_packed_avx2(int kind, const tl_pack_blk *pk, int64_t ntiles, int64_
     }
 }
 
-/* ---- float weights: R rows x T tokens of 8-lane FMA accumulators ---- */
+/* ---- float weights: R rows x T tokens of 8-lane FMA accumulators ----
+   The main tile is 3 rows x 4 tokens: 12 accumulators, 3 weight vectors (each converted once
+   from F16/BF16) and one token vector fill the 16 registers, and every weight load feeds four
+   FMAs. Each element is the same 8-lane sum over the row, then its horizontal sum and tail,
+   whatever the tile: a token's bits do not depend on the tokens or rows beside it. */
 
 TL_INLINE void float_kernel(int wtype, int R, int T, const uint8_t *w, size_t rb, const float *x,
                             int64_t ldx, int64_t n, float *y, int64_t ldy) {
-    __m256 acc[4][2];
+    __m256 acc[3][4];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 wv[4];
+        __m256 wv[3];
         for (int r = 0; r < R; r++) wv[r] = load_w8(wtype, w + r * rb, i);
         for (int t = 0; t < T; t++) {
             __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
@@ -216,8 +220,13 @@ TL_INLINE void float_kernel(int wtype, int R, int T, const uint8_t *w, size_t rb
 #define FLOAT_KERNELS(NAME, WT)                                                                 \
     static void NAME(int R, int T, const uint8_t *w, size_t rb, const float *x, int64_t ldx,   \
                      int64_t n, float *y, int64_t ldy) {                                        \
-        if (R == 4 && T == 2) float_kernel(WT, 4, 2, w, rb, x, ldx, n, y, ldy);                 \
-        else if (R == 4) float_kernel(WT, 4, 1, w, rb, x, ldx, n, y, ldy);                      \
+        if (R == 3) {                                                                           \
+            if (T == 4) float_kernel(WT, 3, 4, w, rb, x, ldx, n, y, ldy);                       \
+            else if (T == 3) float_kernel(WT, 3, 3, w, rb, x, ldx, n, y, ldy);                  \
+            else if (T == 2) float_kernel(WT, 3, 2, w, rb, x, ldx, n, y, ldy);                  \
+            else float_kernel(WT, 3, 1, w, rb, x, ldx, n, y, ldy);                              \
+        } else if (T == 4) float_kernel(WT, 1, 4, w, rb, x, ldx, n, y, ldy);                    \
+        else if (T == 3) float_kernel(WT, 1, 3, w, rb, x, ldx, n, y, ldy);                      \
         else if (T == 2) float_kernel(WT, 1, 2, w, rb, x, ldx, n, y, ldy);                      \
         else float_kernel(WT, 1, 1, w, rb, x, ldx, n, y, ldy);                                  \
     }
@@ -232,9 +241,9 @@ void tl_gemm_float_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t n
     void (*fn)(int, int, const uint8_t *, size_t, const float *, int64_t, int64_t, float *,
                int64_t) = wtype == TL_F32 ? float_f32 : wtype == TL_F16 ? float_f16 : float_bf16;
     for (int64_t r = 0; r < nr;) {
-        int R = nr - r >= 4 ? 4 : 1;
-        for (int64_t t = 0; t < nt; t += 2) {
-            int T = nt - t >= 2 ? 2 : 1;
+        int R = nr - r >= 3 ? 3 : 1;
+        for (int64_t t = 0; t < nt; t += 4) {
+            int T = nt - t >= 4 ? 4 : (int)(nt - t);
             fn(R, T, w + r * row_bytes, row_bytes, x + t * ldx, ldx, n_in, y + t * ldy + r, ldy);
         }
         r += R;

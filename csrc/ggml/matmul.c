@@ -29,6 +29,7 @@
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
 #define LO_TOK_CHUNK 32               /* TL_PATH_PRECISE, tiled: tokens per hi/lo/add round */
+#define FLOAT_ROW_UNIT 12             /* float weights: rows per unit, whole 3-row tiles (gemm_avx2.c) */
 
 /* Everything a task needs; shared read-only by the threads of one call. */
 typedef struct {
@@ -271,7 +272,7 @@ static void float_part(void *arg, long a, long b, int ith, int first) {
     (void)ith, (void)first;
     const mm_job *j = arg;
     int64_t r0, r1, t0, t1;
-    work_of(j, 4, a, b, &r0, &r1, &t0, &t1);
+    work_of(j, FLOAT_ROW_UNIT, a, b, &r0, &r1, &t0, &t1);
     const int64_t token_block = 32;
     for (int64_t t = t0; t < t1; t += token_block) {
         int64_t nt = t1 - t < token_block ? t1 - t : token_block;
@@ -377,7 +378,7 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
     if (ty->act != TL_ACT_F32) tl_pool_for(pool, quantize_part, &j, (long)n_tok, 0);
 #if TL_HAVE_X86
     if (compute == packed_part) { for_work(pool, &j, tile_rows(&j), compute); return TL_OK; }
-    if (compute == float_part) { for_work(pool, &j, 4, compute); return TL_OK; }
+    if (compute == float_part) { for_work(pool, &j, FLOAT_ROW_UNIT, compute); return TL_OK; }
 #endif
     tl_pool_for(pool, compute, &j, row_units(n_out, 8), 0);
     return TL_OK;
