@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from trio_llm.engine.slots import BACKGROUND_DELAY
 from trio_llm.nursery import SchedulerSettings, open_scheduler
 from trio_llm.nursery.engine_runner import EmbedJob, EngineFactory, EngineRunner, GenerateJob
 from trio_llm.nursery.runner import ResolvedModel
@@ -186,3 +187,22 @@ async def test_cancelling_a_request_mid_prefill_frees_its_slot_for_the_next(
             assert table.active == [] and table.free_slots == 1
             assert sched.busy_slots == 0
             assert await generate(sched, "smollm2", COUNTING, 8, options=options) == alone
+
+
+async def test_an_answer_is_evaluated_for_the_cache_only_after_a_quiet_moment(
+        smollm2_path: Path) -> None:
+    """Requests come in bursts: the background evaluation of a finished answer waits until
+    the model has been idle BACKGROUND_DELAY, so a request right behind the answer finds no
+    background step in its way; then the answer is evaluated in full."""
+    files = Files({"smollm2": smollm2_path})
+    with trio.fail_after(300):
+        async with open_scheduler(EngineFactory(), FakeDevices(), files,
+                                  settings(num_parallel=2)) as sched:
+            await generate(sched, "smollm2", COUNTING, 8)
+            table = runner(sched, "smollm2").table
+            [answer] = table.background
+            await trio.sleep(BACKGROUND_DELAY / 3)
+            assert answer.in_cache == answer.prompt      # not one answer row evaluated yet
+            while answer in table.background and answer.replay:
+                await trio.sleep(0.01)
+            assert answer.in_cache == answer.prompt + answer.generated

@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 # interrupted, so a request that arrives meanwhile waits for at most this many prompt rows
 # (~0.1 s here) before its own prompt starts.
 BACKGROUND_CHUNK = 32
+# ... and the first of those steps waits until the table has been idle this long: requests
+# come in bursts (a client's next one right after its last answer), and a prompt step costs
+# its weight packing whatever its rows, so a background step started at once would make the
+# burst's prompts wait a whole step (~70 ms here). An answer someone continues is urgent and
+# never waits.
+BACKGROUND_DELAY = 0.15   # seconds
+
 
 class DoneReason(StrEnum):
     """Why a sequence stopped, with Ollama's `done_reason` spelling."""
@@ -112,6 +119,11 @@ class StepPlan:
     batch: Batch
     readers: list[Sequence]
     fed: list[tuple[Sequence, int]]      # (sequence, how many tokens it feeds this step)
+
+    @property
+    def idle_work(self) -> bool:
+        """Only answers nobody waits for: work that can wait for a quiet moment."""
+        return all(seq.background and not seq.urgent for seq, _ in self.fed)
 
 
 @dataclass(frozen=True)

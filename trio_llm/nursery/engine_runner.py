@@ -39,7 +39,7 @@ from trio_llm.engine.prefix_cache import (
     write_prefix,
 )
 from trio_llm.engine.sampler import Sampler, SamplerOptions
-from trio_llm.engine.slots import DoneReason, SlotTable, StepEvent, StepPlan
+from trio_llm.engine.slots import BACKGROUND_DELAY, DoneReason, SlotTable, StepEvent, StepPlan
 from trio_llm.engine.slots import Sequence as SlotSequence
 from trio_llm.errors import TrioLLMError
 from trio_llm.gpu.memory import MemoryEstimate
@@ -195,13 +195,18 @@ class EngineRunner:
 
     async def run(self) -> None:
         """Plan, forward + sample in a worker thread, deliver tokens; until cancelled."""
+        busy_at = -math.inf              # when the last step with someone's rows ended
         while True:
             plan = self.table.plan()
-            if plan is None:
-                await self._work.wait()
+            quiet = BACKGROUND_DELAY - (trio.current_time() - busy_at)
+            if plan is None or (plan.idle_work and quiet > 0):
+                with trio.move_on_after(quiet if plan is not None else math.inf):
+                    await self._work.wait()
                 self._work = trio.Event()
                 continue
             events = await self._step_or_fail(plan)
+            if not plan.idle_work:
+                busy_at = trio.current_time()
             for event in events:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
