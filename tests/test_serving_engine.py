@@ -206,3 +206,41 @@ async def test_an_answer_is_evaluated_for_the_cache_only_after_a_quiet_moment(
             while answer in table.background and answer.replay:
                 await trio.sleep(0.01)
             assert answer.in_cache == answer.prompt + answer.generated
+
+
+async def continue_exchange(sched: Scheduler, context: list[int], prompt: str
+                            ) -> tuple[str, int, int]:
+    """Greedy text, prompt_eval_count and prompt_cache_count of a continued exchange."""
+    job = GenerateJob(prompt, {"temperature": 0, "num_predict": 8}, tuple(context))
+    async with sched.acquire("smollm2") as lease:
+        async with aclosing(lease.serve(job)) as outputs:
+            pieces = [out async for out in outputs]
+    last = pieces[-1]
+    return "".join(p.text for p in pieces), last.prompt_eval_count, last.prompt_cache_count
+
+
+async def test_a_turn_sent_right_after_an_answer_continues_in_the_answers_slot(
+        smollm2_path: Path) -> None:
+    """The next turn takes the finished answer's slot, whose prompt rows begin its prompt:
+    the answer is never evaluated in the background, its tokens count as cached (the model
+    wrote them), and the text is the text without any cache."""
+    files = Files({"smollm2": smollm2_path})
+    with trio.fail_after(300):
+        async with open_scheduler(EngineFactory(), FakeDevices(), files,
+                                  settings(num_parallel=2, prompt_cache=0)) as plain:
+            job = GenerateJob(LONG_PROMPT, {"temperature": 0, "num_predict": 8})
+            async with plain.acquire("smollm2") as lease:
+                async with aclosing(lease.serve(job)) as outputs:
+                    context = [out async for out in outputs][-1].context
+            assert context is not None
+            want = await continue_exchange(plain, context, " And then?")
+        async with open_scheduler(EngineFactory(), FakeDevices(), files,
+                                  settings(num_parallel=2)) as sched:
+            async with sched.acquire("smollm2") as lease:
+                async with aclosing(lease.serve(job)) as outputs:
+                    assert [out async for out in outputs][-1].context == context
+            [answer] = runner(sched, "smollm2").table.background
+            text, evaluated, cached = await continue_exchange(sched, context, " And then?")
+            assert answer.replay == answer.generated          # no background step ran
+            assert (text, evaluated + cached) == (want[0], want[1])
+            assert cached == len(context)

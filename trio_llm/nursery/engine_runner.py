@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from trio_llm.engine.constraint import Constraint, LazyGrammarVocabulary, MaskPrefetch
-from trio_llm.engine.context import Fit, fit_messages, fit_prompt
+from trio_llm.engine.context import Fit, common_prefix, fit_messages, fit_prompt
 from trio_llm.engine.logprobs import TokenLogprob, describe
 from trio_llm.engine.model import ON_GPU, Model, plan_model
 from trio_llm.engine.prefix_cache import (
@@ -340,6 +340,35 @@ class EngineRunner:
         finally:
             self.table.release(slot)     # a no-op once the sequence holds it
 
+    def _take_answer_slot(self, seq: SlotSequence) -> int | None:
+        """Start `seq` in the slot of a finished answer whose prompt rows there begin its prompt
+        (a chat's next turn, sent at once) when that is more than the prompt cache holds: the
+        rest of the answer and the new turn are then evaluated in one step, with no wait for
+        the answer's background evaluation and no copies. Returns how many of the answer's own
+        tokens that step evaluates again (None: not taken). Those are counted as cached, as in
+        the background path: the model wrote them, and Ollama's runner keeps their KV (we
+        evaluate them again only so that their rows have prompt rows' bits). Not with ring
+        layers, whose rows the answer's own decode may have overwritten."""
+        if not self.prompt_cache.enabled or any(windows_of(self.model.net.cache)):
+            return None
+        last = len(seq.prompt) - 1               # one prompt token is always evaluated
+        best, best_n = None, 0
+        for bg in self.table.background:
+            n = min(common_prefix(bg.in_cache, seq.prompt), last)
+            if n > best_n:
+                best, best_n = bg, n
+        if best is None or best_n < self.prompt_cache.min_reuse:
+            return None
+        found = self.prompt_cache.match(seq.prompt)
+        self.prompt_cache.release(found)
+        if found.tokens > best_n:
+            return None
+        written = min(common_prefix(best.prompt + best.generated, seq.prompt), last)
+        seq.cached = best_n
+        self.table.add(seq, best.slot)    # the answer leaves the table; its rows stay
+        self._table_changed()
+        return max(0, written - best_n)
+
     async def _await_answers(self, prompt: list[int]) -> None:
         """Wait while an earlier answer this prompt continues is being evaluated for the cache
         (at most that answer's tokens, which this prompt would evaluate anyway)."""
@@ -421,12 +450,15 @@ class EngineRunner:
         reason: str | None = DoneReason.LENGTH.value if num_predict == 0 else None
         found = PrefixMatch()
         publish = False          # the prompt is evaluated: store its KV after handing out a token
+        answer_rows: int | None = None     # an answer's tokens evaluated again in its slot
         try:
             if reason is None:
-                await self._await_answers(prompt)
-                found = self.prompt_cache.match(prompt)
-                await self._start(seq, found)
-                self.prompt_cache.release(found)
+                answer_rows = self._take_answer_slot(seq)
+                if answer_rows is None:
+                    await self._await_answers(prompt)
+                    found = self.prompt_cache.match(prompt)
+                    await self._start(seq, found)
+                    self.prompt_cache.release(found)
                 self._inboxes[id(seq)] = send
                 self._work.set()
             while reason is None:
@@ -468,7 +500,8 @@ class EngineRunner:
         first = first_token_at or end
         yield GenerateOutput(
             stops.flush() if reason != DoneReason.STOP.value else "", done_reason=reason,
-            prompt_eval_count=len(prompt) - seq.cached, prompt_cache_count=seq.cached,
+            prompt_eval_count=len(prompt) - seq.cached - (answer_rows or 0),
+            prompt_cache_count=seq.cached + (answer_rows or 0),
             prompt_eval_duration=first - start, eval_count=count,
             eval_duration=end - first, context=prompt + seq.generated,
             truncated_messages=dropped, logprobs=logprobs, stop_sequence=stops.matched)
