@@ -118,7 +118,7 @@ class EngineBackend:
         def read() -> tuple[ModelRecord, GGUFSummary, list[str]]:
             record = self.store.get(name)
             summary = self.store.summary(record.model_digest)
-            return record, summary, self.store.capabilities(name)
+            return record, summary, self.store.capabilities_of(record, summary)
 
         record, summary, capabilities = await in_thread(read)
         return ModelRef(

@@ -449,14 +449,7 @@ static void gelu_ref(const float *g, const float *u, float *o, int64_t n) {
 }
 
 int tl_gelu(tl_pool *pool, const float *x, float *out, int64_t n) {
-    if (!pool || n < 0) return TL_ERR_ARG;
-    if (n == 0) return TL_OK;
-    if (!x || !out) return TL_ERR_ARG;
-    gated_job J = {x, x, out, n, pool_avx2(pool) ? GELU_AVX2 : gelu_ref};
-    if (!J.fn) J.fn = gelu_ref;
-    if (n >= PAR_MIN_ELEMS) tl_pool_for(pool, gated_part, &J, (long)((n + 63) / 64), 0);
-    else gated_part(&J, 0, (long)((n + 63) / 64), 0, 1);
-    return TL_OK;
+    return gated_run(pool, x, x, out, n, gelu_ref, GELU_AVX2);   /* the "up" input unused */
 }
 
 /* ---------------------------------------------------------------- add, scale */

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,10 +121,25 @@ class PromptTemplate:
         return THINK_TAGS
 
 
-@functools.lru_cache(maxsize=64)
+_LOADED: dict[str, PromptTemplate] = {}   # parsed templates by source, oldest first
+_LOADED_KEPT = 64
+_LOADED_LOCK = threading.Lock()           # load runs in worker threads
+
+
 def load(source: str) -> PromptTemplate:
     """The template for `source` ("" is Ollama's default), its dialect found by parsing:
-    TemplateFailed, naming the line and column, when it is neither."""
+    TemplateFailed, naming the line and column, when it is neither. Kept once parsed."""
+    known = _LOADED.get(source)
+    if known is None:
+        known = _parse(source)
+        with _LOADED_LOCK:
+            while len(_LOADED) >= _LOADED_KEPT:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[source] = known
+    return known
+
+
+def _parse(source: str) -> PromptTemplate:
     text = source or DEFAULT
     if len(text) > MAX_TEMPLATE_CHARS:
         raise TemplateFailed(f"template error: the template is longer than "
@@ -146,21 +162,11 @@ def load(source: str) -> PromptTemplate:
     raise errors[Dialect.GO] if go_like and Dialect.GO in errors else errors[order[0]]
 
 
-_LOADED: dict[str, PromptTemplate] = {}   # what load_in_worker has parsed, by source
-_LOADED_KEPT = 64
-
-
 async def load_in_worker(source: str) -> PromptTemplate:
-    """`load` off the event loop: a template new to this cache is parsed in a worker thread, a
+    """`load` off the event loop: a template new to the cache is parsed in a worker thread, a
     known one comes back at once (a request's hop fewer, each of which waits for the GIL)."""
     known = _LOADED.get(source)
-    if known is not None:
-        return known
-    template = await trio.to_thread.run_sync(load, source)
-    while len(_LOADED) >= _LOADED_KEPT:
-        _LOADED.pop(next(iter(_LOADED)))
-    _LOADED[source] = template
-    return template
+    return known if known is not None else await trio.to_thread.run_sync(load, source)
 
 
 def validate(source: str) -> None:

@@ -167,7 +167,7 @@ class Store:
         if cached is not None:
             return cached
         try:
-            found = self._capabilities(self.get(name.display))
+            found = self.capabilities_of(self.get(name.display))
         except Exception:       # a broken model still lists; show/generate report why
             return []
         with self._lock:
@@ -196,10 +196,10 @@ class Store:
 
     def capabilities(self, name: str) -> list[str]:
         """What the model can do: completion/embedding, tools, insert, vision, thinking..."""
-        return self._capabilities(self.get(name))
+        return self.capabilities_of(self.get(name))
 
-    def _capabilities(self, record: ModelRecord, summary: GGUFSummary | None = None
-                      ) -> list[str]:
+    def capabilities_of(self, record: ModelRecord, summary: GGUFSummary | None = None
+                        ) -> list[str]:
         """From the weights and from the template that renders (the template layer; without
         one, the GGUF's own)."""
         summary = summary or self.summary(record.model_digest)
@@ -221,7 +221,7 @@ class Store:
             parameters=params_mod.show_text(record.params), template=record.template or "",
             system=record.system, details=record.details, messages=record.messages,
             model_info=summary.model_info,
-            capabilities=self._capabilities(record, summary),
+            capabilities=self.capabilities_of(record, summary),
             modified_at=record.modified_at, tensors=summary.tensors, extra=extra)
 
     def _text(self, digest: str) -> str:
