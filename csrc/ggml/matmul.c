@@ -353,6 +353,7 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
     }
 
     tl_part_fn compute = generic_part;
+    int64_t tiled_unit = 0;    /* the tiled paths: rows per unit of the row-or-token cut */
 #if TL_HAVE_X86
     if (j.simd && ty->pack != TL_PACK_NONE) {
         compute = packed_part;
@@ -362,8 +363,10 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
             lo_bytes = round64((size_t)(LO_TOK_CHUNK * pack_group_tiles(&j) * tile_rows(&j)) *
                                sizeof(float));
         j.per_thread_bytes = j.lo_offset + lo_bytes;
+        tiled_unit = tile_rows(&j);
     } else if (j.simd && ty->act == TL_ACT_F32) {
         compute = float_part;
+        tiled_unit = FLOAT_ROW_UNIT;
     }
 #endif
     if (compute == generic_part) j.per_thread_bytes = lo_bytes;  /* lo_offset 0 */
@@ -376,10 +379,7 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
         j.per_thread = scratch + act_total;
     }
     if (ty->act != TL_ACT_F32) tl_pool_for(pool, quantize_part, &j, (long)n_tok, 0);
-#if TL_HAVE_X86
-    if (compute == packed_part) { for_work(pool, &j, tile_rows(&j), compute); return TL_OK; }
-    if (compute == float_part) { for_work(pool, &j, FLOAT_ROW_UNIT, compute); return TL_OK; }
-#endif
-    tl_pool_for(pool, compute, &j, row_units(n_out, 8), 0);
+    if (tiled_unit) for_work(pool, &j, tiled_unit, compute);
+    else tl_pool_for(pool, compute, &j, row_units(n_out, 8), 0);
     return TL_OK;
 }
