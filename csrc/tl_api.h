@@ -247,4 +247,45 @@ int tl_attention(tl_pool *pool, int kv_type, const void *k_cache, const void *v_
                  const int32_t *pos, int n_head, int n_kv_head, int head_dim, float scale,
                  int window, float *out);
 
+/* ---- programs: recorded kernel calls, replayed in one call (csrc/program) ---- */
+
+/* A program is a list of kernel calls recorded with their arguments: tl_prog_X(prog, ...) takes
+   the arguments of tl_X and appends the call (TL_ERR_MEMORY if it cannot grow). tl_program_run
+   makes the calls in order, with the recorded pointers and values, and stops at the first that
+   fails: its status, with its index into *failed (-1 when all succeed). The pointers must still
+   be valid when it runs; the data behind them is read then, as the kernels would read it. */
+typedef struct tl_program tl_program;
+int tl_program_new(tl_program **out);
+void tl_program_free(tl_program *prog);
+int64_t tl_program_len(const tl_program *prog);
+int tl_program_run(const tl_program *prog, int64_t *failed);
+int tl_prog_get_rows(tl_program *prog, int type, const void *table, int64_t row_len,
+                     int64_t n_rows, const int32_t *ids, int64_t n_ids, float *out);
+int tl_prog_rmsnorm(tl_program *prog, tl_pool *pool, const float *x, const float *w, float *y,
+                    int64_t n_rows, int64_t n, float eps);
+int tl_prog_layernorm(tl_program *prog, tl_pool *pool, const float *x, const float *w,
+                      const float *b, float *y, int64_t n_rows, int64_t n, float eps);
+int tl_prog_matmul_path(tl_program *prog, tl_pool *pool, int wtype, const void *w,
+                        int64_t n_out, int64_t n_in, const float *x, int64_t n_tok, float *y,
+                        int path);
+int tl_prog_rope(tl_program *prog, tl_pool *pool, float *x, int64_t n_tok, int n_heads,
+                 int head_dim, int n_rot, const int32_t *pos, float base, float freq_scale,
+                 int neox, const float *factors, float mscale);
+int tl_prog_swiglu(tl_program *prog, tl_pool *pool, const float *gate, const float *up,
+                   float *out, int64_t n);
+int tl_prog_geglu(tl_program *prog, tl_pool *pool, const float *gate, const float *up,
+                  float *out, int64_t n);
+int tl_prog_gelu(tl_program *prog, tl_pool *pool, const float *x, float *out, int64_t n);
+int tl_prog_add(tl_program *prog, float *y, const float *x, int64_t n);
+int tl_prog_scale(tl_program *prog, float *y, float s, int64_t n);
+int tl_prog_softcap(tl_program *prog, float *y, float cap, int64_t n);
+int tl_prog_add_rows(tl_program *prog, float *y, const float *b, int64_t n_rows, int64_t n);
+int tl_prog_kv_store(tl_program *prog, int kv_type, void *k_cache, void *v_cache,
+                     int64_t n_cache, int64_t kv_dim, const float *k, const float *v,
+                     int64_t n_tok, const int32_t *slot, const int32_t *pos, int window);
+int tl_prog_attention(tl_program *prog, tl_pool *pool, int kv_type, const void *k_cache,
+                      const void *v_cache, int64_t n_cache, const float *q, int64_t n_tok,
+                      const int32_t *slot, const int32_t *pos, int n_head, int n_kv_head,
+                      int head_dim, float scale, int window, float *out);
+
 #endif

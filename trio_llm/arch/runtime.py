@@ -32,7 +32,8 @@ from trio_llm.arch.weights import EMBEDDING_FIELD, Weight, WeightLoader, matrice
 from trio_llm.engine.batch import Batch
 from trio_llm.engine.kernels import ptr
 from trio_llm.engine.kv_cache import KVCache, KVLayout
-from trio_llm.engine.ops import NULL, Buffer, MatmulPath, Ops
+from trio_llm.engine.ops import NULL, Buffer, MatmulPath, Ops, Recorder
+from trio_llm.engine.program import Program
 from trio_llm.formats.gguf_file import GGUFFile
 from trio_llm.options import default
 
@@ -128,6 +129,9 @@ class Architecture(Protocol):
     def read_params(self, gguf: GGUFFile) -> Any: ...
     def load_weights(self, load: WeightLoader, params: Any) -> Any: ...
     def forward(self, rt: Network, weights: Any, params: Any) -> None: ...
+    # forward() is a list of the Network's operations whose choices depend only on the
+    # network (its shape, n_ctx) and the chunk's size, never on the tokens or positions:
+    # decode steps replay it from a recording (Network._replay).
 
 
 def _repacked(weights: Any) -> Any:
@@ -186,6 +190,9 @@ class Network:
         self.n = 0           # tokens in the chunk being run
         self.n_decode = 0    # decode rows at the front of that chunk
         self._trace: Trace | None = None
+        # decode steps replayed from recorded programs, by rows (backends that can record)
+        self._replays = callable(getattr(ops, "recorder", None))
+        self._programs: dict[int, Program] = {}
 
     # -- what the network is --------------------------------------------------------------------
     @property
@@ -277,11 +284,37 @@ class Network:
             last = np.zeros(self.n_slots, np.int32)
             np.maximum.at(last, self.slots[:n], self.positions[:n])
             self.last_seen[:n] = last[self.slots[:n]]
+        if trace is None and self.n_decode == n and self._replays:
+            self._replay(n)
+            return
         self._trace = trace
         try:
             self.arch.forward(self, self.weights, self.params)
         finally:
             self._trace = None
+
+    def _replay(self, n: int) -> None:
+        """A chunk of n decode rows: its kernel calls recorded the first time a step of n rows
+        comes (the architecture's forward run against a recorder), then replayed in one C
+        call (engine/program.py), which holds no GIL. The calls depend only on n: the
+        pointers are this network's buffers and cache, which hold the step's tokens and
+        positions when the program runs, so the results have the bits of the calls one by one."""
+        program = self._programs.get(n)
+        if program is None:
+            real = self.ops
+            recorder = self.ops.recorder()
+            self.ops = recorder
+            try:
+                self.arch.forward(self, self.weights, self.params)
+            except _NotRecordable:
+                self._replays = False                     # this architecture runs call by call
+                self.ops = real
+                self.arch.forward(self, self.weights, self.params)
+                return
+            finally:
+                self.ops = real
+            program = self._programs[n] = recorder.program
+        program.run()
 
     def _logits(self, hidden: np.ndarray, decode: np.ndarray) -> np.ndarray:
         """The output matrix over the few rows whose logits are wanted: decode rows by their
@@ -372,11 +405,18 @@ class Network:
         self.ops.gelu(x.ptr, out.ptr, self.n * x.width)
 
     def split(self, fused: Buffer, parts: tuple[Buffer, ...]) -> None:
-        """Copy the column blocks of a fused projection (phi3's qkv) into their own buffers."""
+        """Copy the column blocks of a fused projection (phi3's qkv) into their own buffers
+        (numpy, not a kernel: a program cannot record it)."""
+        if isinstance(self.ops, Recorder):
+            raise _NotRecordable("split")
         col = 0
         for part in parts:
             np.copyto(part.array[: self.n], fused.array[: self.n, col: col + part.width])
             col += part.width
+
+
+class _NotRecordable(Exception):
+    """An operation of the forward pass that is not a kernel call, met while recording."""
 
 
 def _decode_path(w: Weight) -> MatmulPath:

@@ -18,6 +18,7 @@ import numpy as np
 from trio_llm._kernels import ffi, lib
 from trio_llm.engine.kernels import KernelStatus, Pool, ptr
 from trio_llm.engine.kernels import check as _checked
+from trio_llm.engine.program import Program
 
 NULL = ffi.NULL
 __all__ = ["NULL", "Buffer", "CpuOps", "KVLayer", "KernelStatus", "MatmulPath", "Ops"]
@@ -85,6 +86,8 @@ class Ops(Protocol):
     def scale(self, y: Any, s: float, n: int) -> None: ...
     def softcap(self, y: Any, cap: float, n: int) -> None: ...
     def close(self) -> None: ...
+    # A backend that can record a step's calls for replay also has recorder() -> Ops (the
+    # CPU's does: CpuOps.recorder); the network replays decode steps where it is there.
 
 
 def open_ops(n_threads: int = 0, scalar: bool = False) -> CpuOps:
@@ -106,58 +109,87 @@ class CpuOps:
         array = np.zeros((rows, width), np.float32)
         return Buffer(array, ptr(array, "float *"), width)
 
+    def _call(self, kernel: str, what: str, *args: Any) -> None:
+        """lib.<kernel>(*args), its status checked (the void kernels return None)."""
+        status = getattr(lib, kernel)(*args)
+        if status:
+            _checked(status, what)
+
+    def recorder(self) -> Recorder:
+        """Ops with this backend's pool that record their calls into a Program instead of
+        making them (engine/program.py): a decode step replayed in one C call."""
+        return Recorder(self.pool)
+
     def embed(self, table: Any, ids: Any, n: int, out: Any) -> None:
-        _checked(lib.tl_get_rows(table.kind, table.data, table.n_in, table.n_out, ids, n, out),
-                 "embedding lookup")
+        self._call("tl_get_rows", "embedding lookup", table.kind, table.data, table.n_in,
+                   table.n_out, ids, n, out)
 
     def rmsnorm(self, x: Any, w: Any, y: Any, rows: int, width: int, eps: float) -> None:
-        _checked(lib.tl_rmsnorm(self._handle, x, w, y, rows, width, eps), "rmsnorm")
+        self._call("tl_rmsnorm", "rmsnorm", self._handle, x, w, y, rows, width, eps)
 
     def layernorm(self, x: Any, w: Any, b: Any, y: Any, rows: int, width: int,
                   eps: float) -> None:
-        _checked(lib.tl_layernorm(self._handle, x, w, b, y, rows, width, eps), "layernorm")
+        self._call("tl_layernorm", "layernorm", self._handle, x, w, b, y, rows, width, eps)
 
     def matmul(self, w: Any, x: Any, n: int, y: Any, path: MatmulPath) -> None:
         data = w.packed if path == MatmulPath.PACKED else w.data
-        _checked(lib.tl_matmul_path(self._handle, w.kind, data, w.n_out, w.n_in, x, n, y, path),
-                 f"matmul {w.name}")
+        self._call("tl_matmul_path", f"matmul {w.name}", self._handle, w.kind, data, w.n_out,
+                   w.n_in, x, n, y, path)
 
     def rope(self, x: Any, n: int, heads: int, head_dim: int, n_rot: int, pos: Any,
              base: float, freq_scale: float, neox: bool, factors: Any,
              attn_factor: float) -> None:
-        _checked(lib.tl_rope(self._handle, x, n, heads, head_dim, n_rot, pos, base, freq_scale,
-                             neox, factors, attn_factor), "rope")
+        self._call("tl_rope", "rope", self._handle, x, n, heads, head_dim, n_rot, pos, base,
+                   freq_scale, neox, factors, attn_factor)
 
     def kv_store(self, layer: KVLayer, k: Any, v: Any, n: int, slots: Any, pos: Any) -> None:
-        _checked(lib.tl_kv_store(layer.kind, layer.keys, layer.values, layer.n_cache,
-                                 layer.kv_dim, k, v, n, slots, pos, layer.window), "KV store")
+        self._call("tl_kv_store", "KV store", layer.kind, layer.keys, layer.values,
+                   layer.n_cache, layer.kv_dim, k, v, n, slots, pos, layer.window)
 
     def attention(self, layer: KVLayer, q: Any, n: int, slots: Any, pos: Any, n_head: int,
                   n_kv_head: int, head_dim: int, scale: float, out: Any) -> None:
-        _checked(lib.tl_attention(self._handle, layer.kind, layer.keys, layer.values,
-                                  layer.n_cache, q, n, slots, pos, n_head, n_kv_head, head_dim,
-                                  scale, layer.window, out), "attention")
+        self._call("tl_attention", "attention", self._handle, layer.kind, layer.keys,
+                   layer.values, layer.n_cache, q, n, slots, pos, n_head, n_kv_head, head_dim,
+                   scale, layer.window, out)
 
     def swiglu(self, gate: Any, up: Any, out: Any, n: int) -> None:
-        _checked(lib.tl_swiglu(self._handle, gate, up, out, n), "swiglu")
+        self._call("tl_swiglu", "swiglu", self._handle, gate, up, out, n)
 
     def geglu(self, gate: Any, up: Any, out: Any, n: int) -> None:
-        _checked(lib.tl_geglu(self._handle, gate, up, out, n), "geglu")
+        self._call("tl_geglu", "geglu", self._handle, gate, up, out, n)
 
     def gelu(self, x: Any, out: Any, n: int) -> None:
-        _checked(lib.tl_gelu(self._handle, x, out, n), "gelu")
+        self._call("tl_gelu", "gelu", self._handle, x, out, n)
 
     def add(self, y: Any, x: Any, n: int) -> None:
-        lib.tl_add(y, x, n)
+        self._call("tl_add", "add", y, x, n)
 
     def add_rows(self, y: Any, b: Any, rows: int, width: int) -> None:
-        lib.tl_add_rows(y, b, rows, width)
+        self._call("tl_add_rows", "bias", y, b, rows, width)
 
     def scale(self, y: Any, s: float, n: int) -> None:
-        lib.tl_scale(y, s, n)
+        self._call("tl_scale", "scale", y, s, n)
 
     def softcap(self, y: Any, cap: float, n: int) -> None:
-        _checked(lib.tl_softcap(y, cap, n), "soft-capping")
+        self._call("tl_softcap", "soft-capping", y, cap, n)
 
     def close(self) -> None:
         self.pool.close()
+
+
+class Recorder(CpuOps):
+    """CpuOps that append each call to `program` (tl_prog_<kernel> takes tl_<kernel>'s
+    arguments) instead of making it; nothing runs until program.run()."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
+        self.program = Program()
+
+    def _call(self, kernel: str, what: str, *args: Any) -> None:
+        self.program.append(getattr(lib, "tl_prog_" + kernel[3:]), what, args)
+
+    def recorder(self) -> Recorder:
+        raise TypeError("a recorder does not record recorders")
+
+    def close(self) -> None:
+        """The pool belongs to the backend this recorder was made from."""
