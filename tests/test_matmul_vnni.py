@@ -2,8 +2,10 @@
 
 Both compute the same exact integer sums per block and the same float steps in the same order
 (csrc/ggml/gemm_vnni.c, gemm_k_vnni.c), so the two pools must agree to the last bit for every
-format, shape, token count, thread count and with or without TL_PATH_PRECISE. The AVX2 path is
-itself checked against float64 and the scalar kernels in test_matmul.py."""
+format, shape, token count, thread count and with or without TL_PATH_PRECISE. Float weights
+(F32, F16, BF16) take an AVX-512 FMA kernel on the same pools (gemm_float_avx512.c) whose
+512-bit accumulators are two of the AVX2 kernel's 8-lane ones side by side: the same bits too.
+The AVX2 path is itself checked against float64 and the scalar kernels in test_matmul.py."""
 
 from __future__ import annotations
 
@@ -15,7 +17,17 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
 from tests.kernel_calls import pool_new
-from tests.test_matmul import QUANT_TYPES, SCALE_OFFSETS, make_weights, matmul_path, n_in_for
+from tests.test_matmul import (
+    FLOAT_TYPES,
+    QUANT_TYPES,
+    SCALE_OFFSETS,
+    TOL_FLOAT,
+    make_weights,
+    matmul_path,
+    n_in_for,
+    oracle,
+    rel_err,
+)
 from trio_llm._kernels import lib
 
 Q = GGMLQuantizationType
@@ -118,7 +130,65 @@ def test_extreme_quants_and_activations_stay_exact(
 
 
 @needs_vnni
-@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K], ids=lambda q: q.name)
+@pytest.mark.parametrize("qtype", FLOAT_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float_avx512_kernel_equals_avx2_bit_for_bit(
+    pools: dict[tuple[str, int], object], qtype: Q, threads: int
+) -> None:
+    """Rows of whole 8-element steps (384, 1536: MiniLM's) and with a scalar tail (100, 37);
+    row counts below a 6-row tile, odd ones (the last row goes to the AVX2 kernel) and several
+    row units; token counts that fill 8-token tiles or leave a few, more than a 32-token block
+    (70), cut by rows and by tokens (24 rows over 2 threads). Both within float tolerance of
+    the float64 product."""
+    rng = np.random.default_rng(200 * int(qtype) + threads)
+    for n_in in (384, 1536, 100, 37):
+        for n_out, n_tok in ((1, 7), (5, 9), (7, 5), (45, 17), (133, 70), (384, 12), (24, 33)):
+            w = make_weights(qtype, n_out, n_in, rng)
+            x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
+            y_avx2 = matmul_path(pools[("avx2", threads)], qtype, w, n_out, n_in, x, TILED)
+            y_vnni = matmul_path(pools[("vnni", threads)], qtype, w, n_out, n_in, x, TILED)
+            what = f"{n_out}x{n_in}, {n_tok} tokens"
+            assert_same_bits(y_vnni, y_avx2, what)
+            assert rel_err(y_vnni, oracle(qtype, w, x)) < TOL_FLOAT, what
+
+
+def special_float_weights(qtype: Q, n_out: int, n_in: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Random weights of qtype with infinities, the largest finite values, subnormals and
+    signed zeros spread over them (no NaN: the only NaNs are the ones inf - inf makes)."""
+    dtype = {Q.F32: np.float32, Q.F16: np.float16, Q.BF16: np.float32}[qtype]
+    f = rng.standard_normal((n_out, n_in)).astype(dtype)
+    info = np.finfo(dtype)
+    sub = info.smallest_subnormal if qtype != Q.BF16 else np.float32(2.0**-130)
+    specials = np.array([np.inf, -np.inf, info.max, -info.max, sub, -sub, 0.0, -0.0], dtype=dtype)
+    where = rng.random((n_out, n_in)) < 0.02
+    f[where] = rng.choice(specials, size=int(where.sum()))
+    if qtype == Q.BF16:
+        return (f.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+    return f.view(np.uint8)
+
+
+@needs_vnni
+@pytest.mark.parametrize("qtype", FLOAT_TYPES, ids=lambda q: q.name)
+def test_float_kernels_agree_on_infinities_overflow_and_subnormals(
+    pools: dict[tuple[str, int], object], qtype: Q
+) -> None:
+    rng = np.random.default_rng(300 + int(qtype))
+    for n_in, n_tok in ((384, 19), (45, 8)):
+        n_out = 31
+        w = special_float_weights(qtype, n_out, n_in, rng)
+        x = rng.standard_normal((n_tok, n_in), dtype=np.float32)
+        x[0] *= np.float32(1e34)  # overflows to infinity against the large weights
+        x[1, ::3] = np.float32(1e-30)  # products below the float range
+        x[2, ::5] = -0.0
+        y_avx2 = matmul_path(pools[("avx2", 2)], qtype, w, n_out, n_in, x, TILED)
+        y_vnni = matmul_path(pools[("vnni", 2)], qtype, w, n_out, n_in, x, TILED)
+        assert np.isinf(y_avx2).any() and np.isnan(y_avx2).any()  # the cases happened
+        assert_same_bits(y_vnni, y_avx2, f"n_in {n_in}")
+
+
+@needs_vnni
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.F16], ids=lambda q: q.name)
 def test_a_token_has_the_same_bits_alone_or_in_a_vnni_batch(
     pools: dict[tuple[str, int], object], qtype: Q
 ) -> None:

@@ -161,6 +161,11 @@ void tl_gemm_packed_k_vnni(int wtype, const tl_pack16_kblk *pk, int64_t ntiles, 
 void tl_gemm_float_avx2(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr,
                         const float *x, int64_t ldx, int64_t nt, int64_t n_in, float *y,
                         int64_t ldy);
+/* The same product with AVX-512 (gemm_float_avx512.c; the pool must have TL_CPU_AVX512VNNI),
+   bit for bit: each 512-bit accumulator holds two rows' 8-lane AVX2 accumulators. */
+void tl_gemm_float_avx512(int wtype, const uint8_t *w, size_t row_bytes, int64_t nr,
+                          const float *x, int64_t ldx, int64_t nt, int64_t n_in, float *y,
+                          int64_t ldy);
 #endif
 
 #endif

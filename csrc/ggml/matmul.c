@@ -13,7 +13,8 @@
    run the row dots for every token, a chunk of rows at a time.
    Where the pool has AVX-512 VNNI (TL_CPU_AVX512VNNI), the quantized formats' tiles hold 16 rows
    and take the VNNI kernels (gemm_vnni.c, gemm_k_vnni.c), whose results have the AVX2 kernels'
-   bits; Q8_0's activations are first offset to unsigned bytes (tl_act_offset_vnni).
+   bits; Q8_0's activations are first offset to unsigned bytes (tl_act_offset_vnni). Float
+   weights take the AVX-512 FMA kernel there (gemm_float_avx512.c), with the AVX2 one's bits.
    TL_PATH_PACKED hands over to packed.c: decode rows against weights repacked at load time.
    TL_PATH_PRECISE (a flag on the row-dot or tiled path): each token's activations are quantized in two parts,
    hi and the residual lo (act_quant.c), stored side by side; every kernel above runs once per
@@ -29,14 +30,14 @@
 #define PACK_GROUP_BYTES (96 * 1024)  /* packed tiles per group: about an L2's share */
 #define DOT_CHUNK_BYTES (16 * 1024)   /* rows per chunk in the generic multi-token path */
 #define LO_TOK_CHUNK 32               /* TL_PATH_PRECISE, tiled: tokens per hi/lo/add round */
-#define FLOAT_ROW_UNIT 12             /* float weights: rows per unit, whole 3-row tiles (gemm_avx2.c) */
+#define FLOAT_ROW_UNIT 12             /* float weights: rows per unit, whole 3-row (AVX2) and 6-row (AVX-512) tiles */
 
 /* Everything a task needs; shared read-only by the threads of one call. */
 typedef struct {
     const tl_type_traits *ty;  /* the weight type's entry in the type table */
     int wtype;
     int simd;
-    int vnni;              /* tiled path with the AVX-512 VNNI kernels (16-row tiles) */
+    int vnni;              /* tiled path with the AVX-512 kernels (quantized: 16-row tiles) */
     const uint8_t *w;
     size_t row_bytes;
     int64_t n_out, n_in, n_tok;
@@ -276,9 +277,14 @@ static void float_part(void *arg, long a, long b, int ith, int first) {
     const int64_t token_block = 32;
     for (int64_t t = t0; t < t1; t += token_block) {
         int64_t nt = t1 - t < token_block ? t1 - t : token_block;
-        tl_gemm_float_avx2(j->wtype, j->w + r0 * j->row_bytes, j->row_bytes, r1 - r0,
-                           j->x + t * j->n_in, j->n_in, nt, j->n_in, j->y + t * j->n_out + r0,
-                           j->n_out);
+        const float *x = j->x + t * j->n_in;
+        float *y = j->y + t * j->n_out + r0;
+        if (j->vnni)
+            tl_gemm_float_avx512(j->wtype, j->w + r0 * j->row_bytes, j->row_bytes, r1 - r0, x,
+                                 j->n_in, nt, j->n_in, y, j->n_out);
+        else
+            tl_gemm_float_avx2(j->wtype, j->w + r0 * j->row_bytes, j->row_bytes, r1 - r0, x,
+                               j->n_in, nt, j->n_in, y, j->n_out);
     }
 }
 #endif
@@ -366,6 +372,7 @@ int tl_matmul_path(tl_pool *pool, int wtype, const void *w, int64_t n_out, int64
         tiled_unit = tile_rows(&j);
     } else if (j.simd && ty->act == TL_ACT_F32) {
         compute = float_part;
+        j.vnni = (tl_pool_features(pool) & TL_CPU_AVX512VNNI) != 0;
         tiled_unit = FLOAT_ROW_UNIT;
     }
 #endif
