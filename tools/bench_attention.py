@@ -25,6 +25,15 @@ from trio_llm._kernels import ffi, lib  # noqa: E402
 from trio_llm.engine.kv_cache import KV_TYPES  # noqa: E402
 
 
+def new_pool(n_threads: int, flags: int) -> object:
+    """A raw tl_pool handle (tl_pool_new's out-parameter form); free it with tl_pool_free."""
+    out = ffi.new("tl_pool **")
+    if lib.tl_pool_new(n_threads, flags, out) != lib.TL_OK:
+        raise MemoryError("tl_pool_new failed")
+    return out[0]
+
+
+
 def ptr(kind: str, a: np.ndarray) -> Any:
     return ffi.cast(kind, ffi.from_buffer(a))
 
@@ -94,7 +103,7 @@ def main() -> None:
     ap.add_argument("--cpu-time", action="store_true",
                     help="time by the process's CPU time (on a busy machine, with --threads 1)")
     args = ap.parse_args()
-    pool = lib.tl_pool_new(args.threads, 1 if args.scalar else 0)
+    pool = new_pool(args.threads, 1 if args.scalar else 0)
     path = "scalar" if args.scalar else ("avx2" if lib.tl_pool_features(pool) else "scalar")
     depths = [int(d) for d in args.depths.split(",")]
     clock = time.process_time if args.cpu_time else time.perf_counter

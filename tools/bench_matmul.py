@@ -33,6 +33,15 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from trio_llm._kernels import ffi, lib
 
+
+def new_pool(n_threads: int, flags: int) -> object:
+    """A raw tl_pool handle (tl_pool_new's out-parameter form); free it with tl_pool_free."""
+    out = ffi.new("tl_pool **")
+    if lib.tl_pool_new(n_threads, flags, out) != lib.TL_OK:
+        raise MemoryError("tl_pool_new failed")
+    return out[0]
+
+
 Q = GGMLQuantizationType
 COLD_BYTES = 96 << 20  # weights touched per timing pass in "cold" decode runs (> L3)
 
@@ -242,8 +251,8 @@ def bench_prompt(pool: object, shapes: list[tuple[Q, int, int, str]], n_tok: int
 def bench_vnni(threads: int, shapes: list[tuple[Q, int, int, str]], n_tok: int, repeats: int,
                rng: np.random.Generator) -> None:
     """Prompt GMAC/s of AVX2 and VNNI pools on the same weights, alternating call by call."""
-    pools = {"avx2": lib.tl_pool_new(threads, lib.TL_POOL_NO_VNNI),
-             "vnni": lib.tl_pool_new(threads, 0)}
+    pools = {"avx2": new_pool(threads, lib.TL_POOL_NO_VNNI),
+             "vnni": new_pool(threads, 0)}
     try:
         if not lib.tl_pool_features(pools["vnni"]) & lib.TL_CPU_AVX512VNNI:
             print("this CPU (or OS) has no AVX-512 VNNI: nothing to compare")
@@ -300,7 +309,7 @@ def main() -> None:
     simd_flags = lib.TL_POOL_NO_VNNI if args.vnni == "off" else 0
     if args.packed:
         shapes = [s for s in PACKED_SHAPES if args.format in (None, s[0].name)]
-        pool = lib.tl_pool_new(args.threads, simd_flags)
+        pool = new_pool(args.threads, simd_flags)
         try:
             print(f"== SIMD pool, {lib.tl_pool_threads(pool)} threads ==")
             bench_packed(pool, shapes, repeats, rng)
@@ -312,7 +321,7 @@ def main() -> None:
         return
     modes = [("SIMD", simd_flags)] + ([] if args.no_scalar else [("scalar", 1)])
     for name, flags in modes:
-        pool = lib.tl_pool_new(args.threads, flags)
+        pool = new_pool(args.threads, flags)
         try:
             print(f"== {name} pool, {lib.tl_pool_threads(pool)} threads "
                   f"(features {lib.tl_pool_features(pool)}), "
