@@ -108,10 +108,11 @@ async def test_smollm2_and_gemma3_generating_at_once_give_each_the_text_it_gives
     assert together == alone and all(t.strip() for t in alone)
 
 
-async def embed(sched: Scheduler, name: str, texts: list[str]) -> list[list[float]]:
+async def embed(sched: Scheduler, name: str, texts: list[str]) -> list[bytes]:
+    """Each vector's float32 bytes (compared bit for bit)."""
     async with sched.acquire(name) as lease:
         async with aclosing(lease.serve(EmbedJob(texts))) as outputs:
-            return (await outputs.__anext__()).embeddings
+            return [v.tobytes() for v in (await outputs.__anext__()).embeddings]
 
 
 async def test_embeddings_computed_while_a_chat_model_generates_equal_those_computed_alone(
@@ -123,7 +124,7 @@ async def test_embeddings_computed_while_a_chat_model_generates_equal_those_comp
         async with open_scheduler(EngineFactory(), FakeDevices(), files, settings()) as sched:
             alone_text = await generate(sched, "smollm2", COUNTING, 24)
             alone_vectors = [await embed(sched, "minilm", [t]) for t in texts]
-            together_vectors: list[list[list[float]]] = []
+            together_vectors: list[list[bytes]] = []
 
             async def embed_all() -> None:
                 for t in texts:          # one request per text: many turns beside the decode

@@ -8,6 +8,7 @@ import re
 from datetime import datetime
 
 import httpx
+import numpy as np
 
 from trio_llm.testing.fake_backend import FakeBackend
 
@@ -218,6 +219,23 @@ async def test_embed_answers_normalised_vectors(client: httpx.AsyncClient, model
         assert abs(sum(x * x for x in vector) - 1.0) < 1e-6
     single = (await client.post("/api/embed", json={"model": model, "input": "hello world"}))
     assert single.json()["embeddings"] == body["embeddings"][:1]
+
+
+def significant_digits(text: str) -> str:
+    mantissa = re.split("[eE]", text.lstrip("-"))[0].replace(".", "")
+    return mantissa.lstrip("0").rstrip("0") or "0"
+
+
+async def test_embed_writes_each_value_as_go_writes_a_float32(client: httpx.AsyncClient,
+                                                              model: str) -> None:
+    """Ollama's vectors are []float32: each number has the shortest digits that read back as
+    the same float32 (numpy's str of a float32 is that shortest form), not a float64's 17."""
+    raw = (await client.post("/api/embed", json={"model": model, "input": "hello"})).text
+    vector = raw[raw.index("[[") + 2: raw.index("]]")].split(",")
+    assert len(vector) == 8           # the fake backend's vectors
+    for text in vector:
+        value = np.float32(text)
+        assert significant_digits(text) == significant_digits(str(value)), text
 
 
 async def test_embed_dimensions_truncate_and_renormalise(client: httpx.AsyncClient,

@@ -118,7 +118,7 @@ class GenerationChunk:
 class EmbedResult:
     """Raw (not normalised) vectors, one per input, and what it cost."""
 
-    embeddings: Sequence[Sequence[float]]
+    embeddings: Sequence[Sequence[float]]   # (numpy float32 arrays from the engine)
     prompt_eval_count: int = 0  # total input tokens
     load_duration: int = 0  # ns
     truncated_inputs: Sequence[int] = ()  # indices of inputs cut to the context

@@ -42,6 +42,7 @@ from trio_llm.api.streaming import (
     prime,
     stream_response,
     streamed,
+    vectors_response,
 )
 from trio_llm.errors import BadRequest, InvalidDigest, ModelNotFound
 
@@ -169,7 +170,7 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
                                "load_duration": result.load_duration,
                                "prompt_eval_count": result.prompt_eval_count,
                                "truncated_inputs": list(result.truncated_inputs)}
-        return json_response({k: v for k, v in out.items() if v or k == "embeddings"})
+        return vectors_response({k: v for k, v in out.items() if k == "embeddings" or v})
 
     @bp.post("/api/embeddings")
     async def embeddings() -> Response:

@@ -39,6 +39,7 @@ from trio_llm.api.streaming import (
     sse_event,
     stream_response,
     streamed,
+    vectors_response,
 )
 from trio_llm.errors import BadRequest
 
@@ -411,7 +412,7 @@ def blueprint(backend: Backend, metrics: Metrics) -> Blueprint:
             if encoding == "base64":
                 embedding = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
             data.append({"object": "embedding", "embedding": embedding, "index": index})
-        return json_response({"object": "list", "data": data, "model": model,
+        return vectors_response({"object": "list", "data": data, "model": model,
                               "usage": {"prompt_tokens": result.prompt_eval_count,
                                         "total_tokens": result.prompt_eval_count}})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from quart import Blueprint, Response
 
 from trio_llm.api import generation
@@ -69,7 +70,7 @@ def blueprint(backend: Backend) -> Blueprint:
             options=generation.merged_options(ref, parse_options(f.obj("options"))),
             keep_alive=parse_keep_alive(f.get("keep_alive")))
         check_finite(result.embeddings)
-        question, *vectors = [list(v) for v in result.embeddings]
+        question, *vectors = [np.asarray(v, np.float64).tolist() for v in result.embeddings]
         scores = [cosine(question, v) for v in vectors]
         order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_n]
         results = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from quart import request
 
 from trio_llm import config
@@ -478,14 +479,14 @@ def token_logprobs(entries: Sequence[TokenLogprob], *, always_top: bool = False
     return out
 
 
-def l2_normalise(vector: Sequence[float]) -> list[float]:
-    norm = math.sqrt(math.fsum(x * x for x in vector))
-    if norm == 0.0:
-        return [float(x) for x in vector]
-    return [x / norm for x in vector]
+def l2_normalise(vector: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The vector over its length (computed in float64), as float32: what Ollama returns."""
+    v = np.asarray(vector, np.float64)
+    norm = math.sqrt(float(np.dot(v, v)))
+    return (v if norm == 0.0 else v / norm).astype(np.float32)
 
 
-def check_finite(vectors: Sequence[Sequence[float]]) -> None:
+def check_finite(vectors: Sequence[Sequence[float] | np.ndarray]) -> None:
     for vector in vectors:
-        if not all(math.isfinite(x) for x in vector):
+        if not np.isfinite(np.asarray(vector, np.float64)).all():
             raise TrioLLMError("embedding contains NaN or Inf values")

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import orjson
 from quart import Response
 
 from trio_llm.errors import TrioLLMError
@@ -33,6 +34,14 @@ def dumps(obj: Any) -> str:
 
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(dumps(obj), status=status, content_type=JSON)
+
+
+def vectors_response(obj: Any) -> Response:
+    """Like json_response, for answers that hold numpy float32 vectors (embeddings): each is
+    written with the shortest digits that read back as the same float32, as Go writes a
+    []float32, by orjson (json.dumps would spend most of a batched embedding's time there)."""
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status=200,
+                    content_type=JSON)
 
 
 def empty_response(status: int = 200) -> Response:

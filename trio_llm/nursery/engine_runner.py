@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import trio
 
 from trio_llm.engine.constraint import Constraint, LazyGrammarVocabulary, MaskPrefetch
@@ -100,7 +101,7 @@ class GenerateOutput:
 
 @dataclass
 class EmbedOutput:
-    embeddings: list[list[float]]
+    embeddings: list[np.ndarray]      # float32, one per input
     prompt_eval_count: int
     truncated: list[int] = field(default_factory=list)   # indices of the inputs that were cut
 
@@ -305,8 +306,8 @@ class EngineRunner:
         net = self.model.net
         pool = net.shape.pooling.pool
         if len(slots) >= len(group) and sum(map(len, group)) <= net.max_batch:
-            return [pool(states).tolist() for states in net.hidden_states_of(group, slots)]
-        return [pool(net.hidden_states(ids, slots[0])).tolist() for ids in group]
+            return [pool(states) for states in net.hidden_states_of(group, slots)]
+        return [pool(net.hidden_states(ids, slots[0])) for ids in group]
 
     def _fit(self, job: GenerateJob, num_predict: int) -> Fit:
         """The prompt's tokens, older messages dropped if it does not fit (PromptTooLong when
