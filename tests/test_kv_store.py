@@ -69,6 +69,29 @@ def test_kv_store_rounds_to_nearest_even_f16_bit_for_bit() -> None:
     assert np.isnan(k[0, 2]).all() and np.isnan(v[0, 2]).all()
 
 
+def test_kv_store_f16_rows_have_the_scalar_encoders_bits_for_any_float() -> None:
+    """Where the CPU has F16C the store converts with it; its bits must be those of the scalar
+    encoder (tl_quantize's F16): random bit patterns (NaNs with payloads, subnormals, huge
+    values) and the rounding edges around each half-precision step."""
+    rng = np.random.default_rng(11)
+    bits = np.concatenate([rng.integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32),
+                           (np.arange(1 << 15, dtype=np.uint32) << 13) + 0x0FFF,
+                           (np.arange(1 << 15, dtype=np.uint32) << 13) + 0x1000,
+                           (np.arange(1 << 15, dtype=np.uint32) << 13) + 0x1001])
+    vals = bits.view(np.float32)
+    kv_dim = 64
+    rows = vals.reshape(-1, kv_dim)
+    n = rows.shape[0]
+    k = np.zeros((1, n, kv_dim), np.uint16)
+    v = np.zeros((1, n, kv_dim), np.uint16)
+    slot, pos = np.zeros(n, np.int32), np.arange(n, dtype=np.int32)
+    assert lib.tl_kv_store(lib.TL_F16, vptr(k), vptr(v), n, kv_dim, fptr(rows), fptr(rows), n,
+                           iptr(slot), iptr(pos), 0) == TL_OK
+    scalar = np.zeros(vals.size, np.uint16)
+    assert lib.tl_quantize(lib.TL_F16, fptr(vals), vptr(scalar), vals.size) == TL_OK
+    assert np.array_equal(k.reshape(-1), scalar) and np.array_equal(v.reshape(-1), scalar)
+
+
 @pytest.mark.parametrize("kv_type", ["q8_0", "q4_0"])
 def test_kv_store_quantizes_rows_as_ggml_blocks_bit_for_bit(kv_type: str) -> None:
     # The stored row is exactly what the gguf package's reference encoder makes of it.

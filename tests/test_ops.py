@@ -57,6 +57,52 @@ def elem_rel(out: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(out[nz].astype(np.float64) - ref[nz]) / np.abs(ref[nz])))
 
 
+# ---------------------------------------------------------------- layernorm
+
+
+def layernorm_ref(x: np.ndarray, w: np.ndarray | None, b: np.ndarray | None,
+                  eps: float) -> np.ndarray:
+    xd = x.astype(np.float64)
+    mean = xd.mean(axis=-1, keepdims=True)
+    var = ((xd - mean) ** 2).mean(axis=-1, keepdims=True)
+    y = (xd - mean) / np.sqrt(var + np.float64(np.float32(eps)))
+    if w is not None:
+        y = y * w.astype(np.float64)
+    return y if b is None else y + b.astype(np.float64)
+
+
+@pytest.mark.parametrize("n_rows, n", [(1, 384), (3, 37), (64, 384), (40, 1024)])
+def test_layernorm_matches_float64_with_weight_and_bias(pool: Any, n_rows: int, n: int) -> None:
+    rng = np.random.default_rng(n_rows * 1000 + n)
+    x = (rng.standard_normal((n_rows, n)) * 3 + 1.5).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, n).astype(np.float32)
+    y = np.empty_like(x)
+    assert lib.tl_layernorm(pool, fptr(x), fptr(w), fptr(b), fptr(y), n_rows, n, 1e-12) == TL_OK
+    assert max_rel(y, layernorm_ref(x, w, b, 1e-12)) < REL_TOL
+
+
+def test_layernorm_simd_twin_agrees_with_the_scalar_reference() -> None:
+    """The AVX2 twin sums in another order (in double): the same floats but for the rare row
+    whose mean or scale rounds differently, then by an ulp."""
+    simd, scalar = new_pool(0), new_pool(1)
+    try:
+        rng = np.random.default_rng(7)
+        for n in (384, 37, 8, 1536):
+            x = (rng.standard_normal((50, n)) * 4 - 2).astype(np.float32)
+            w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+            out = []
+            for pool in (simd, scalar):
+                y = np.empty_like(x)
+                assert lib.tl_layernorm(pool, fptr(x), fptr(w), ffi.NULL, fptr(y), 50, n,
+                                        1e-5) == TL_OK
+                out.append(y)
+            assert elem_rel(out[0], out[1].astype(np.float64)) < 1e-6
+    finally:
+        lib.tl_pool_free(simd)
+        lib.tl_pool_free(scalar)
+
+
 # ---------------------------------------------------------------- rmsnorm
 
 
@@ -355,6 +401,30 @@ def assert_rows_match_alone(batch_out: list[np.ndarray], alone_out: list[np.ndar
         assert np.array_equal(b, batch_out[0])
     for a in alone_out:
         assert np.array_equal(a, batch_out[0][ALONE])
+
+
+@pytest.mark.parametrize("n", [384, 37, 2051])
+def test_layernorm_row_is_bit_identical_alone_in_a_batch_and_on_any_thread_count(
+    pools_1_2_3: list[Any], n: int
+) -> None:
+    rng = np.random.default_rng(n + 1)
+    x = (rng.standard_normal((N_ROWS, n)) * 3).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    b = rng.uniform(-1, 1, n).astype(np.float32)
+    batch_out, alone_out = [], []
+    for pool in pools_1_2_3:
+        y = np.empty_like(x)
+        assert lib.tl_layernorm(pool, fptr(x), fptr(w), fptr(b), fptr(y), N_ROWS, n,
+                                1e-12) == TL_OK
+        batch_out.append(y)
+        alone = np.empty((len(ALONE), n), np.float32)
+        for k, r in enumerate(ALONE):
+            xr, yr = x[r].copy(), np.empty(n, np.float32)
+            assert lib.tl_layernorm(pool, fptr(xr), fptr(w), fptr(b), fptr(yr), 1, n,
+                                    1e-12) == TL_OK
+            alone[k] = yr
+        alone_out.append(alone)
+    assert_rows_match_alone(batch_out, alone_out)
 
 
 @pytest.mark.parametrize("n", [576, 37, 2051])

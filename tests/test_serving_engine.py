@@ -209,6 +209,38 @@ async def test_an_answer_is_evaluated_for_the_cache_only_after_a_quiet_moment(
             assert answer.in_cache == answer.prompt + answer.generated
 
 
+async def test_an_idle_models_answer_waits_while_another_model_is_busy(
+        smollm2_path: Path) -> None:
+    """Background evaluation waits for the whole executor to be quiet: while a second model
+    streams, the first one's finished answer takes no step from it."""
+    files = Files({"smollm2": smollm2_path, "other": smollm2_path})
+    done: list[str] = []
+
+    async def stream_long() -> None:
+        await generate(sched, "other", COUNTING, 300)
+        done.append("other")
+
+    with trio.fail_after(300):
+        async with open_scheduler(EngineFactory(), FakeDevices(), files,
+                                  settings(num_parallel=2)) as sched:
+            await generate(sched, "smollm2", COUNTING, 2)           # both loaded
+            await generate(sched, "other", COUNTING, 2)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream_long)
+                busy = runner(sched, "other").table
+                while not any(s.generated for s in busy.active):
+                    await trio.sleep(0.001)
+                await generate(sched, "smollm2", COUNTING, 8)
+                table = runner(sched, "smollm2").table
+                [answer] = table.background
+                await trio.sleep(2 * BACKGROUND_DELAY)
+                assert not done, "the other model's stream ended too soon to tell"
+                assert answer.in_cache == answer.prompt       # not one answer row evaluated
+            while answer in table.background and answer.replay:
+                await trio.sleep(0.01)
+            assert answer.in_cache == answer.prompt + answer.generated
+
+
 async def continue_exchange(sched: Scheduler, context: list[int], prompt: str
                             ) -> tuple[str, int, int]:
     """Greedy text, prompt_eval_count and prompt_cache_count of a continued exchange."""

@@ -34,8 +34,31 @@ int tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim, i
     return TL_OK;
 }
 
-/* The type's encoder (GGML's reference encodings for the block types, rounding for F16). */
-static void store_row(const tl_type_traits *ty, void *dst, const float *src, int64_t n) {
+#if TL_HAVE_X86
+#include <immintrin.h>
+
+TL_AVX2_BEGIN
+/* F16 rows with F16C: vcvtps2ph rounds to nearest even, overflows to infinity and keeps a NaN a
+   quiet NaN with the top of its payload, the bits tl_float_to_half gives (test_kv_store). */
+static void store_f16_f16c(tl_half *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = tl_float_to_half(src[i]);
+}
+TL_AVX2_END
+#endif
+
+/* The type's encoder (GGML's reference encodings for the block types, rounding for F16; F16
+   through F16C where the CPU has it: the same bits, a tenth of the time). */
+static void store_row(const tl_type_traits *ty, int f16c, void *dst, const float *src,
+                      int64_t n) {
+#if TL_HAVE_X86
+    if (f16c) { store_f16_f16c(dst, src, n); return; }
+#else
+    (void)f16c;
+#endif
     ty->quant(src, dst, n / ty->block_elems);
 }
 
@@ -53,10 +76,11 @@ int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int6
     for (int64_t t = 0; t < n_tok; t++)
         if (slot[t] < 0 || pos[t] < 0 || (window == 0 && pos[t] >= n_cache)) return TL_ERR_ARG;
     const tl_type_traits *ty = tl_traits(kv_type);
+    int f16c = kv_type == TL_F16 && (tl_cpu_features() & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET;
     for (int64_t t = 0; t < n_tok; t++) {
         int64_t r = (int64_t)slot[t] * n_cache + pos[t] % n_cache;
-        store_row(ty, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);
-        store_row(ty, (char *)v_cache + r * row, v + t * kv_dim, kv_dim);
+        store_row(ty, f16c, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);
+        store_row(ty, f16c, (char *)v_cache + r * row, v + t * kv_dim, kv_dim);
     }
     return TL_OK;
 }

@@ -1,6 +1,6 @@
-/* Element-wise and row-wise transformer ops: rmsnorm, rope, swiglu and geglu with a scalar
-   reference kernel and an AVX2 twin each; layernorm, gelu, add, scale, softcap and bias rows as
-   plain loops (encoder-only or a few floats per step); the split of the work over the pool.
+/* Element-wise and row-wise transformer ops: rmsnorm, layernorm, rope, swiglu, geglu and gelu
+   with a scalar reference kernel and an AVX2 twin each; add, scale, softcap and bias rows as
+   plain loops (a few floats per step); the split of the work over the pool.
 
    Batch invariance: each kernel gives an element the same bits whatever its offset in the
    buffer, the number of rows and the thread count. Row ops (rmsnorm, rope) treat every row alike
@@ -123,17 +123,78 @@ static void layernorm_row(const float *x, const float *w, const float *b, float 
     }
 }
 
+#if TL_HAVE_X86
+TL_AVX2_BEGIN
+/* Sum of x[i] - c over a row, in double: 8 floats a step into two 4-lane accumulators, the
+   lanes added in a fixed order, then the tail. Used with c = 0 (the mean) and squared (the
+   variance), so the twin of layernorm_row's two passes, to double rounding. */
+static double sum_pd(const float *x, int64_t n, double c, int squared) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), cv = _mm256_set1_pd(c);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), cv);
+        __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), cv);
+        if (squared) {
+            a0 = _mm256_fmadd_pd(lo, lo, a0);
+            a1 = _mm256_fmadd_pd(hi, hi, a1);
+        } else {
+            a0 = _mm256_add_pd(a0, lo);
+            a1 = _mm256_add_pd(a1, hi);
+        }
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(a0, a1));
+    double s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (; i < n; i++) {
+        double d = (double)x[i] - c;
+        s += squared ? d * d : d;
+    }
+    return s;
+}
+
+static void layernorm_row_avx2(const float *x, const float *w, const float *b, float *y,
+                               int64_t n, float eps) {
+    double mean = sum_pd(x, n, 0.0, 0) / (double)n;
+    double ss = sum_pd(x, n, mean, 1);
+    float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps)), mf = (float)mean;
+    __m256 rv = _mm256_set1_ps(r), mv = _mm256_set1_ps(mf);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {   /* the scalar tail's operations, in its order */
+        __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), rv);
+        if (w) v = _mm256_mul_ps(v, _mm256_loadu_ps(w + i));
+        if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + i));
+        _mm256_storeu_ps(y + i, v);
+    }
+    for (; i < n; i++) {
+        float v = (x[i] - mf) * r;
+        if (w) v *= w[i];
+        if (b) v += b[i];
+        y[i] = v;
+    }
+}
+TL_AVX2_END
+#endif
+
 typedef struct {
     const float *x, *w, *b;
     float *y;
     int64_t n_rows, n;
     float eps;
+    int avx2;
 } layernorm_job;
 
 static void layernorm_rows(void *arg, long r0, long r1, int ith, int first) {
     (void)ith, (void)first;
     const layernorm_job *J = arg;
-    for (long r = r0; r < r1; r++) layernorm_row(J->x + r * J->n, J->w, J->b, J->y + r * J->n, J->n, J->eps);
+    for (long r = r0; r < r1; r++) {
+        const float *x = J->x + r * J->n;
+        float *y = J->y + r * J->n;
+#if TL_HAVE_X86
+        if (J->avx2) { layernorm_row_avx2(x, J->w, J->b, y, J->n, J->eps); continue; }
+#endif
+        layernorm_row(x, J->w, J->b, y, J->n, J->eps);
+    }
 }
 
 int tl_layernorm(tl_pool *pool, const float *x, const float *w, const float *b, float *y,
@@ -141,7 +202,7 @@ int tl_layernorm(tl_pool *pool, const float *x, const float *w, const float *b, 
     if (!pool || n_rows < 0 || n <= 0 || !(eps >= 0.0f)) return TL_ERR_ARG;
     if (n_rows == 0) return TL_OK;
     if (!x || !y) return TL_ERR_ARG;
-    layernorm_job J = {x, w, b, y, n_rows, n, eps};
+    layernorm_job J = {x, w, b, y, n_rows, n, eps, pool_avx2(pool)};
     if (n_rows >= 2 && n_rows * n >= PAR_MIN_ELEMS) tl_pool_for(pool, layernorm_rows, &J, (long)n_rows, 0);
     else layernorm_rows(&J, 0, (long)n_rows, 0, 1);
     return TL_OK;

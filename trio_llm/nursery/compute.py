@@ -22,6 +22,7 @@ scheduler's nursery; the backends close when the executor does, after the last m
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections import deque
@@ -155,6 +156,7 @@ class Compute:
         self.turns = FairTurns()
         self.thread = ComputeThread()
         self.steps = 0          # calls run, for tests and logs
+        self.foreground_at = -math.inf  # trio time the last step with someone's rows ended
 
     def ops(self, n_threads: int = 0) -> CpuOps:
         """The backend with n_threads threads (capped at the physical cores), opened once."""

@@ -195,11 +195,13 @@ class EngineRunner:
         return self.model.net.memory.total
 
     async def run(self) -> None:
-        """Plan, forward + sample in a worker thread, deliver tokens; until cancelled."""
-        busy_at = -math.inf              # when the last step with someone's rows ended
+        """Plan, forward + sample in a worker thread, deliver tokens; until cancelled.
+        Background work (answers evaluated for the prompt cache) waits until the whole
+        executor has been quiet BACKGROUND_DELAY: an idle model's background steps would
+        otherwise take turns from another model's streams."""
         while True:
             plan = self.table.plan()
-            quiet = BACKGROUND_DELAY - (trio.current_time() - busy_at)
+            quiet = BACKGROUND_DELAY - (trio.current_time() - self.compute.foreground_at)
             if plan is None or (plan.idle_work and quiet > 0):
                 with trio.move_on_after(quiet if plan is not None else math.inf):
                     await self._work.wait()
@@ -207,7 +209,7 @@ class EngineRunner:
                 continue
             events = await self._step_or_fail(plan)
             if not plan.idle_work:
-                busy_at = trio.current_time()
+                self.compute.foreground_at = trio.current_time()
             for event in events:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
@@ -256,6 +258,7 @@ class EngineRunner:
                 self._table_changed()     # a slot may have been a background answer's
                 try:
                     vectors += await self.compute.run(self, self._pooled, group, slots)
+                    self.compute.foreground_at = trio.current_time()
                 finally:
                     for slot in slots:
                         self.table.release(slot)
