@@ -57,6 +57,29 @@ def elem_rel(out: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(out[nz].astype(np.float64) - ref[nz]) / np.abs(ref[nz])))
 
 
+def test_gelu_avx512_has_the_avx2_twins_bits() -> None:
+    """Where the pool has AVX-512, tl_gelu runs 16 lanes with the AVX2 twin's operations: the
+    same bits for every value (the AVX2 pool is made with TL_POOL_NO_VNNI)."""
+    if not lib.tl_cpu_features() & lib.TL_CPU_AVX512VNNI:
+        pytest.skip("this CPU (or OS) has no AVX-512")
+    wide, narrow = new_pool(0), new_pool(lib.TL_POOL_NO_VNNI)
+    try:
+        rng = np.random.default_rng(17)
+        x = np.concatenate([rng.standard_normal(40000) * 4, rng.uniform(-30, 30, 9000),
+                            [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-38, -1e-38, 88.0, -88.0,
+                             3.4e38, -3.4e38]]).astype(np.float32)
+        for n in (x.size, 37, 16, 15):
+            out = []
+            for pool in (wide, narrow):
+                y = np.empty(n, np.float32)
+                assert lib.tl_gelu(pool, fptr(x[:n].copy()), fptr(y), n) == TL_OK
+                out.append(y)
+            assert np.array_equal(out[0].view(np.uint32), out[1].view(np.uint32))
+    finally:
+        lib.tl_pool_free(wide)
+        lib.tl_pool_free(narrow)
+
+
 # ---------------------------------------------------------------- layernorm
 
 

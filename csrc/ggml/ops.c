@@ -452,6 +452,35 @@ static void gelu_avx2(const float *g, const float *u, float *o, int64_t n) {
 }
 
 TL_AVX2_END
+
+TL_VNNI_BEGIN
+/* gelu8 on 16 lanes where the pool has AVX-512: the same operations lane for lane (division and
+   FMA round alike at any width), so the AVX2 twin's bits (test_ops). */
+static inline __m512 erfc_pos16(__m512 z) {
+    static const float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f,
+                                -0.18628806f, 0.27886807f, -1.13520398f, 1.48851587f,
+                                -0.82215223f, 0.17087277f};
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.5f), z, one));
+    __m512 p = _mm512_set1_ps(c[9]);
+    for (int k = 8; k >= 0; k--) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c[k]));
+    return _mm512_mul_ps(t, tl_exp16(_mm512_fnmadd_ps(z, z, p)));
+}
+
+static inline __m512 gelu16(__m512 x) {
+    __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(-0.70710678118654752f));     /* -x / sqrt 2 */
+    __m512 e = erfc_pos16(_mm512_abs_ps(z));
+    __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+    e = _mm512_mask_blend_ps(neg, e, _mm512_sub_ps(_mm512_set1_ps(2.0f), e));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), e);
+}
+
+static void gelu_avx512(const float *g, const float *u, float *o, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, gelu16(_mm512_loadu_ps(g + i)));
+    if (i < n) gelu_avx2(g + i, u, o + i, n - i);   /* the same bits by construction */
+}
+TL_VNNI_END
 #endif
 
 typedef void (*gated_fn)(const float *g, const float *u, float *o, int64_t n);
@@ -473,11 +502,13 @@ static void gated_part(void *arg, long b0, long b1, int ith, int first) {
 }
 
 static int gated_run(tl_pool *pool, const float *g, const float *u, float *o, int64_t n,
-                     gated_fn ref, gated_fn avx2) {
+                     gated_fn ref, gated_fn avx2, gated_fn avx512) {
     if (!pool || n < 0) return TL_ERR_ARG;
     if (n == 0) return TL_OK;
     if (!g || !u || !o) return TL_ERR_ARG;
-    gated_job J = {g, u, o, n, pool_avx2(pool) && avx2 ? avx2 : ref};
+    gated_fn fn = pool_avx2(pool) && avx2 ? avx2 : ref;
+    if (avx512 && fn == avx2 && (tl_pool_features(pool) & TL_CPU_AVX512VNNI)) fn = avx512;
+    gated_job J = {g, u, o, n, fn};
     if (n >= PAR_MIN_ELEMS / 2) tl_pool_for(pool, gated_part, &J, (long)((n + 63) / 64), 0);
     else gated_part(&J, 0, (long)((n + 63) / 64), 0, 1);
     return TL_OK;
@@ -487,18 +518,20 @@ static int gated_run(tl_pool *pool, const float *g, const float *u, float *o, in
 #define SWIGLU_AVX2 swiglu_avx2
 #define GEGLU_AVX2 geglu_avx2
 #define GELU_AVX2 gelu_avx2
+#define GELU_AVX512 gelu_avx512
 #else
 #define SWIGLU_AVX2 NULL
 #define GEGLU_AVX2 NULL
 #define GELU_AVX2 NULL
+#define GELU_AVX512 NULL
 #endif
 
 int tl_swiglu(tl_pool *pool, const float *gate, const float *up, float *out, int64_t n) {
-    return gated_run(pool, gate, up, out, n, swiglu_ref, SWIGLU_AVX2);
+    return gated_run(pool, gate, up, out, n, swiglu_ref, SWIGLU_AVX2, NULL);
 }
 
 int tl_geglu(tl_pool *pool, const float *gate, const float *up, float *out, int64_t n) {
-    return gated_run(pool, gate, up, out, n, geglu_ref, GEGLU_AVX2);
+    return gated_run(pool, gate, up, out, n, geglu_ref, GEGLU_AVX2, NULL);
 }
 
 /* Exact GELU, x Phi(x) = 0.5 x erfc(-x / sqrt 2) (erfc keeps the digits for negative x), for
@@ -510,7 +543,7 @@ static void gelu_ref(const float *g, const float *u, float *o, int64_t n) {
 }
 
 int tl_gelu(tl_pool *pool, const float *x, float *out, int64_t n) {
-    return gated_run(pool, x, x, out, n, gelu_ref, GELU_AVX2);   /* the "up" input unused */
+    return gated_run(pool, x, x, out, n, gelu_ref, GELU_AVX2, GELU_AVX512);   /* "up" unused */
 }
 
 /* ---------------------------------------------------------------- add, scale */

@@ -1,4 +1,5 @@
-/* Private AVX2 math helpers shared by the op and attention kernels: exp, sigmoid, horizontal sum. */
+/* Private AVX2 math helpers shared by the op and attention kernels: exp, sigmoid, horizontal sum;
+   and exp on AVX-512 with the AVX2 version's bits. */
 #ifndef TL_VMATH_H
 #define TL_VMATH_H
 
@@ -56,6 +57,36 @@ static inline float tl_hmax8(__m256 v) {
 }
 
 TL_AVX2_END
+
+TL_VNNI_BEGIN
+
+/* tl_exp8 on 16 lanes: the same operations lane for lane, so the same bits. */
+static inline __m512 tl_exp16(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.8f), lo = _mm512_set1_ps(-104.0f);
+    __mmask16 below = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    __m512 xc = _mm512_max_ps(lo, _mm512_min_ps(hi, x)); /* NaN x passes through */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i ni = _mm512_cvtps_epi32(n);
+    __m512i h1 = _mm512_srai_epi32(ni, 1);
+    __m512i h2 = _mm512_sub_epi32(ni, h1);
+    const __m512i bias = _mm512_set1_epi32(127);
+    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h1, bias), 23));
+    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h2, bias), 23));
+    return _mm512_maskz_mov_ps((__mmask16)~below, _mm512_mul_ps(_mm512_mul_ps(p, s1), s2));
+}
+
+TL_VNNI_END
 
 #endif /* TL_HAVE_X86 */
 
