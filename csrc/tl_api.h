@@ -228,8 +228,10 @@ void tl_add_rows(float *y, const float *b, int64_t n_rows, int64_t n);
 int tl_kv_bytes(int kv_type, int64_t n_slots, int64_t n_cache, int64_t kv_dim, int64_t *bytes);
 
 /* Write k and v ([n_tok][kv_dim] f32) of token t into the cache at (slot[t], pos[t]), rounded
-   to f16 or quantized (GGML's reference encoding of Q8_0 / Q4_0) as the row is stored. */
-int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int64_t kv_dim,
+   to f16 (with F16C where the pool has AVX2: the same bits) or quantized (GGML's reference
+   encoding of Q8_0 / Q4_0) as the row is stored. */
+int tl_kv_store(tl_pool *pool, int kv_type, void *k_cache, void *v_cache, int64_t n_cache,
+                int64_t kv_dim,
                 const float *k, const float *v, int64_t n_tok, const int32_t *slot,
                 const int32_t *pos, int window);
 
@@ -280,7 +282,7 @@ int tl_prog_add(tl_program *prog, float *y, const float *x, int64_t n);
 int tl_prog_scale(tl_program *prog, float *y, float s, int64_t n);
 int tl_prog_softcap(tl_program *prog, float *y, float cap, int64_t n);
 int tl_prog_add_rows(tl_program *prog, float *y, const float *b, int64_t n_rows, int64_t n);
-int tl_prog_kv_store(tl_program *prog, int kv_type, void *k_cache, void *v_cache,
+int tl_prog_kv_store(tl_program *prog, tl_pool *pool, int kv_type, void *k_cache, void *v_cache,
                      int64_t n_cache, int64_t kv_dim, const float *k, const float *v,
                      int64_t n_tok, const int32_t *slot, const int32_t *pos, int window);
 int tl_prog_attention(tl_program *prog, tl_pool *pool, int kv_type, const void *k_cache,

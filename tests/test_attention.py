@@ -29,6 +29,7 @@ from gguf.quants import dequantize
 from tests.kernel_calls import pool_new, size_of
 from tests.kv_kernels import (
     GGUF_TYPE,
+    POOL,
     TL_ERR_ARG,
     TL_ERR_SIZE,
     TL_ERR_TYPE,
@@ -111,7 +112,7 @@ def filled_cache(kv_type: str, n_slots: int, n_ctx: int, n_kv_head: int, head_di
     v = np.zeros((n_slots, n_ctx, row), np.uint8)
     slot = np.repeat(np.arange(n_slots, dtype=np.int32), n_ctx)
     pos = np.tile(np.arange(n_ctx, dtype=np.int32), n_slots)
-    rc = lib.tl_kv_store(kind, vptr(k), vptr(v), n_ctx, kv_dim, fptr(k32), fptr(v32),
+    rc = lib.tl_kv_store(POOL, kind, vptr(k), vptr(v), n_ctx, kv_dim, fptr(k32), fptr(v32),
                          n_slots * n_ctx, iptr(slot), iptr(pos), 0)
     assert rc == TL_OK
     return Cache(kv_type, n_slots, n_ctx, n_kv_head, head_dim, k, v, decoded(kv_type, k, kv_dim),
@@ -302,7 +303,7 @@ def test_ring_of_window_rows_gives_the_full_cache_result(pool: Any, kv_type: str
         pos = np.arange(start, min(n, start + batch), dtype=np.int32)
         slot = np.zeros(len(pos), np.int32)
         kk, vv = full.k32[0, pos].copy(), full.v32[0, pos].copy()
-        assert lib.tl_kv_store(full.kind, vptr(ring_k), vptr(ring_v), rows, 64, fptr(kk),
+        assert lib.tl_kv_store(POOL, full.kind, vptr(ring_k), vptr(ring_v), rows, 64, fptr(kk),
                                fptr(vv), len(pos), iptr(slot), iptr(pos), window) == TL_OK
         q = rng.standard_normal((len(pos), 2 * 64)).astype(np.float32)
         got = run_attention(pool, full, q, slot, pos, 2, window, k=ring_k, v=ring_v)

@@ -10,6 +10,7 @@ from gguf.quants import quantize
 from tests.kernel_calls import size_of, sized
 from tests.kv_kernels import (
     GGUF_TYPE,
+    POOL,
     TL_ERR_ARG,
     TL_ERR_SIZE,
     TL_ERR_TYPE,
@@ -58,13 +59,13 @@ def test_kv_store_rounds_to_nearest_even_f16_bit_for_bit() -> None:
     kk, vv = vals.reshape(1, -1).copy(), (-vals).reshape(1, -1).copy()
     with np.errstate(over="ignore"):
         k16, v16 = vals.astype(np.float16), (-vals).astype(np.float16)
-    assert lib.tl_kv_store(lib.TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(kk), fptr(vv), 1,
+    assert lib.tl_kv_store(POOL, lib.TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(kk), fptr(vv), 1,
                            iptr(slot), iptr(pos), 0) == TL_OK
     assert np.array_equal(k[0, 2].view(np.uint16), k16.view(np.uint16))
     assert np.array_equal(v[0, 2].view(np.uint16), v16.view(np.uint16))
     assert not k[0, [0, 1, 3]].any() and not v[0, [0, 1, 3]].any()
     nan = np.full((1, kv_dim), np.nan, np.float32)
-    assert lib.tl_kv_store(lib.TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(nan), fptr(nan), 1,
+    assert lib.tl_kv_store(POOL, lib.TL_F16, vptr(k), vptr(v), 4, kv_dim, fptr(nan), fptr(nan), 1,
                            iptr(slot), iptr(pos), 0) == TL_OK
     assert np.isnan(k[0, 2]).all() and np.isnan(v[0, 2]).all()
 
@@ -85,7 +86,7 @@ def test_kv_store_f16_rows_have_the_scalar_encoders_bits_for_any_float() -> None
     k = np.zeros((1, n, kv_dim), np.uint16)
     v = np.zeros((1, n, kv_dim), np.uint16)
     slot, pos = np.zeros(n, np.int32), np.arange(n, dtype=np.int32)
-    assert lib.tl_kv_store(lib.TL_F16, vptr(k), vptr(v), n, kv_dim, fptr(rows), fptr(rows), n,
+    assert lib.tl_kv_store(POOL, lib.TL_F16, vptr(k), vptr(v), n, kv_dim, fptr(rows), fptr(rows), n,
                            iptr(slot), iptr(pos), 0) == TL_OK
     scalar = np.zeros(vals.size, np.uint16)
     assert lib.tl_quantize(lib.TL_F16, fptr(vals), vptr(scalar), vals.size) == TL_OK
@@ -105,7 +106,7 @@ def test_kv_store_quantizes_rows_as_ggml_blocks_bit_for_bit(kv_type: str) -> Non
     v = np.zeros((1, n, row), np.uint8)
     slot, pos = np.zeros(n, np.int32), np.arange(n, dtype=np.int32)
     neg = -x + np.float32(0.0)  # no -0.0: the two encoders differ on the sign of a zero scale
-    assert lib.tl_kv_store(TYPES[kv_type], vptr(k), vptr(v), n, kv_dim, fptr(x), fptr(neg), n,
+    assert lib.tl_kv_store(POOL, TYPES[kv_type], vptr(k), vptr(v), n, kv_dim, fptr(x), fptr(neg), n,
                            iptr(slot), iptr(pos), 0) == TL_OK
     assert np.array_equal(k[0], quantize(x, GGUF_TYPE[kv_type]))
     assert np.array_equal(v[0], quantize(neg, GGUF_TYPE[kv_type]))
@@ -120,11 +121,11 @@ def test_kv_store_places_each_token_at_its_slot_and_position(kv_type: str) -> No
     pos = np.array([7, 0, 3, 4], np.int32)
     kk = (np.arange(4 * kv_dim, dtype=np.float32).reshape(4, kv_dim) + 1)
     vv = -kk
-    assert lib.tl_kv_store(TYPES[kv_type], vptr(k), vptr(v), n_ctx, kv_dim, fptr(kk), fptr(vv),
-                           4, iptr(slot), iptr(pos), 0) == TL_OK
+    assert lib.tl_kv_store(POOL, TYPES[kv_type], vptr(k), vptr(v), n_ctx, kv_dim, fptr(kk),
+                           fptr(vv), 4, iptr(slot), iptr(pos), 0) == TL_OK
     one = np.zeros((1, 1, row), np.uint8)
     for t in range(4):
-        assert lib.tl_kv_store(TYPES[kv_type], vptr(one), vptr(one), 1, kv_dim,
+        assert lib.tl_kv_store(POOL, TYPES[kv_type], vptr(one), vptr(one), 1, kv_dim,
                                fptr(kk[t:t + 1].copy()), fptr(kk[t:t + 1].copy()), 1,
                                iptr(np.zeros(1, np.int32)), iptr(np.zeros(1, np.int32)),
                                0) == TL_OK
@@ -139,9 +140,9 @@ def test_kv_store_writes_a_ring_row_at_position_mod_rows(kv_type: str) -> None:
     row = size_of(lib.tl_kv_bytes, TYPES[kv_type], 1, 1, kv_dim)
     k = np.zeros((1, n_cache, row), np.uint8)
     x = np.full((1, kv_dim), 3.0, np.float32)
-    assert lib.tl_kv_store(TYPES[kv_type], vptr(k), vptr(k), n_cache, kv_dim, fptr(x), fptr(x),
-                           1, iptr(np.zeros(1, np.int32)), iptr(np.array([12], np.int32)),
-                           4) == TL_OK
+    assert lib.tl_kv_store(POOL, TYPES[kv_type], vptr(k), vptr(k), n_cache, kv_dim, fptr(x),
+                           fptr(x), 1, iptr(np.zeros(1, np.int32)),
+                           iptr(np.array([12], np.int32)), 4) == TL_OK
     assert k[0, 12 % n_cache].any() and not np.delete(k[0], 12 % n_cache, axis=0).any()
 
 
@@ -155,7 +156,7 @@ def test_kv_store_rejects_out_of_range_tokens_and_writes_nothing(bad_slot: int, 
     slot = np.array([0, bad_slot], np.int32)
     pos = np.array([1, bad_pos], np.int32)
     ones = np.ones((2, kv_dim), np.float32)
-    assert lib.tl_kv_store(TYPES[kv_type], vptr(k), vptr(v), n_ctx, kv_dim, fptr(ones),
+    assert lib.tl_kv_store(POOL, TYPES[kv_type], vptr(k), vptr(v), n_ctx, kv_dim, fptr(ones),
                            fptr(ones), 2, iptr(slot), iptr(pos), 0) == TL_ERR_ARG
     assert not k.any() and not v.any()
 
@@ -164,8 +165,18 @@ def test_kv_store_rejects_other_types_and_partial_blocks() -> None:
     k = np.zeros((1, 4, 128), np.uint8)
     x = np.ones((1, 48), np.float32)
     z = np.zeros(1, np.int32)
-    assert lib.tl_kv_store(lib.TL_Q4_1, vptr(k), vptr(k), 4, 32, fptr(x), fptr(x), 1, iptr(z),
+    assert lib.tl_kv_store(POOL, lib.TL_Q4_1, vptr(k), vptr(k), 4, 32, fptr(x), fptr(x), 1, iptr(z),
                            iptr(z), 0) == TL_ERR_TYPE
-    assert lib.tl_kv_store(lib.TL_Q8_0, vptr(k), vptr(k), 4, 48, fptr(x), fptr(x), 1, iptr(z),
+    assert lib.tl_kv_store(POOL, lib.TL_Q8_0, vptr(k), vptr(k), 4, 48, fptr(x), fptr(x), 1, iptr(z),
                            iptr(z), 0) == TL_ERR_SIZE
+    assert not k.any()
+
+
+def test_kv_store_needs_a_pool() -> None:
+    """The pool's features pick the F16 encoder (F16C or scalar): no pool, no store."""
+    k = np.zeros((1, 4, 64), np.float16)
+    x = np.ones((1, 64), np.float32)
+    slot, pos = np.zeros(1, np.int32), np.zeros(1, np.int32)
+    assert lib.tl_kv_store(ffi.NULL, lib.TL_F16, vptr(k), vptr(k), 4, 64, fptr(x), fptr(x), 1,
+                           iptr(slot), iptr(pos), 0) == TL_ERR_ARG
     assert not k.any()

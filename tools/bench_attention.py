@@ -41,12 +41,14 @@ def ptr(kind: str, a: np.ndarray) -> Any:
 class Layers:
     """n_layers caches of one slot each, of one type, filled with random keys and values."""
 
-    def __init__(self, kind: int, n_layers: int, n_ctx: int, n_head: int, n_kv_head: int,
-                 head_dim: int) -> None:
-        self.kind, self.n_ctx = kind, n_ctx
+    def __init__(self, pool: object, kind: int, n_layers: int, n_ctx: int, n_head: int,
+                 n_kv_head: int, head_dim: int) -> None:
+        self.pool, self.kind, self.n_ctx = pool, kind, n_ctx
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         kv_dim = n_kv_head * head_dim
-        self.row_bytes = lib.tl_kv_bytes(kind, 1, 1, kv_dim)
+        row_bytes = ffi.new("int64_t *")
+        assert lib.tl_kv_bytes(kind, 1, 1, kv_dim, row_bytes) == lib.TL_OK
+        self.row_bytes = row_bytes[0]
         rng = np.random.default_rng(0)
         kk = rng.standard_normal((n_ctx, kv_dim)).astype(np.float32)
         vv = rng.standard_normal((n_ctx, kv_dim)).astype(np.float32)
@@ -56,7 +58,7 @@ class Layers:
         for _ in range(n_layers):
             k = np.zeros(n_ctx * self.row_bytes, np.uint8)
             v = np.zeros(n_ctx * self.row_bytes, np.uint8)
-            rc = lib.tl_kv_store(kind, ptr("void *", k), ptr("void *", v), n_ctx, kv_dim,
+            rc = lib.tl_kv_store(self.pool, kind, ptr("void *", k), ptr("void *", v), n_ctx, kv_dim,
                                  ptr("float *", kk), ptr("float *", vv), n_ctx,
                                  ptr("int32_t *", slot), ptr("int32_t *", pos), 0)
             assert rc == 0
@@ -113,7 +115,7 @@ def main() -> None:
     for name, n_head, n_kv_head, head_dim in shapes:
         print(f"\n{name}: {n_head} heads, {n_kv_head} kv heads, head_dim {head_dim}")
         for type_name in args.types.split(","):
-            layers = Layers(int(KV_TYPES[type_name]), args.layers, max(depths), n_head,
+            layers = Layers(pool, int(KV_TYPES[type_name]), args.layers, max(depths), n_head,
                             n_kv_head, head_dim)
             for depth in depths:
                 best, median = layers.timer(pool, np.array([depth - 1], np.int32),

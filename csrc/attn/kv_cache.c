@@ -51,7 +51,7 @@ TL_AVX2_END
 #endif
 
 /* The type's encoder (GGML's reference encodings for the block types, rounding for F16; F16
-   through F16C where the CPU has it: the same bits, a tenth of the time). */
+   through F16C where the pool has AVX2: the same bits, a tenth of the time). */
 static void store_row(const tl_type_traits *ty, int f16c, void *dst, const float *src,
                       int64_t n) {
 #if TL_HAVE_X86
@@ -64,19 +64,21 @@ static void store_row(const tl_type_traits *ty, int f16c, void *dst, const float
 
 /* Every (slot, pos) is checked before anything is written: a bad token leaves the cache as it was.
    Slots are not bounded here (the header carries no n_slots): the caller owns that bound. */
-int tl_kv_store(int kv_type, void *k_cache, void *v_cache, int64_t n_cache, int64_t kv_dim,
+int tl_kv_store(tl_pool *pool, int kv_type, void *k_cache, void *v_cache, int64_t n_cache,
+                int64_t kv_dim,
                 const float *k, const float *v, int64_t n_tok, const int32_t *slot,
                 const int32_t *pos, int window) {
     int64_t row;
     int status = tl_kv_row_bytes(kv_type, kv_dim, &row);
     if (status != TL_OK) return status;
     if (n_cache <= 0 || n_tok < 0 || window < 0 || window > n_cache) return TL_ERR_ARG;
+    if (!pool) return TL_ERR_ARG;
     if (n_tok == 0) return TL_OK;
     if (!k_cache || !v_cache || !k || !v || !slot || !pos) return TL_ERR_ARG;
     for (int64_t t = 0; t < n_tok; t++)
         if (slot[t] < 0 || pos[t] < 0 || (window == 0 && pos[t] >= n_cache)) return TL_ERR_ARG;
     const tl_type_traits *ty = tl_traits(kv_type);
-    int f16c = kv_type == TL_F16 && (tl_cpu_features() & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET;
+    int f16c = kv_type == TL_F16 && (tl_pool_features(pool) & TL_CPU_AVX2_SET) == TL_CPU_AVX2_SET;
     for (int64_t t = 0; t < n_tok; t++) {
         int64_t r = (int64_t)slot[t] * n_cache + pos[t] % n_cache;
         store_row(ty, f16c, (char *)k_cache + r * row, k + t * kv_dim, kv_dim);

@@ -140,10 +140,11 @@ int tl_prog_add_rows(tl_program *prog, float *y, const float *b, int64_t n_rows,
     return push(prog, &c);
 }
 
-int tl_prog_kv_store(tl_program *prog, int kv_type, void *k_cache, void *v_cache,
-                     int64_t n_cache, int64_t kv_dim, const float *k, const float *v,
-                     int64_t n_tok, const int32_t *slot, const int32_t *pos, int window) {
-    prog_call c = {.op = OP_KV_STORE,
+int tl_prog_kv_store(tl_program *prog, tl_pool *pool, int kv_type, void *k_cache,
+                     void *v_cache, int64_t n_cache, int64_t kv_dim, const float *k,
+                     const float *v, int64_t n_tok, const int32_t *slot, const int32_t *pos,
+                     int window) {
+    prog_call c = {.op = OP_KV_STORE, .pool = pool,
                    .p = {k_cache, v_cache, (void *)k, (void *)v, (void *)slot, (void *)pos},
                    .i = {kv_type, n_cache, kv_dim, n_tok, window}};
     return push(prog, &c);
@@ -195,7 +196,7 @@ static int run_call(const prog_call *c) {
         tl_add_rows(p[0], p[1], i[0], i[1]);
         return TL_OK;
     case OP_KV_STORE:
-        return tl_kv_store((int)i[0], p[0], p[1], i[1], i[2], p[2], p[3], i[3], p[4], p[5],
+        return tl_kv_store(c->pool, (int)i[0], p[0], p[1], i[1], i[2], p[2], p[3], i[3], p[4], p[5],
                            (int)i[4]);
     case OP_ATTENTION:
         return tl_attention(c->pool, (int)i[0], p[0], p[1], i[1], p[2], i[2], p[3], p[4],

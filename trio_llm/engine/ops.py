@@ -143,7 +143,7 @@ class CpuOps:
                    freq_scale, neox, factors, attn_factor)
 
     def kv_store(self, layer: KVLayer, k: Any, v: Any, n: int, slots: Any, pos: Any) -> None:
-        self._call("tl_kv_store", "KV store", layer.kind, layer.keys, layer.values,
+        self._call("tl_kv_store", "KV store", self._handle, layer.kind, layer.keys, layer.values,
                    layer.n_cache, layer.kv_dim, k, v, n, slots, pos, layer.window)
 
     def attention(self, layer: KVLayer, q: Any, n: int, slots: Any, pos: Any, n_head: int,
