@@ -417,15 +417,16 @@ static void geglu_avx2(const float *g, const float *u, float *o, int64_t n) {
     }
 }
 /* erfc(z) for z >= 0 as t exp(-z^2 + P(t)), t = 1 / (1 + z/2), P of degree 9 (the Chebyshev
-   fit of Numerical Recipes' erfcc): relative error below 1.2e-7 for every z >= 0. */
+   fit of Numerical Recipes' erfcc): relative error below 1.2e-7 for every z >= 0. ERFC_P holds
+   P's coefficients, lowest first, for both widths. */
+static const float ERFC_P[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f,
+                                 -0.18628806f, 0.27886807f, -1.13520398f, 1.48851587f,
+                                 -0.82215223f, 0.17087277f};
 static inline __m256 erfc_pos8(__m256 z) {
-    static const float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f,
-                                -0.18628806f, 0.27886807f, -1.13520398f, 1.48851587f,
-                                -0.82215223f, 0.17087277f};
     const __m256 one = _mm256_set1_ps(1.0f);
     __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.5f), z, one));
-    __m256 p = _mm256_set1_ps(c[9]);
-    for (int k = 8; k >= 0; k--) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c[k]));
+    __m256 p = _mm256_set1_ps(ERFC_P[9]);
+    for (int k = 8; k >= 0; k--) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(ERFC_P[k]));
     return _mm256_mul_ps(t, tl_exp8(_mm256_fnmadd_ps(z, z, p)));
 }
 
@@ -457,13 +458,10 @@ TL_VNNI_BEGIN
 /* gelu8 on 16 lanes where the pool has AVX-512: the same operations lane for lane (division and
    FMA round alike at any width), so the AVX2 twin's bits (test_ops). */
 static inline __m512 erfc_pos16(__m512 z) {
-    static const float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f,
-                                -0.18628806f, 0.27886807f, -1.13520398f, 1.48851587f,
-                                -0.82215223f, 0.17087277f};
     const __m512 one = _mm512_set1_ps(1.0f);
     __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.5f), z, one));
-    __m512 p = _mm512_set1_ps(c[9]);
-    for (int k = 8; k >= 0; k--) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c[k]));
+    __m512 p = _mm512_set1_ps(ERFC_P[9]);
+    for (int k = 8; k >= 0; k--) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(ERFC_P[k]));
     return _mm512_mul_ps(t, tl_exp16(_mm512_fnmadd_ps(z, z, p)));
 }
 

@@ -21,7 +21,7 @@ from trio_llm.engine.kernels import check as _checked
 from trio_llm.engine.program import Program
 
 NULL = ffi.NULL
-__all__ = ["NULL", "Buffer", "CpuOps", "KVLayer", "KernelStatus", "MatmulPath", "Ops"]
+__all__ = ["NULL", "Buffer", "CpuOps", "KVLayer", "KernelStatus", "MatmulPath", "Ops", "Recorder"]
 
 
 class MatmulPath(IntEnum):

@@ -156,7 +156,7 @@ class Compute:
         self.turns = FairTurns()
         self.thread = ComputeThread()
         self.steps = 0          # calls run, for tests and logs
-        self.foreground_at = -math.inf  # trio time the last step with someone's rows ended
+        self.foreground_at = -math.inf  # trio time the last call someone waits for ended
 
     def ops(self, n_threads: int = 0) -> CpuOps:
         """The backend with n_threads threads (capped at the physical cores), opened once."""
@@ -167,12 +167,19 @@ class Compute:
             backend = self._backends[n] = self._open_backend(n)
         return backend
 
-    async def run(self, client: Hashable, fn: Callable[..., T], *args: object) -> T:
+    async def run(self, client: Hashable, fn: Callable[..., T], *args: object,
+                  background: bool = False) -> T:
         """fn(*args) on the compute thread, in `client`'s turn. Not abandoned on cancel: a
-        caller cancelled mid-call waits for the call to finish (the model's memory is in use)."""
+        caller cancelled mid-call waits for the call to finish (the model's memory is in use).
+        A call nobody waits for is `background`; the end of any other sets foreground_at,
+        which background work waits to be BACKGROUND_DELAY old (EngineRunner.run)."""
         async with self.turns.turn(client):
             self.steps += 1
-            return await self.thread.call(fn, *args)
+            try:
+                return await self.thread.call(fn, *args)
+            finally:
+                if not background:
+                    self.foreground_at = trio.current_time()
 
     def close(self) -> None:
         """Stop the compute thread and every backend's threads (blocking: joins them)."""

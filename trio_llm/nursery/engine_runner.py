@@ -208,8 +208,6 @@ class EngineRunner:
                 self._work = trio.Event()
                 continue
             events = await self._step_or_fail(plan)
-            if not plan.idle_work:
-                self.compute.foreground_at = trio.current_time()
             for event in events:
                 inbox = self._inboxes.get(id(event.sequence))
                 if inbox is not None:
@@ -228,7 +226,7 @@ class EngineRunner:
         """One step in a worker thread. If it raises, every request of the step gets the
         error (its slot freed) and the loop goes on serving the others: nobody waits on."""
         try:
-            return await self.compute.run(self, self._step, plan)
+            return await self.compute.run(self, self._step, plan, background=plan.idle_work)
         except Exception as exc:
             self._fail(list(dict.fromkeys(seq for seq, _ in plan.fed)), StepFailed.of(exc))
             return []
@@ -251,14 +249,13 @@ class EngineRunner:
 
     async def _embed(self, job: EmbedJob) -> AsyncIterator[EmbedOutput]:
         token_lists, cut = await trio.to_thread.run_sync(self._embed_tokens, job)
-        vectors: list[list[float]] = []
+        vectors: list[np.ndarray] = []
         for group in self._groups(token_lists):
             async with self._embedding:   # slots taken under the lock: none is another's
                 slots = [self.table.reserve() for _ in group[: self._embed_slots()]]
                 self._table_changed()     # a slot may have been a background answer's
                 try:
                     vectors += await self.compute.run(self, self._pooled, group, slots)
-                    self.compute.foreground_at = trio.current_time()
                 finally:
                     for slot in slots:
                         self.table.release(slot)
@@ -304,7 +301,7 @@ class EngineRunner:
             tokens += len(ids)
         return groups
 
-    def _pooled(self, group: list[list[int]], slots: list[int]) -> list[list[float]]:
+    def _pooled(self, group: list[list[int]], slots: list[int]) -> list[np.ndarray]:
         """Pooled vectors of a group: together when each has a slot, else one at a time."""
         net = self.model.net
         pool = net.shape.pooling.pool
@@ -408,14 +405,17 @@ class EngineRunner:
         held = [ring_rows_held(kv, seq.position, spec.start) for spec in specs]
         todo = [spec for spec, want in zip(specs, cache.wanted(specs, held), strict=True)
                 if want]
-        rows = await self._exclusive(self._copy_out, seq, len(tokens), todo) if todo else []
+        rows = await self._exclusive(self._copy_out, seq, len(tokens), todo,
+                                     background=seq.background) if todo else []
         if rows is not None:
             copied = dict(zip((spec.key for spec in todo), rows, strict=True))
             cache.insert(specs, [copied.get(spec.key) for spec in specs])
 
-    async def _exclusive(self, work: Callable[..., Any], *args: Any) -> Any:
-        """work(*args) in this model's turn on the compute executor: no forward pass runs."""
-        return await self.compute.run(self, work, *args)
+    async def _exclusive(self, work: Callable[..., Any], *args: Any,
+                         background: bool = False) -> Any:
+        """work(*args) in this model's turn on the compute executor: no forward pass runs
+        (`background`: for an answer nobody waits for, Compute.run)."""
+        return await self.compute.run(self, work, *args, background=background)
 
     def _copy_out(self, seq: SlotSequence, n: int, specs: Sequence[BlockSpec]
                   ) -> list[Rows] | None:
